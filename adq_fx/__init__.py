@@ -1,0 +1,26 @@
+"""adq_fx: low-bit quantization-aware training (ADQ, N2UQ) as torch.fx passes.
+
+    prepared = prepare_adq(model, default_qconfig_mapping(3), example_inputs)
+    ... train, adding commitment_loss(prepared) to the loss ...
+    int_model = convert_adq(prepared)
+"""
+
+from .config import ActivationThresholdConfig, ADQConfig, WeightCodebookConfig
+from .mapping import ADQConfigMapping, default_qconfig_mapping
+from .passes import convert_adq, prepare_adq
+from .summary import commitment_loss, model_size_bits, quantization_map
+
+__all__ = [
+    "ADQConfig",
+    "ADQConfigMapping",
+    "ActivationThresholdConfig",
+    "WeightCodebookConfig",
+    "commitment_loss",
+    "convert_adq",
+    "default_qconfig_mapping",
+    "model_size_bits",
+    "prepare_adq",
+    "quantization_map",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,123 @@
+"""Frozen, keyword-only configuration dataclasses.
+
+Every config validates itself on construction so that a bad value fails where
+it is written, with the field name and the fix, not deep inside a pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SUPPORTED_BITS = range(2, 9)  # codes fit one uint8; Alg. 1 is degenerate at 1 bit
+
+
+def _check_bits(owner: str, bits: int) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
+        raise ValueError(
+            f"{owner}(bits={bits!r}) is not supported: use an integer from "
+            f"{SUPPORTED_BITS.start} to {SUPPORTED_BITS.stop - 1}."
+        )
+
+
+def _check_range(owner: str, name: str, value: float, lo: float, hi: float) -> None:
+    if not (lo <= value <= hi):
+        raise ValueError(f"{owner}({name}={value!r}) must lie in [{lo}, {hi}].")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightCodebookConfig:
+    """ADQ weight quantizer: per-channel scale and a learned per-layer codebook.
+
+    levels="alg1" builds 2^b - 1 levels with zero exactly as Alg. 1 (one code
+    stays unused); levels="full" uses all 2^b codes (quantiles of the whole
+    distribution, no zero level). init="quantile" is Alg. 1; init="normal"
+    draws sorted N(0, 1) samples (the paper's ablation B). learn_codebook=False
+    freezes the codebook (ablation C).
+    """
+
+    bits: int = 3
+    levels: Literal["alg1", "full"] = "alg1"
+    init: Literal["quantile", "normal"] = "quantile"
+    learn_codebook: bool = True
+    ema_decay: float = 0.99
+    eps: float = 1e-5
+    commitment_beta: float = 0.25
+    pin_zero: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _check_bits(name, self.bits)
+        if self.levels not in ("alg1", "full"):
+            raise ValueError(f"{name}(levels={self.levels!r}) must be 'alg1' or 'full'.")
+        if self.init not in ("quantile", "normal"):
+            raise ValueError(f"{name}(init={self.init!r}) must be 'quantile' or 'normal'.")
+        _check_range(name, "ema_decay", self.ema_decay, 0.0, 1.0)
+        if not self.eps > 0:
+            raise ValueError(f"{name}(eps={self.eps!r}) must be positive.")
+        if not self.commitment_beta >= 0:
+            raise ValueError(f"{name}(commitment_beta={self.commitment_beta!r}) must be >= 0.")
+        if self.pin_zero and self.levels == "full":
+            raise ValueError(
+                f"{name}(levels='full', pin_zero=True): the full 2^b-level codebook has no "
+                "zero level to pin; pass pin_zero=False or levels='alg1'."
+            )
+
+    @property
+    def num_levels(self) -> int:
+        return 2**self.bits - 1 if self.levels == "alg1" else 2**self.bits
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationThresholdConfig:
+    """N2UQ activation quantizer: learned thresholds, uniform output levels.
+
+    signed=None detects at prepare time whether the input can be negative
+    (graph first, then the example inputs); True/False overrides it. A signed
+    input gets a learnable per-channel shift in front (and removed behind).
+    """
+
+    bits: int = 3
+    signed: bool | None = None
+    min_interval: float = 1e-3
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _check_bits(name, self.bits)
+        if self.signed not in (None, True, False):
+            raise ValueError(f"{name}(signed={self.signed!r}) must be None, True or False.")
+        if not self.min_interval > 0:
+            raise ValueError(f"{name}(min_interval={self.min_interval!r}) must be positive.")
+
+    @property
+    def num_levels(self) -> int:
+        return 2**self.bits
+
+
+@dataclass(frozen=True, kw_only=True)
+class ADQConfig:
+    """What one quantized layer gets: a weight and an input-activation quantizer."""
+
+    weight: WeightCodebookConfig = field(default_factory=WeightCodebookConfig)
+    activation: ActivationThresholdConfig = field(default_factory=ActivationThresholdConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.weight, WeightCodebookConfig):
+            raise TypeError(
+                f"ADQConfig(weight=...) must be a WeightCodebookConfig, got {type(self.weight).__name__}."
+            )
+        if not isinstance(self.activation, ActivationThresholdConfig):
+            raise TypeError(
+                "ADQConfig(activation=...) must be an ActivationThresholdConfig, "
+                f"got {type(self.activation).__name__}."
+            )
+
+    @classmethod
+    def with_bits(cls, weight_bits: int, activation_bits: int | None = None) -> ADQConfig:
+        """Default ADQ settings at the given bit-widths (activation defaults to weight)."""
+        a_bits = weight_bits if activation_bits is None else activation_bits
+        return cls(
+            weight=WeightCodebookConfig(bits=weight_bits),
+            activation=ActivationThresholdConfig(bits=a_bits),
+        )

@@ -1,0 +1,224 @@
+"""Pure tensor math for the quantizers. No modules, no state, no side effects.
+
+Weights (ADQ): ``w' = w / s`` with a per-output-channel scale ``s``; a sorted
+1-D codebook ``C`` of K levels; the code of ``w'`` is its nearest entry (eq. 2).
+Activations (N2UQ): n = 2^b - 1 learned intervals, thresholds at their
+midpoints, uniform output levels, generalised STE (eq. 1).
+
+Both quantizers are written so that the forward value is *exactly* the value
+the converted lookup-table model computes: the STE adds ``x - sg(x)``, which
+is exactly zero in floating point, instead of ``sg(q - x)``, which rounds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def straight_through(x: Tensor, x_quantized: Tensor) -> Tensor:
+    """Forward value exactly ``x_quantized``; gradient passes to ``x`` unchanged (eq. 4).
+
+    >>> x = torch.tensor([0.3], requires_grad=True)
+    >>> y = straight_through(x, torch.tensor([0.5]))
+    >>> y.item(), torch.autograd.grad(y.sum(), x)[0].item()
+    (0.5, 1.0)
+    """
+    return x_quantized.detach() + (x - x.detach())
+
+
+# --------------------------------------------------------------------------- weights
+def per_channel_rms(weight: Tensor, floor: float = 1e-8) -> Tensor:
+    """Per-output-channel root-mean-square of ``weight`` (C_out, ...) -> (C_out,).
+
+    RMS makes the normalised weights of every channel unit-variance, so one
+    codebook fits all channels and N(0, 1) is a meaningful random init.
+    """
+    flat = weight.detach().reshape(weight.shape[0], -1).float()
+    return flat.pow(2).mean(dim=1).sqrt().clamp_min(floor)
+
+
+def normalise(weight: Tensor, scale: Tensor) -> Tensor:
+    """``w' = w / s`` with ``s`` (C_out,) broadcast over the remaining dims."""
+    return weight / scale.view(-1, *([1] * (weight.dim() - 1)))
+
+
+def broadcast_channels(per_channel: Tensor, dims: int, channel_dim: int) -> Tensor:
+    """Shape a (C,) tensor to broadcast against a ``dims``-dim tensor along ``channel_dim``."""
+    shape = [1] * dims
+    shape[channel_dim] = -1
+    return per_channel.view(shape)
+
+
+def denormalise(weight_normalised: Tensor, scale: Tensor) -> Tensor:
+    """``w = s * w'``, the inverse of :func:`normalise`."""
+    return scale.view(-1, *([1] * (weight_normalised.dim() - 1))) * weight_normalised
+
+
+def quantile(values: Tensor, probs: Tensor) -> Tensor:
+    """Linear-interpolation quantiles of a 1-D tensor (torch.quantile's default method).
+
+    Sort-based, so it has no input-size limit (torch.quantile stops at 2^24).
+
+    >>> quantile(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([0.5])).tolist()
+    [1.5]
+    """
+    ordered = values.reshape(-1).float().sort().values
+    position = probs.to(ordered) * (ordered.numel() - 1)
+    low = position.floor().long()
+    high = position.ceil().long()
+    frac = position - low
+    return ordered[low] + (ordered[high] - ordered[low]) * frac
+
+
+def quantile_codebook(weight_normalised: Tensor, bits: int, *, full_levels: bool = False) -> Tensor:
+    """Alg. 1: a sorted codebook from quantiles of the normalised weights.
+
+    Alg. 1 gives floor((2^b - 1) / 2) positive and as many negative levels plus
+    zero, i.e. 2^b - 1 levels. With ``full_levels`` all 2^b codes are used:
+    quantiles at evenly spaced probabilities of the whole distribution, no zero.
+
+    >>> quantile_codebook(torch.linspace(-1, 1, 9), 2).tolist()
+    [-0.5, 0.0, 0.5]
+    """
+    flat = weight_normalised.detach().reshape(-1).float()
+    if full_levels:
+        probs = torch.linspace(0, 1, 2**bits + 2)[1:-1]
+        return quantile(flat, probs).sort().values
+    per_side = (2**bits - 1) // 2
+    probs = torch.linspace(0, 1, per_side + 2)[1:-1]
+    positive, negative = flat[flat > 0], -flat[flat < 0]
+    if positive.numel() == 0 and negative.numel() == 0:
+        raise ValueError("all weights are zero: there is no distribution to take quantiles of")
+    # A one-signed weight tensor has no quantiles on the other side: mirror it.
+    positive = positive if positive.numel() else negative
+    negative = negative if negative.numel() else positive
+    levels = torch.cat([-quantile(negative, probs), flat.new_zeros(1), quantile(positive, probs)])
+    return levels.sort().values
+
+
+def normal_codebook(num_levels: int, *, pin_zero: bool, seed: int) -> Tensor:
+    """Sorted N(0, 1) samples (the paper's random-init ablation); the entry nearest 0 set to 0."""
+    generator = torch.Generator().manual_seed(seed)
+    levels = torch.randn(num_levels, generator=generator).sort().values
+    if pin_zero:
+        levels[levels.abs().argmin()] = 0.0
+    return levels
+
+
+def codebook_midpoints(codebook: Tensor) -> Tensor:
+    """Decision boundaries of nearest-entry assignment for a sorted codebook (K,) -> (K-1,)."""
+    return (codebook[1:] + codebook[:-1]) / 2
+
+
+def nearest_codes(weight_normalised: Tensor, codebook: Tensor) -> Tensor:
+    """Eq. (2): index of the nearest codebook entry, same shape as the input, int64.
+
+    In 1-D the nearest entry of a sorted codebook is a bucket between
+    midpoints, so this is a binary search, not an N x K distance matrix.
+    A value exactly on a midpoint goes to the lower entry.
+    """
+    return torch.bucketize(weight_normalised.detach(), codebook_midpoints(codebook).contiguous())
+
+
+def cluster_statistics(weight_normalised: Tensor, codes: Tensor, num_levels: int) -> tuple[Tensor, Tensor]:
+    """Per entry: how many weights chose it and the sum of those weights (eqs. 5-6 increments)."""
+    flat_codes = codes.reshape(-1)
+    counts = torch.bincount(flat_codes, minlength=num_levels).to(torch.float32)
+    sums = torch.bincount(flat_codes, weights=weight_normalised.detach().reshape(-1).float(),
+                          minlength=num_levels).to(torch.float32)
+    return counts, sums
+
+
+def ema_kmeans_step(
+    codebook: Tensor,
+    ema_counts: Tensor,
+    ema_sums: Tensor,
+    step_counts: Tensor,
+    step_sums: Tensor,
+    *,
+    decay: float,
+    eps: float,
+    pin_zero: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Eqs. (5)-(7): new (codebook, counts, sums), sorted together.
+
+    Choices the paper leaves open, made here:
+    - a dead entry (EMA count <= eps) keeps its value instead of collapsing to 0
+      through E / (n + eps); it can win weights back later;
+    - with ``pin_zero`` the entry at 0 stays exactly 0 (its statistics still
+      accumulate), so zero weights stay representable and the codebook symmetric
+      about a true zero;
+    - the result is re-sorted with its statistics; 1-D k-means keeps the order
+      anyway, this guards against floating-point ties.
+    """
+    counts = decay * ema_counts + (1 - decay) * step_counts
+    sums = decay * ema_sums + (1 - decay) * step_sums
+    alive = counts > eps
+    updated = torch.where(alive, sums / (counts + eps), codebook)
+    if pin_zero:
+        updated = torch.where(codebook == 0, torch.zeros_like(updated), updated)
+    order = updated.argsort(stable=True)
+    return updated[order], counts[order], sums[order]
+
+
+# ----------------------------------------------------------------------- activations
+def interval_edges(start: Tensor, intervals: Tensor, min_interval: float) -> tuple[Tensor, Tensor]:
+    """Edges d_0..d_n (n+1,) and floored interval lengths a (n,)."""
+    lengths = intervals.clamp_min(min_interval)
+    edges = start + torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
+    return edges, lengths
+
+
+def interval_thresholds(start: Tensor, intervals: Tensor, min_interval: float) -> Tensor:
+    """Forward thresholds T_k = d_k + a_k / 2 (n,), strictly increasing."""
+    edges, lengths = interval_edges(start, intervals, min_interval)
+    return edges[:-1] + lengths / 2
+
+
+def threshold_input(x: Tensor, beta1: Tensor, shift: Tensor | None) -> Tensor:
+    """u = beta1 * (x + shift): the value the thresholds are compared against."""
+    return beta1 * (x if shift is None else x + shift)
+
+
+def threshold_codes(u: Tensor, thresholds: Tensor) -> Tensor:
+    """Eq. (1): the number of thresholds at or below u, in {0..n}, int64."""
+    return torch.bucketize(u.detach(), thresholds.detach().contiguous(), right=True)
+
+
+def threshold_output(level: Tensor, beta2: Tensor, shift: Tensor | None) -> Tensor:
+    """Output value beta2 * level, minus the signed shift when there is one."""
+    out = beta2 * level
+    return out if shift is None else out - shift
+
+
+def code_levels(codes: Tensor, num_intervals: int, dtype: torch.dtype) -> Tensor:
+    """Uniform output levels Δ·q with Δ = 2 / n: codes 0..n map to [0, 2]."""
+    return codes.to(dtype) * (2.0 / num_intervals)
+
+
+def threshold_quantize(
+    x: Tensor,
+    start: Tensor,
+    intervals: Tensor,
+    beta1: Tensor,
+    beta2: Tensor,
+    shift: Tensor | None,
+    min_interval: float,
+) -> Tensor:
+    """N2UQ forward with the generalised STE, vectorised (no loop over thresholds).
+
+    The surrogate g(u) is piecewise linear: 0 below d_0, Δ·(k + (u - d_k)/a_k)
+    inside interval k, 2 above d_n; gradients reach x, start, intervals and
+    beta1 through it. The forward value is exactly beta2·Δ·q.
+    """
+    n = intervals.numel()
+    delta = 2.0 / n
+    edges, lengths = interval_edges(start, intervals, min_interval)
+    u = threshold_input(x, beta1, shift)
+    codes = threshold_codes(u, edges[:-1] + lengths / 2)
+    interval = torch.bucketize(u.detach(), edges[1:-1].detach().contiguous(), right=True)
+    ramp = ((u - edges[interval]) / lengths[interval]).clamp(0.0, 1.0)
+    surrogate = delta * (interval.to(u.dtype) + ramp)
+    level = code_levels(codes, n, u.dtype) + (surrogate - surrogate.detach())
+    return threshold_output(level, beta2, shift)

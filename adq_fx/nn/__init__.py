@@ -1,0 +1,7 @@
+"""QAT layers (float subclasses) and converted lookup-table layers."""
+
+from .lut import LUT_MODULES, LUTConv2d, LUTLinear, ThresholdEncoder
+from .qat import QAT_MODULES, QATConv2d, QATLinear
+
+__all__ = ["LUT_MODULES", "LUTConv2d", "LUTLinear", "QAT_MODULES", "QATConv2d", "QATLinear",
+           "ThresholdEncoder"]

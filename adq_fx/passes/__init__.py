@@ -1,0 +1,6 @@
+"""Graph passes: each a plain function GraphModule -> GraphModule over one node loop."""
+
+from .convert import convert_adq
+from .prepare import prepare_adq
+
+__all__ = ["convert_adq", "prepare_adq"]

@@ -1,0 +1,87 @@
+"""Can the input of a layer be negative? Decided from the graph, then the example inputs.
+
+An unsigned input goes straight into the threshold quantizer; a signed one
+gets a learnable shift in front (see ThresholdActivationQuantizer).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn.functional as TF
+from torch import fx, nn
+
+_NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softmax, nn.Hardsigmoid)
+_NONNEGATIVE_FUNCTIONS = {torch.relu, TF.relu, TF.relu6, torch.sigmoid, TF.sigmoid, TF.softmax,
+                          torch.softmax, torch.abs, TF.hardsigmoid}
+_NONNEGATIVE_METHODS = {"relu", "sigmoid", "softmax", "abs"}
+# These keep a non-negative input non-negative (all their tensor inputs must be).
+_PRESERVING_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+                       nn.Flatten, nn.Dropout, nn.Identity, nn.Upsample)
+_PRESERVING_FUNCTIONS = {torch.flatten, torch.cat, torch.add, torch.mul, operator.add, operator.mul,
+                         operator.getitem, TF.max_pool2d, TF.avg_pool2d, TF.adaptive_avg_pool2d,
+                         TF.adaptive_max_pool2d, TF.dropout, TF.interpolate, torch.max_pool2d}
+_PRESERVING_METHODS = {"flatten", "view", "reshape", "contiguous", "permute", "transpose", "add",
+                       "mul", "mean", "max", "squeeze", "unsqueeze", "__getitem__", "to"}
+
+
+def graph_nonnegative(gm: fx.GraphModule) -> set[fx.Node]:
+    """Nodes whose value the graph proves non-negative (one pass in topological order)."""
+    modules = dict(gm.named_modules())
+    proven: set[fx.Node] = set()
+    for node in gm.graph.nodes:
+        inputs = [arg for arg in node.all_input_nodes]
+        inputs_ok = bool(inputs) and all(arg in proven for arg in inputs)
+        if node.op == "call_module":
+            module = modules[node.target]
+            if isinstance(module, _NONNEGATIVE_MODULES) or (
+                isinstance(module, _PRESERVING_MODULES) and inputs_ok
+            ):
+                proven.add(node)
+        elif node.op == "call_function":
+            if node.target in _NONNEGATIVE_FUNCTIONS or (
+                node.target in _PRESERVING_FUNCTIONS and inputs_ok
+            ):
+                proven.add(node)
+        elif node.op == "call_method":
+            if node.target in _NONNEGATIVE_METHODS or (
+                node.target in _PRESERVING_METHODS and inputs_ok
+            ):
+                proven.add(node)
+    return proven
+
+
+class _MinimumRecorder(fx.Interpreter):
+    """Runs the graph and records the minimum value of selected nodes."""
+
+    def __init__(self, gm: fx.GraphModule, watched: set[fx.Node]) -> None:
+        super().__init__(gm)
+        self.watched = watched
+        self.minimum: dict[fx.Node, float] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        if n in self.watched and isinstance(result, torch.Tensor) and result.numel():
+            self.minimum[n] = float(result.detach().min())
+        return result
+
+
+def example_minimum(gm: fx.GraphModule, nodes: set[fx.Node], example_inputs: tuple[Any, ...]) -> dict[fx.Node, float]:
+    """Minimum of each node on the example inputs, run in eval mode without changing any state."""
+    modes = {name: m.training for name, m in gm.named_modules()}
+    gm.eval()
+    try:
+        with torch.no_grad():
+            recorder = _MinimumRecorder(gm, nodes)
+            recorder.run(*example_inputs)
+    except Exception as err:
+        raise RuntimeError(
+            f"prepare_adq could not run the model on example_inputs ({type(err).__name__}: {err}); "
+            "pass inputs the model accepts, as a tuple of positional arguments."
+        ) from err
+    finally:
+        for name, m in gm.named_modules():
+            m.training = modes.get(name, m.training)
+    return recorder.minimum

@@ -1,0 +1,94 @@
+"""ADQ weight quantizer: per-channel scale, learned codebook, EMA k-means (eqs. 2-7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import functional as F
+from ..config import WeightCodebookConfig
+from ._state import check_saved_layout
+
+
+class CodebookWeightQuantizer(nn.Module):
+    """Holds one layer's codebook and EMA statistics; the math is in ``functional``.
+
+    The per-channel scale is the RMS of the pre-trained weights, fixed at
+    prepare time: the codebook then lives in one stable coordinate system, so
+    the EMA averages over steps are consistent, and the converted model stores
+    exactly the scale the model was trained with.
+    """
+
+    scale: Tensor
+    codebook: Tensor
+    ema_counts: Tensor
+    ema_sums: Tensor
+
+    def __init__(self, config: WeightCodebookConfig, weight: Tensor) -> None:
+        super().__init__()
+        self.config = config
+        scale = F.per_channel_rms(weight)
+        normalised = F.normalise(weight.detach().float(), scale)
+        if config.init == "quantile":
+            codebook = F.quantile_codebook(normalised, config.bits, full_levels=config.levels == "full")
+        else:
+            codebook = F.normal_codebook(config.num_levels, pin_zero=config.pin_zero, seed=config.seed)
+        # Warm start: as if every entry had been seen with an equal share of the
+        # weights, so the first EMA steps move the codebook smoothly from its init.
+        counts = torch.full_like(codebook, normalised.numel() / config.num_levels)
+        device = weight.device
+        self.register_buffer("scale", scale.to(device))
+        self.register_buffer("codebook", codebook.to(device))
+        self.register_buffer("ema_counts", counts.to(device))
+        self.register_buffer("ema_sums", (codebook * counts).to(device))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"bits={c.bits}, levels={self.codebook.numel()}, learn_codebook={c.learn_codebook}"
+
+    def codes(self, weight: Tensor) -> Tensor:
+        """Index of each weight's codebook entry (the assignment both QAT and LUT use)."""
+        return F.nearest_codes(F.normalise(weight, self.scale), self.codebook)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        normalised = F.normalise(weight, self.scale)
+        codes = F.nearest_codes(normalised, self.codebook)
+        quantized = F.denormalise(F.straight_through(normalised, self.codebook[codes]), self.scale)
+        if self.training and self.config.learn_codebook:
+            self.update_codebook(normalised, codes)
+        return quantized
+
+    @torch.no_grad()
+    def update_codebook(self, weight_normalised: Tensor, codes: Tensor) -> None:
+        """One EMA k-means step (eqs. 5-7), in place, like BatchNorm's running stats."""
+        step_counts, step_sums = F.cluster_statistics(weight_normalised, codes, self.codebook.numel())
+        codebook, counts, sums = F.ema_kmeans_step(
+            self.codebook, self.ema_counts, self.ema_sums, step_counts, step_sums,
+            decay=self.config.ema_decay, eps=self.config.eps, pin_zero=self.config.pin_zero,
+        )
+        self.codebook.copy_(codebook)
+        self.ema_counts.copy_(counts)
+        self.ema_sums.copy_(sums)
+
+    def commitment(self, weight: Tensor) -> Tensor:
+        """Eq. (3) as a mean over the layer's weights: beta * mean((sg(ŵ') - w')^2).
+
+        A mean, not a sum, keeps beta independent of layer size. The gradient
+        reaches the weights only: the codebook is a buffer moved by the EMA.
+        """
+        normalised = F.normalise(weight, self.scale)
+        target = self.codebook[F.nearest_codes(normalised, self.codebook)]
+        return self.config.commitment_beta * (target.detach() - normalised).pow(2).mean()
+
+    # -- checkpoints ------------------------------------------------------
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"method": "adq_codebook", "bits": self.config.bits, "levels": self.codebook.numel()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        pass  # checked in _load_from_state_dict, where the module name is known
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        check_saved_layout(prefix, state_dict, self.get_extra_state())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
