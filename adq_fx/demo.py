@@ -1,0 +1,179 @@
+"""The embedded default run: a small CNN on scikit-learn's bundled digits.
+
+Train in float, prepare at each bit-width, QAT with the commitment loss,
+convert, and report float / QAT / converted accuracy and model size. Needs no
+download: the 1,797 8x8 digits ship inside scikit-learn.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as TF
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import commitment_loss, convert_adq, default_qconfig_mapping, model_size_bits, prepare_adq
+from .nn import QATConv2d, QATLinear
+from .quantizers import ThresholdActivationQuantizer
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    float_epochs: int = 30
+    qat_epochs: int = 15
+    bits: tuple[int, ...] = (3, 2)
+    batch_size: int = 64
+    float_lr: float = 0.05
+    qat_lr: float = 0.01
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.float_epochs < 1 or self.qat_epochs < 1:
+            raise ValueError("DemoConfig: float_epochs and qat_epochs must be at least 1.")
+        if not self.bits:
+            raise ValueError("DemoConfig(bits=()) needs at least one bit-width.")
+
+
+class DigitsCNN(nn.Module):
+    """A small ResNet-flavoured CNN for 8x8 digits (first conv and last linear stay float)."""
+
+    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(2 * width)
+        self.hidden = nn.Linear(2 * width, 2 * width)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = TF.relu(self.bn1(self.conv1(x)))
+        x = TF.relu(x + self.bn2(self.conv2(x)))  # residual add
+        x = TF.relu(self.bn3(self.conv3(x)))
+        x = torch.flatten(TF.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(TF.relu(self.hidden(x)))
+
+
+def load_digits_tensors(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's digits as (N, 1, 8, 8) floats in [0, 1]; stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.images, digits.target, test_size=0.2, random_state=seed, stratify=digits.target
+    )
+
+    def to_x(a: Any) -> Tensor:
+        return torch.tensor(a, dtype=torch.float32).unsqueeze(1) / 16.0
+
+    return to_x(x_train), torch.tensor(y_train), to_x(x_test), torch.tensor(y_test)
+
+
+def _parameter_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """Quantizer parameters get their own group: lr/10 and no weight decay, as N2UQ."""
+    quantizer_ids = {
+        id(p) for m in model.modules() if isinstance(m, ThresholdActivationQuantizer) for p in m.parameters()
+    }
+    quant = [p for p in model.parameters() if id(p) in quantizer_ids]
+    rest = [p for p in model.parameters() if id(p) not in quantizer_ids]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": lr, "weight_decay": 5e-4}]
+    if quant:
+        groups.append({"params": quant, "lr": lr / 10, "weight_decay": 0.0})
+    return groups
+
+
+def train(model: nn.Module, data: tuple[Tensor, Tensor], *, epochs: int, lr: float, batch_size: int,
+          seed: int, desc: str, progress: bool) -> None:
+    """SGD + cosine to zero (the paper's schedule); adds the commitment loss when prepared."""
+    x, y = data
+    prepared = any(isinstance(m, (QATConv2d, QATLinear)) for m in model.modules())
+    optimizer = torch.optim.SGD(_parameter_groups(model, lr), lr=lr, momentum=0.9, nesterov=True)
+    steps_per_epoch = (len(x) + batch_size - 1) // batch_size
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        model.train()
+        order = torch.randperm(len(x), generator=generator)
+        total, correct, loss_sum = 0, 0, 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            logits = model(x[idx])
+            loss = TF.cross_entropy(logits, y[idx])
+            if prepared:
+                loss = loss + commitment_loss(model)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            loss_sum += loss.item() * len(idx)
+        bar.set_postfix(loss=f"{loss_sum / total:.3f}", train_acc=f"{100 * correct / total:.1f}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: tuple[Tensor, Tensor]) -> tuple[float, Tensor]:
+    model.eval()
+    logits = model(data[0])
+    return 100.0 * float((logits.argmax(1) == data[1]).float().mean()), logits
+
+
+def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
+    """Run the whole demo and return its results as plain data."""
+    config = DemoConfig() if config is None else config
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    x_train, y_train, x_test, y_test = load_digits_tensors(config.seed)
+    train_data, test_data = (x_train, y_train), (x_test, y_test)
+    model = DigitsCNN()
+    common = {"batch_size": config.batch_size, "seed": config.seed, "progress": config.progress}
+    train(model, train_data, epochs=config.float_epochs, lr=config.float_lr, desc="float", **common)
+    float_acc, _ = evaluate(model, test_data)
+    rows = [{"model": "float", "bits": "32/32", "accuracy": float_acc, "converted_accuracy": None,
+             "size_kib": model_size_bits(model) / 8192, "max_abs_diff": None}]
+    for bits in config.bits:
+        prepared = prepare_adq(model, default_qconfig_mapping(bits), (x_train[:64],))
+        train(prepared, train_data, epochs=config.qat_epochs, lr=config.qat_lr, desc=f"QAT W{bits}A{bits}",
+              **common)
+        qat_acc, qat_logits = evaluate(prepared, test_data)
+        converted = convert_adq(prepared)
+        int_acc, int_logits = evaluate(converted, test_data)
+        rows.append({
+            "model": "ADQ", "bits": f"{bits}/{bits}", "accuracy": qat_acc, "converted_accuracy": int_acc,
+            "size_kib": model_size_bits(converted) / 8192,
+            "max_abs_diff": float((qat_logits - int_logits).abs().max()),
+            "max_abs_logit": float(qat_logits.abs().max()),
+        })
+    return {
+        "config": asdict(config),
+        "data": f"scikit-learn digits, {len(x_train)} train / {len(x_test)} test",
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.python_version()}",
+        "torch": torch.__version__,
+    }
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [
+        "| model | W/A bits | accuracy % | converted accuracy % | size KiB | max |Δ| converted vs QAT |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        conv = "—" if row["converted_accuracy"] is None else f"{row['converted_accuracy']:.2f}"
+        diff = "—" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2e}"
+        lines.append(f"| {row['model']} | {row['bits']} | {row['accuracy']:.2f} | {conv} | "
+                     f"{row['size_kib']:.1f} | {diff} |")
+    lines.append(f"\n{results['data']}; torch {results['torch']}; {results['machine']}; "
+                 f"{results['seconds']:.1f} s")
+    return "\n".join(lines)
