@@ -3,5 +3,12 @@
 from .lut import LUT_MODULES, LUTConv2d, LUTLinear, ThresholdEncoder
 from .qat import QAT_MODULES, QATConv2d, QATLinear
 
-__all__ = ["LUT_MODULES", "LUTConv2d", "LUTLinear", "QAT_MODULES", "QATConv2d", "QATLinear",
-           "ThresholdEncoder"]
+__all__ = [
+           "LUT_MODULES",
+           "QAT_MODULES",
+           "LUTConv2d",
+           "LUTLinear",
+           "QATConv2d",
+           "QATLinear",
+           "ThresholdEncoder",
+]

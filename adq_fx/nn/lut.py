@@ -26,19 +26,26 @@ class ThresholdEncoder(nn.Module):
     """Float activation -> uint8 code, by the thresholds the quantizer learned."""
 
     beta1: Tensor
-    thresholds: Tensor
+    boundaries: Tensor
     shift: Tensor | None
 
-    def __init__(self, beta1: Tensor, thresholds: Tensor, shift: Tensor | None, channel_dim: int) -> None:
+    def __init__(self, beta1: Tensor, boundaries: Tensor, shift: Tensor | None, channel_dim: int) -> None:
         super().__init__()
         self.channel_dim = channel_dim
         self.register_buffer("beta1", beta1.detach().clone())
-        self.register_buffer("thresholds", thresholds.detach().clone())
+        self.register_buffer("boundaries", boundaries.detach().clone())
         self.register_buffer("shift", None if shift is None else shift.detach().clone())
 
     @classmethod
     def from_quantizer(cls, quantizer: ThresholdActivationQuantizer) -> ThresholdEncoder:
-        return cls(quantizer.beta1, quantizer.thresholds(), quantizer.shift, quantizer.channel_dim)
+        min_interval = quantizer.config.min_interval
+        boundaries = F.interleaved_boundaries(quantizer.start, quantizer.intervals, min_interval)
+        return cls(quantizer.beta1, boundaries, quantizer.shift, quantizer.channel_dim)
+
+    @property
+    def thresholds(self) -> Tensor:
+        """The learned thresholds T_0..T_{n-1}."""
+        return self.boundaries[0::2]
 
     @property
     def bits(self) -> int:
@@ -49,7 +56,9 @@ class ThresholdEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shift = None if self.shift is None else F.broadcast_channels(self.shift, x.dim(), self.channel_dim)
-        return F.threshold_codes(F.threshold_input(x, self.beta1, shift), self.thresholds).to(torch.uint8)
+        # The same search as training (codes_and_intervals), so codes match bit for bit.
+        codes, _ = F.codes_and_intervals(F.threshold_input(x, self.beta1, shift), self.boundaries)
+        return codes.to(torch.uint8)
 
 
 class _LUTLayer(nn.Module):
@@ -81,7 +90,9 @@ class _LUTLayer(nn.Module):
         return F.denormalise(self.codebook[self.weight_codes.long()], self.weight_scale)
 
     def dequantized_input(self, codes: Tensor) -> Tensor:
-        shift = None if self.act_shift is None else F.broadcast_channels(self.act_shift, codes.dim(), self.channel_dim)
+        shift = self.act_shift
+        if shift is not None:
+            shift = F.broadcast_channels(shift, codes.dim(), self.channel_dim)
         levels = F.code_levels(codes, self.num_intervals, self.act_beta2.dtype)
         return F.threshold_output(levels, self.act_beta2, shift)
 

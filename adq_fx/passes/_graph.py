@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..nn import LUT_MODULES, QAT_MODULES, ThresholdEncoder
+from ..nn import LUT_MODULES, ThresholdEncoder
 from ..quantizers import ThresholdActivationQuantizer
 
 QAT_TYPES = tuple(LUT_MODULES)  # the QAT layer classes

@@ -14,7 +14,15 @@ from ..mapping import ADQConfigMapping, LayerSite, default_qconfig_mapping
 from ..nn import QAT_MODULES
 from ..nn.qat import input_channel_dim, input_channels
 from ..quantizers import ThresholdActivationQuantizer
-from ._graph import FUNCTIONAL_LAYERS, PREPARED_TYPES, call_counts, free_target, modules_of_types, set_submodule, trace
+from ._graph import (
+    FUNCTIONAL_LAYERS,
+    PREPARED_TYPES,
+    call_counts,
+    free_target,
+    modules_of_types,
+    set_submodule,
+    trace,
+)
 from .signs import example_minimum, graph_nonnegative
 
 INPUT_QUANTIZER_SUFFIX = "_input_quantizer"

@@ -32,25 +32,23 @@ def graph_nonnegative(gm: fx.GraphModule) -> set[fx.Node]:
     modules = dict(gm.named_modules())
     proven: set[fx.Node] = set()
     for node in gm.graph.nodes:
-        inputs = [arg for arg in node.all_input_nodes]
-        inputs_ok = bool(inputs) and all(arg in proven for arg in inputs)
-        if node.op == "call_module":
-            module = modules[node.target]
-            if isinstance(module, _NONNEGATIVE_MODULES) or (
-                isinstance(module, _PRESERVING_MODULES) and inputs_ok
-            ):
-                proven.add(node)
-        elif node.op == "call_function":
-            if node.target in _NONNEGATIVE_FUNCTIONS or (
-                node.target in _PRESERVING_FUNCTIONS and inputs_ok
-            ):
-                proven.add(node)
-        elif node.op == "call_method":
-            if node.target in _NONNEGATIVE_METHODS or (
-                node.target in _PRESERVING_METHODS and inputs_ok
-            ):
-                proven.add(node)
+        makes, keeps = _op_kind(node, modules)
+        inputs = node.all_input_nodes
+        if makes or (keeps and inputs and all(arg in proven for arg in inputs)):
+            proven.add(node)
     return proven
+
+
+def _op_kind(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[bool, bool]:
+    """(always non-negative, keeps non-negative inputs non-negative) for one node."""
+    if node.op == "call_module":
+        module = modules[node.target]
+        return isinstance(module, _NONNEGATIVE_MODULES), isinstance(module, _PRESERVING_MODULES)
+    if node.op == "call_function":
+        return node.target in _NONNEGATIVE_FUNCTIONS, node.target in _PRESERVING_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in _NONNEGATIVE_METHODS, node.target in _PRESERVING_METHODS
+    return False, False
 
 
 class _MinimumRecorder(fx.Interpreter):
@@ -68,7 +66,9 @@ class _MinimumRecorder(fx.Interpreter):
         return result
 
 
-def example_minimum(gm: fx.GraphModule, nodes: set[fx.Node], example_inputs: tuple[Any, ...]) -> dict[fx.Node, float]:
+def example_minimum(
+    gm: fx.GraphModule, nodes: set[fx.Node], example_inputs: tuple[Any, ...]
+) -> dict[fx.Node, float]:
     """Minimum of each node on the example inputs, run in eval mode without changing any state."""
     modes = {name: m.training for name, m in gm.named_modules()}
     gm.eval()
