@@ -1,0 +1,72 @@
+"""How closely a converted (lookup-table) model reproduces the trained one.
+
+Trains each model a few QAT steps on random data (so codebooks, thresholds and
+BatchNorm statistics have moved off their init), converts, and reports
+max |converted - prepared| and that relative to max |prepared| on fresh
+inputs, in eval mode. Writes benchmarks/results/convert_tolerance.json.
+
+    python benchmarks/convert_tolerance.py
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import adq_fx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from models import FunctionalNet, SignedInputNet, TinyResNet  # noqa: E402
+
+
+def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], steps: int = 5) -> dict:
+    torch.manual_seed(0)
+    example = torch.randn(shape)
+    prepared = adq_fx.prepare_adq(model, adq_fx.default_qconfig_mapping(3), (example,))
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=0.01, momentum=0.9)
+    prepared.train()
+    for _ in range(steps):
+        x = torch.randn(shape)
+        out = prepared(x)
+        loss = F.cross_entropy(out, torch.randint(0, out.shape[1], (shape[0],))) + adq_fx.commitment_loss(prepared)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    prepared.eval()
+    converted = adq_fx.convert_adq(prepared)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        y, y_int = prepared(x), converted(x)
+    diff = float((y - y_int).abs().max())
+    scale = float(y.abs().max())
+    return {"model": name, "input": list(shape), "qat_steps": steps, "quantized_layers": len(
+        adq_fx.quantization_map(prepared)), "max_abs_diff": diff, "max_abs_output": scale,
+        "relative": diff / scale}
+
+
+def main() -> None:
+    rows = [
+        measure("TinyResNet (residual adds)", TinyResNet(), (8, 3, 16, 16)),
+        measure("FunctionalNet (functional calls)", FunctionalNet(), (8, 3, 16, 16)),
+        measure("SignedInputNet (signed inputs)", SignedInputNet(), (8, 3, 16, 16)),
+        measure("torchvision resnet18, 10 classes", torchvision.models.resnet18(num_classes=10), (4, 3, 64, 64)),
+    ]
+    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
+              "python": platform.python_version(), "rows": rows}
+    out = Path(__file__).parent / "results" / "convert_tolerance.json"
+    out.write_text(json.dumps(result, indent=2))
+    print("| model | input | max abs diff | max abs output | relative |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {tuple(r['input'])} | {r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | "
+              f"{r['relative']:.2e} |")
+    print(f"\n{result['machine']}; torch {result['torch']}; written to {out}")
+
+
+if __name__ == "__main__":
+    main()
