@@ -11,7 +11,7 @@ from torch import fx, nn
 
 from ..config import ADQConfig
 from ..mapping import ADQConfigMapping, LayerSite, default_qconfig_mapping
-from ..nn import QAT_MODULES
+from ..nn import LUT_MODULES, QAT_MODULES
 from ..nn.qat import input_channel_dim, input_channels
 from ..quantizers import ThresholdActivationQuantizer
 from ._graph import (
@@ -88,7 +88,7 @@ def prepare_adq(
         node.args = (quantized_input, *node.args[1:])
         set_submodule(gm, node.target, QAT_MODULES[type(float_layer)].from_float(float_layer, config.weight))
 
-    _warn_functional_layers(gm)
+    _warn_left_float(gm)
     gm.graph.lint()
     gm.recompile()
     return gm
@@ -166,12 +166,26 @@ def _decide_signs(
     return signs
 
 
-def _warn_functional_layers(gm: fx.GraphModule) -> None:
+def _warn_left_float(gm: fx.GraphModule) -> None:
+    """Say which conv/linear computations prepare could not quantize, instead of skipping them."""
+    modules = dict(gm.named_modules())
     for node in gm.graph.nodes:
         if node.op == "call_function" and node.target in FUNCTIONAL_LAYERS:
+            stack = node.meta.get("nn_module_stack") or {}
+            inside = f" inside {next(reversed(stack.values()))[0]!r}" if stack else ""
             warnings.warn(
-                f"prepare_adq: node {node.name!r} calls {node.target.__name__} directly and stays "
-                "float; adq_fx quantizes nn.Conv2d/nn.Linear modules, so make it a module to "
-                "quantize it.",
+                f"prepare_adq: node {node.name!r}{inside} calls {node.target.__name__} directly and "
+                "stays float; adq_fx quantizes plain nn.Conv2d/nn.Linear modules, so use one of those "
+                "to quantize it.",
                 stacklevel=3,
             )
+        elif node.op == "call_module":
+            module = modules[node.target]
+            base = next((t for t in QAT_MODULES if isinstance(module, t)), None)
+            if base is not None and type(module) is not base and type(module) not in LUT_MODULES:
+                warnings.warn(
+                    f"prepare_adq: {node.target!r} is a {type(module).__name__}, a subclass of "
+                    f"nn.{base.__name__} with its own behaviour; adq_fx matches exact types, so it "
+                    "stays float. Replace it with a plain layer to quantize it.",
+                    stacklevel=3,
+                )
