@@ -6,7 +6,7 @@
 """
 
 from .config import ActivationThresholdConfig, ADQConfig, WeightCodebookConfig
-from .mapping import ADQConfigMapping, default_qconfig_mapping
+from .mapping import ADQConfigMapping, default_qconfig_mapping, qconfig_mapping_from_map
 from .passes import convert_adq, prepare_adq
 from .summary import commitment_loss, model_size_bits, quantization_map
 
@@ -20,6 +20,7 @@ __all__ = [
     "default_qconfig_mapping",
     "model_size_bits",
     "prepare_adq",
+    "qconfig_mapping_from_map",
     "quantization_map",
 ]
 

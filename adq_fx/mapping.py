@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from .config import ADQConfig
+from .config import ActivationThresholdConfig, ADQConfig, WeightCodebookConfig
 
 _MISSING = object()
 
@@ -125,6 +126,28 @@ def default_qconfig_mapping(
     """Every Conv2d/Linear at ``bits`` (weights and activations), first conv and last linear float."""
     mapping = ADQConfigMapping(keep_first_and_last_float=keep_first_and_last_float)
     return mapping.set_global(ADQConfig.with_bits(bits))
+
+
+def qconfig_mapping_from_map(quantization_map: dict[str, dict[str, Any]]) -> ADQConfigMapping:
+    """Rebuild the mapping a model was prepared with from its saved ``quantization_map``.
+
+    Layers in the map get their exact configs (the signedness decided at
+    prepare time is pinned); every other layer stays float. Prepare the float
+    model with it, then load the checkpoint's state_dict.
+    """
+    mapping = ADQConfigMapping(keep_first_and_last_float=False)
+    for name, entry in quantization_map.items():
+        try:
+            activation = dict(entry["activation_config"], signed=entry["activation_signed"])
+            config = ADQConfig(weight=WeightCodebookConfig(**entry["weight_config"]),
+                               activation=ActivationThresholdConfig(**activation))
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"quantization map entry {name!r} lacks or has a bad {err}; pass the dict that "
+                "adq_fx.quantization_map returned for the checkpoint."
+            ) from err
+        mapping.set_module_name(name, config)
+    return mapping
 
 
 def _checked(config: ADQConfig | None, method: str) -> ADQConfig | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -59,6 +60,8 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
                 "codebook": quantizer.codebook.tolist(),
                 "scale_shape": list(quantizer.scale.shape),
                 "num_params": module.weight.numel(),
+                "weight_config": asdict(quantizer.config),
+                "activation_config": None if act is None else asdict(act.config),
             }
         elif isinstance(module, _LUTLayer):
             result[name] = {
@@ -70,6 +73,8 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
                 "codebook": module.codebook.tolist(),
                 "scale_shape": list(module.weight_scale.shape),
                 "num_params": module.weight_codes.numel(),
+                "weight_config": asdict(module.weight_config),
+                "activation_config": asdict(module.activation_config),
             }
     if not result:
         raise ValueError(

@@ -75,6 +75,8 @@ class _LUTLayer(nn.Module):
         quantizer = qat.weight_quantizer
         with torch.no_grad():
             codes = quantizer.codes(qat.weight)
+        self.weight_config = quantizer.config
+        self.activation_config = act.config
         self.weight_bits = quantizer.config.bits
         self.act_bits = act.config.bits
         self.num_intervals = act.intervals.numel()
