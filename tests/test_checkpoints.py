@@ -48,7 +48,8 @@ def test_prepared_checkpoint_round_trips_through_its_json_map() -> None:
     assert torch.equal(restored(x), prepared(x))
 
     def comparable(qmap: dict) -> dict:  # 'signed' goes from None (auto) to the decision made
-        return {name: {k: v for k, v in entry.items() if k != "activation_config"} for name, entry in qmap.items()}
+        return {name: {k: v for k, v in entry.items() if k != "activation_config"}
+                for name, entry in qmap.items()}
 
     assert comparable(adq_fx.quantization_map(restored)) == comparable(adq_fx.quantization_map(prepared))
 
