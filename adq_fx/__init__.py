@@ -5,6 +5,7 @@
     int_model = convert_adq(prepared)
 """
 
+from .allocate import allocate_bits, layer_sensitivity
 from .config import ActivationThresholdConfig, ADQConfig, WeightCodebookConfig
 from .mapping import ADQConfigMapping, default_qconfig_mapping, qconfig_mapping_from_map
 from .passes import convert_adq, prepare_adq
@@ -15,9 +16,11 @@ __all__ = [
     "ADQConfigMapping",
     "ActivationThresholdConfig",
     "WeightCodebookConfig",
+    "allocate_bits",
     "commitment_loss",
     "convert_adq",
     "default_qconfig_mapping",
+    "layer_sensitivity",
     "model_size_bits",
     "prepare_adq",
     "qconfig_mapping_from_map",

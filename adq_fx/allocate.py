@@ -1,0 +1,171 @@
+"""Mixed precision: layer sensitivity (eq. 8) and bit allocation (eq. 9 + Alg. 2).
+
+``allocate_bits`` is a pure function of plain numbers, so it is tested against
+brute force. Where the paper's Alg. 2 is undefined we extend it as follows:
+- b'_l below the smallest option is clamped up, above the largest clamped down;
+- the remaining budget is spent (or, after clamping up, recovered) one option
+  step at a time, always on the layer whose continuous bits are furthest above
+  (or below) its current bits; with a gap-1 option set and no clamping this is
+  exactly Alg. 2 (each layer upgraded at most once, by fractional part);
+- ties go to the more sensitive layer, then to the earlier one;
+- all-zero sensitivities give every layer the same continuous share;
+- if the greedy steps cannot land on the budget (option gaps larger than 1),
+  the assignment nearest to the continuous bits (least squares) that meets it
+  is used instead.
+The total budget is round(L · target_average) bits; when no assignment of the
+options can sum to it, the error names the nearest reachable averages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def continuous_bits(sensitivities: Sequence[float], total_bits: float) -> list[float]:
+    """Eq. (9): b'_l = B_total · log(1 + σ_l) / Σ_k log(1 + σ_k)."""
+    logs = [math.log1p(s) for s in sensitivities]
+    norm = sum(logs)
+    if norm == 0.0:
+        return [total_bits / len(logs)] * len(logs)
+    return [total_bits * v / norm for v in logs]
+
+
+def reachable_totals(num_layers: int, options: Sequence[int]) -> set[int]:
+    totals = {0}
+    for _ in range(num_layers):
+        totals = {t + b for t in totals for b in options}
+    return totals
+
+
+def allocate_bits(
+    sensitivities: Mapping[str, float], target_average: float, bit_options: Sequence[int] = (2, 3, 4)
+) -> dict[str, int]:
+    """Per-layer bit-widths whose sum is round(L · target_average), most sensitive layers first."""
+    names = list(sensitivities)
+    values = [float(sensitivities[n]) for n in names]
+    options = sorted(set(bit_options))
+    _check_inputs(names, values, options, target_average)
+    total = math.floor(len(names) * target_average + 0.5)
+    reachable = reachable_totals(len(names), options) if len(names) <= 64 else None
+    if not options[0] <= target_average <= options[-1] or (
+        reachable is not None and total not in reachable
+    ):
+        raise ValueError(_unreachable_message(len(names), target_average, total, options, reachable))
+
+    wanted = continuous_bits(values, float(total))
+    bits = [_clamp_floor(w, options) for w in wanted]
+    rank = sorted(range(len(names)), key=lambda i: (-values[i], i))  # tie-break order
+    order_of = {layer: position for position, layer in enumerate(rank)}
+    remaining = total - sum(bits)
+    while remaining != 0:
+        step = _best_step(bits, wanted, options, order_of, remaining)
+        if step is None:
+            bits = _nearest_assignment(wanted, options, total)
+            break
+        layer, new_bits = step
+        remaining -= new_bits - bits[layer]
+        bits[layer] = new_bits
+    return dict(zip(names, bits, strict=True))
+
+
+def _best_step(bits: list[int], wanted: list[float], options: list[int], order_of: dict[int, int],
+               remaining: int) -> tuple[int, int] | None:
+    """The next Alg. 2 move: upgrade the largest (b' - b), or downgrade the smallest, if it fits."""
+    candidates = []
+    for layer, current in enumerate(bits):
+        index = options.index(current)
+        if remaining > 0 and index + 1 < len(options) and options[index + 1] - current <= remaining:
+            candidates.append((-(wanted[layer] - current), order_of[layer], layer, options[index + 1]))
+        elif remaining < 0 and index > 0 and current - options[index - 1] <= -remaining:
+            candidates.append((wanted[layer] - current, -order_of[layer], layer, options[index - 1]))
+    if not candidates:
+        return None
+    _, _, layer, new_bits = min(candidates)
+    return layer, new_bits
+
+
+def _clamp_floor(value: float, options: list[int]) -> int:
+    below = [b for b in options if b <= value + 1e-9]
+    return below[-1] if below else options[0]
+
+
+def _nearest_assignment(wanted: list[float], options: list[int], total: int) -> list[int]:
+    """Least-squares closest assignment meeting the total exactly (dynamic programming)."""
+    best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
+    for w in wanted:
+        nxt: dict[int, tuple[float, list[int]]] = {}
+        for subtotal, (cost, chosen) in best.items():
+            for b in options:
+                key, c = subtotal + b, cost + (b - w) ** 2
+                if key <= total and (key not in nxt or c < nxt[key][0]):
+                    nxt[key] = (c, [*chosen, b])
+        best = nxt
+    return best[total][1]
+
+
+def _check_inputs(names: list[str], values: list[float], options: list[int], target: float) -> None:
+    if not names:
+        raise ValueError("allocate_bits: no sensitivities given; pass {layer name: sensitivity}.")
+    for name, value in zip(names, values, strict=True):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"allocate_bits: sensitivity of {name!r} is {value}; it must be finite, >= 0.")
+    if not options or any(not isinstance(b, int) or b < 1 for b in options):
+        raise ValueError(f"allocate_bits: bit_options={options} must be positive integers.")
+    if not math.isfinite(target):
+        raise ValueError(f"allocate_bits: target_average={target} must be finite.")
+
+
+def _unreachable_message(count: int, target: float, total: int, options: list[int],
+                         reachable: set[int] | None) -> str:
+    if reachable is None:
+        reachable = {count * options[0], count * options[-1]}
+    below = max((t for t in reachable if t <= total), default=None)
+    above = min((t for t in reachable if t >= total), default=None)
+    nearest = [f"{t / count:.4g}" for t in (below, above) if t is not None]
+    return (f"allocate_bits: an average of {target} bits over {count} layers ({total} bits in all) "
+            f"cannot be made from the options {options}; the nearest reachable averages are "
+            f"{' and '.join(nearest)}.")
+
+
+def layer_sensitivity(
+    model: nn.Module,
+    batches: Iterable[tuple[Any, Any]],
+    loss_fn: Callable[[Any, Any], Tensor],
+    *,
+    layer_types: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear),
+) -> dict[str, float]:
+    """Eq. (8): Σ over batches of ‖∇_W L‖² for every Conv2d/Linear weight, by module name.
+
+    Run it on the float pre-trained model, before prepare: it ranks layers by
+    how much the task loss reacts to their weights, which is what the bits
+    are for, and it then needs no quantizer in the graph. It evaluates the
+    model in eval mode (BatchNorm uses its running statistics, nothing is
+    updated) and leaves parameters' .grad untouched.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, layer_types)}
+    if not layers:
+        raise ValueError(f"layer_sensitivity: {type(model).__name__} has no Conv2d/Linear layer.")
+    weights = [m.weight for m in layers.values()]
+    totals = dict.fromkeys(layers, 0.0)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    seen = 0
+    try:
+        for inputs, targets in batches:
+            outputs = model(*inputs) if isinstance(inputs, tuple) else model(inputs)
+            grads = torch.autograd.grad(loss_fn(outputs, targets), weights, allow_unused=True)
+            for name, grad in zip(layers, grads, strict=True):
+                if grad is not None:
+                    totals[name] += float(grad.detach().pow(2).sum())
+            seen += 1
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    if seen == 0:
+        raise ValueError("layer_sensitivity: batches was empty; pass at least one (inputs, targets) pair.")
+    return totals
