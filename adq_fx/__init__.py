@@ -7,7 +7,12 @@
 
 from .allocate import allocate_bits, layer_sensitivity
 from .config import ActivationThresholdConfig, ADQConfig, WeightCodebookConfig
-from .mapping import ADQConfigMapping, default_qconfig_mapping, qconfig_mapping_from_map
+from .mapping import (
+    ADQConfigMapping,
+    default_qconfig_mapping,
+    qconfig_mapping_from_map,
+    qconfig_mapping_from_plan,
+)
 from .passes import convert_adq, prepare_adq
 from .summary import commitment_loss, model_size_bits, quantization_map
 
@@ -24,6 +29,7 @@ __all__ = [
     "model_size_bits",
     "prepare_adq",
     "qconfig_mapping_from_map",
+    "qconfig_mapping_from_plan",
     "quantization_map",
 ]
 

@@ -16,6 +16,18 @@ import torch
 from torch import Tensor
 
 
+def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False) -> Tensor:
+    """torch.bucketize without the copy it makes of a channels_last input: the op is
+    elementwise, so it runs on the memory-order view and the result keeps the layout."""
+    values, boundaries = values.detach(), boundaries.detach().contiguous()
+    if values.dim() == 4 and not values.is_contiguous() and values.is_contiguous(
+        memory_format=torch.channels_last
+    ):
+        nhwc = torch.bucketize(values.permute(0, 2, 3, 1), boundaries, right=right)
+        return nhwc.permute(0, 3, 1, 2)
+    return torch.bucketize(values, boundaries, right=right)
+
+
 def straight_through(x: Tensor, x_quantized: Tensor) -> Tensor:
     """Forward value exactly ``x_quantized``; gradient passes to ``x`` unchanged (eq. 4).
 
@@ -118,7 +130,7 @@ def nearest_codes(weight_normalised: Tensor, codebook: Tensor) -> Tensor:
     midpoints, so this is a binary search, not an N x K distance matrix.
     A value exactly on a midpoint goes to the lower entry.
     """
-    return torch.bucketize(weight_normalised.detach(), codebook_midpoints(codebook).contiguous())
+    return bucketize(weight_normalised, codebook_midpoints(codebook))
 
 
 def cluster_statistics(weight_normalised: Tensor, codes: Tensor, num_levels: int) -> tuple[Tensor, Tensor]:
@@ -183,7 +195,7 @@ def threshold_input(x: Tensor, beta1: Tensor, shift: Tensor | None) -> Tensor:
 
 def threshold_codes(u: Tensor, thresholds: Tensor) -> Tensor:
     """Eq. (1): the number of thresholds at or below u, in {0..n}, int64."""
-    return torch.bucketize(u.detach(), thresholds.detach().contiguous(), right=True)
+    return bucketize(u, thresholds, right=True)
 
 
 def threshold_output(level: Tensor, beta2: Tensor, shift: Tensor | None) -> Tensor:
@@ -209,7 +221,7 @@ def interleaved_boundaries(start: Tensor, intervals: Tensor, min_interval: float
 
 def codes_and_intervals(u: Tensor, boundaries: Tensor) -> tuple[Tensor, Tensor]:
     """Code q = #{T_k <= u} in {0..n} and interval k = #{d_k <= u, 0 < k < n} from one bucketize."""
-    position = torch.bucketize(u.detach(), boundaries.detach().contiguous(), right=True)
+    position = bucketize(u, boundaries, right=True)
     return (position + 1) >> 1, position >> 1
 
 
@@ -234,7 +246,7 @@ def threshold_quantize_reference(
     edges, lengths = interval_edges(start, intervals, min_interval)
     u = threshold_input(x, beta1, shift)
     codes = threshold_codes(u, edges[:-1] + lengths / 2)
-    interval = torch.bucketize(u.detach(), edges[1:-1].detach().contiguous(), right=True)
+    interval = bucketize(u, edges[1:-1], right=True)
     ramp = ((u - edges[interval]) / lengths[interval]).clamp(0.0, 1.0)
     surrogate = delta * (interval.to(u.dtype) + ramp)
     level = code_levels(codes, n, u.dtype) + (surrogate - surrogate.detach())

@@ -11,7 +11,8 @@ quantizable layer at prepare time, or prepare raises.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -126,6 +127,30 @@ def default_qconfig_mapping(
     """Every Conv2d/Linear at ``bits`` (weights and activations), first conv and last linear float."""
     mapping = ADQConfigMapping(keep_first_and_last_float=keep_first_and_last_float)
     return mapping.set_global(ADQConfig.with_bits(bits))
+
+
+def qconfig_mapping_from_plan(
+    plan: Mapping[str, tuple[int, int]], base: ADQConfig | None = None
+) -> ADQConfigMapping:
+    """A bit plan ``{layer name: (weight_bits, activation_bits)}`` as a mapping.
+
+    Layers in the plan get ``base`` (default ADQConfig()) at their bits; every
+    other layer stays float, so the plan alone says what is quantized.
+    """
+    base = ADQConfig() if base is None else base
+    mapping = ADQConfigMapping(keep_first_and_last_float=False)
+    for name, bits in plan.items():
+        try:
+            weight_bits, activation_bits = bits
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"bit plan entry {name!r}: {bits!r} is not a (weight_bits, activation_bits) pair."
+            ) from err
+        mapping.set_module_name(name, ADQConfig(
+            weight=replace(base.weight, bits=weight_bits),
+            activation=replace(base.activation, bits=activation_bits),
+        ))
+    return mapping
 
 
 def qconfig_mapping_from_map(quantization_map: dict[str, dict[str, Any]]) -> ADQConfigMapping:

@@ -55,6 +55,7 @@ class ThresholdEncoder(nn.Module):
         return f"bits={self.bits}, signed={self.shift is not None}"
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.to(self.beta1.dtype)
         shift = None if self.shift is None else F.broadcast_channels(self.shift, x.dim(), self.channel_dim)
         # The same search as training (codes_and_intervals), so codes match bit for bit.
         codes, _ = F.codes_and_intervals(F.threshold_input(x, self.beta1, shift), self.boundaries)

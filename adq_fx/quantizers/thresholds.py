@@ -48,6 +48,7 @@ class ThresholdActivationQuantizer(nn.Module):
         return F.interval_thresholds(self.start, self.intervals, self.config.min_interval)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.to(self.beta1.dtype)  # bf16/fp16 under autocast: thresholds compare in full precision
         return F.threshold_quantize(
             x, self.start, self.intervals, self.beta1, self.beta2,
             self.broadcast_shift(x.dim()), self.config.min_interval,

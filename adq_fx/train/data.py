@@ -1,0 +1,156 @@
+"""Data sets as tensors held in memory (on the GPU when there is one), augmented in batches.
+
+Small image sets (digits, CIFAR-10, a 32x32 ImageFolder such as the CIFAR-10
+JPEG copy) are decoded once into uint8 tensors, cached next to the data, and
+augmented on the device, so a GPU is never waiting on a data loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass
+class TensorDataset:
+    """Images as uint8 (N, C, H, W) or float, labels int64, plus how to normalise and augment."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool  # random crop (pad 4) + horizontal flip, the CIFAR standard
+
+    def to(self, device: torch.device) -> TensorDataset:
+        for field in ("train_x", "train_y", "test_x", "test_y"):
+            setattr(self, field, getattr(self, field).to(device))
+        return self
+
+    def subset(self, train: int | None, test: int | None, seed: int) -> TensorDataset:
+        """A fixed random subset (for short CPU schedules); None keeps everything."""
+        generator = torch.Generator().manual_seed(seed)
+        if train is not None and train < len(self.train_x):
+            keep = torch.randperm(len(self.train_x), generator=generator)[:train].to(self.train_x.device)
+            self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
+        if test is not None and test < len(self.test_x):
+            keep = torch.randperm(len(self.test_x), generator=generator)[:test].to(self.test_x.device)
+            self.test_x, self.test_y = self.test_x[keep], self.test_y[keep]
+        return self
+
+    def normalise(self, x: Tensor) -> Tensor:
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def train_batch(self, index: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        x = self.normalise(self.train_x[index])
+        if self.augment:
+            x = random_crop_flip(x, padding=4, generator=generator)
+        return x, self.train_y[index]
+
+    def test_batches(self, batch_size: int):  # type: ignore[no-untyped-def]
+        for start in range(0, len(self.test_x), batch_size):
+            yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+
+
+def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None) -> Tensor:
+    """Per-image random crop from a zero-padded copy and random horizontal flip, batched."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = dx.view(n, 1) + torch.arange(w, device=x.device)
+    cols = torch.where(flip.view(n, 1), cols.flip(1), cols).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+def load_digits_dataset(seed: int = 0) -> TensorDataset:
+    """scikit-learn's bundled 8x8 digits (the embedded default; no download)."""
+    from ..demo import load_digits_tensors
+
+    x_train, y_train, x_test, y_test = load_digits_tensors(seed)
+    return TensorDataset("digits", x_train, y_train, x_test, y_test, 10, (0.0,), (1.0,), augment=False)
+
+
+def load_cifar10(root: str | Path, *, download: bool = False) -> TensorDataset:
+    """CIFAR-10 in torchvision's own format under ``root`` (downloads only if asked)."""
+    from torchvision.datasets import CIFAR10
+
+    train = CIFAR10(str(root), train=True, download=download)
+    test = CIFAR10(str(root), train=False, download=download)
+
+    def to_tensor(ds: CIFAR10) -> tuple[Tensor, Tensor]:
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+    (xtr, ytr), (xte, yte) = to_tensor(train), to_tensor(test)
+    return TensorDataset("cifar10", xtr, ytr, xte, yte, 10, CIFAR_MEAN, CIFAR_STD, augment=True)
+
+
+def load_image_folder(root: str | Path, *, image_size: int = 32) -> TensorDataset:
+    """An ImageFolder tree with train/ and test/ (or val/) splits, decoded once and cached.
+
+    The CIFAR-10 JPEG copy is one. Images are resized to ``image_size`` if they
+    differ; the uint8 cache is written to ``root/.adq_fx_cache_<size>_<hash>.pt``.
+    """
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms.functional import pil_to_tensor, resize
+
+    root = Path(root)
+    test_dir = root / "test" if (root / "test").is_dir() else root / "val"
+    if not (root / "train").is_dir() or not test_dir.is_dir():
+        raise FileNotFoundError(f"{root} needs train/ and test/ (or val/) class folders, ImageFolder style.")
+    key = hashlib.sha1(f"{root.resolve()}:{image_size}".encode()).hexdigest()[:10]
+    cache = root / f".adq_fx_cache_{image_size}_{key}.pt"
+    if cache.exists():
+        blob = torch.load(cache, weights_only=True)
+    else:
+        blob = {}
+        for split, folder in (("train", root / "train"), ("test", test_dir)):
+            images = ImageFolder(str(folder))
+            xs = []
+            for path, _ in images.samples:
+                img = pil_to_tensor(images.loader(path))
+                if img.shape[-1] != image_size or img.shape[-2] != image_size:
+                    img = resize(img, [image_size, image_size], antialias=True)
+                xs.append(img)
+            blob[split] = (torch.stack(xs), torch.tensor(images.targets), images.classes)
+        try:
+            torch.save(blob, cache)
+        except OSError as err:
+            warnings.warn(f"could not write the decoded-image cache {cache} ({err}); "
+                          "the images will be decoded again next time.", stacklevel=2)
+    (xtr, ytr, classes), (xte, yte, _) = blob["train"], blob["test"]
+    is_cifar = image_size == 32 and len(classes) == 10
+    mean, std = (CIFAR_MEAN, CIFAR_STD) if is_cifar else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return TensorDataset(f"imagefolder:{root.name}", xtr, ytr, xte, yte, len(classes), mean, std,
+                         augment=True)
+
+
+def load_dataset(spec: str, *, download: bool = False, image_size: int = 32) -> TensorDataset:
+    """'digits', 'cifar10:<root>' or 'imagefolder:<root>'."""
+    kind, _, where = spec.partition(":")
+    if kind == "digits":
+        return load_digits_dataset()
+    if kind == "cifar10" and where:
+        return load_cifar10(where, download=download)
+    if kind == "imagefolder" and where:
+        return load_image_folder(where, image_size=image_size)
+    raise ValueError(f"unknown dataset {spec!r}: use 'digits', 'cifar10:<root>' or 'imagefolder:<root>'.")

@@ -1,0 +1,82 @@
+"""Networks by name: CIFAR ResNet-20/32/56, the digits CNN, any torchvision classifier."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class _ShortcutA(nn.Module):
+    """He et al. (2016) CIFAR option A: subsample and zero-pad channels; no parameters."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        extra = planes - in_planes
+        self.pad = (0, 0, 0, 0, extra // 2, extra - extra // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x[:, :, :: self.stride, :: self.stride], self.pad)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        needs_shortcut = stride != 1 or in_planes != planes
+        self.shortcut: nn.Module = _ShortcutA(in_planes, planes, stride) if needs_shortcut else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs, 16-32-64 channels, option-A shortcuts (He et al. 2016, §4.2)."""
+
+    def __init__(self, depth: int, num_classes: int = 10) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CifarResNet(depth={depth}): depth must be 6n + 2 (20, 32, 44, 56, 110).")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, in_planes = [], 16
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n):
+                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
+    """'resnet20' / 'resnet32' / 'resnet56' (CIFAR), 'digits_cnn', or a torchvision model name."""
+    if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in (20, 32, 44, 56, 110):
+        return CifarResNet(int(name[6:]), num_classes)
+    if name == "digits_cnn":
+        from ..demo import DigitsCNN
+
+        return DigitsCNN(num_classes=num_classes)
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(name, num_classes=num_classes)
+    except ValueError as err:
+        raise ValueError(
+            f"unknown model {name!r}: use resnet20/32/44/56/110 (CIFAR), digits_cnn, or a torchvision "
+            f"classifier name such as resnet18 ({err})."
+        ) from err
