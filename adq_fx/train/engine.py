@@ -1,0 +1,276 @@
+"""The recipe: float training, sensitivity, bit allocation, prepare, QAT (+KD), convert, report."""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import (
+    ActivationThresholdConfig,
+    ADQConfig,
+    WeightCodebookConfig,
+    allocate_bits,
+    commitment_loss,
+    convert_adq,
+    layer_sensitivity,
+    model_size_bits,
+    prepare_adq,
+    qconfig_mapping_from_plan,
+    quantization_map,
+)
+from ..mapping import ADQConfigMapping
+from ..nn import QATConv2d, QATLinear
+from ..quantizers import ThresholdActivationQuantizer
+from .config import TrainConfig
+from .data import TensorDataset, load_dataset
+from .kd import distillation_loss
+from .models import build_model
+
+PHASE_SEEDS = {"float": 1, "qat": 2}  # fixed, so runs and resumes are reproducible
+LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class Runner:
+    """Holds the device settings and data; each phase is a method."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if config.device == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(config.device)
+        on_cuda = self.device.type == "cuda"
+        self.bf16 = on_cuda if config.bf16 is None else config.bf16
+        self.channels_last = on_cuda if config.channels_last is None else config.channels_last
+        torch.manual_seed(config.seed)
+        self.data: TensorDataset = load_dataset(config.dataset, download=config.download,
+                                                image_size=config.image_size)
+        self.data.subset(config.train_subset, config.test_subset, config.seed).to(self.device)
+
+    # -- shared loop ------------------------------------------------------------
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def prepare_input(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> float:
+        model.eval()
+        correct = 0
+        for x, y in self.data.test_batches(512):
+            with self.autocast():
+                correct += int((model(self.prepare_input(x)).argmax(1) == y).sum())
+        return 100.0 * correct / len(self.data.test_y)
+
+    def fit(self, model: nn.Module, phase: str, *, epochs: int, lr: float, loss_fn: LossFn) -> list[dict]:
+        """SGD + cosine to zero with per-epoch checkpoints; resumes bit-identically from the last one."""
+        cfg = self.config
+        optimizer = torch.optim.SGD(_parameter_groups(model, lr, cfg), lr=lr, momentum=cfg.momentum,
+                                    nesterov=True)
+        steps = (len(self.data.train_x) + cfg.batch_size - 1) // cfg.batch_size
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps)
+        generator = torch.Generator().manual_seed(cfg.seed * 1000 + PHASE_SEEDS[phase])
+        history: list[dict] = []
+        checkpoint_path = self.out / f"{phase}_last.pt"
+        start = 0
+        if cfg.resume and checkpoint_path.exists():
+            state = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history, start = state["history"], state["epoch"] + 1
+        step_fn = torch.compile(model) if cfg.compile else model
+        bar = tqdm(range(start, epochs), desc=phase, disable=not cfg.progress, initial=start, total=epochs)
+        for epoch in bar:
+            began = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(self.data.train_x), generator=generator)
+            seen, correct, loss_sum = 0, 0, torch.zeros((), device=self.device)
+            for first in range(0, len(order), cfg.batch_size):
+                index = order[first:first + cfg.batch_size].to(self.device)
+                x, y = self.data.train_batch(index, generator)
+                with self.autocast():
+                    loss, logits = loss_fn(step_fn, self.prepare_input(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(y)
+                correct += (logits.argmax(1) == y).sum()
+                loss_sum += loss.detach() * len(y)
+            record = {"epoch": epoch, "train_loss": float(loss_sum) / seen,
+                      "train_acc": 100.0 * float(correct) / seen, "test_acc": self.evaluate(model),
+                      "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
+            history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_acc']:.2f}")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                        "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch},
+                       checkpoint_path)
+        return history
+
+    # -- phases -----------------------------------------------------------------
+    def float_model(self) -> tuple[nn.Module, list[dict]]:
+        cfg = self.config
+        in_channels = self.data.train_x.shape[1]
+        model = build_model(cfg.model, self.data.num_classes, in_channels).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if cfg.float_checkpoint:
+            state = torch.load(cfg.float_checkpoint, map_location=self.device, weights_only=True)
+            model.load_state_dict(state.get("model", state))
+            return model, []
+        if cfg.float_epochs == 0:
+            return model, []
+        history = self.fit(model, "float", epochs=cfg.float_epochs, lr=cfg.float_lr, loss_fn=_cross_entropy)
+        return model, history
+
+    def example_inputs(self) -> tuple[Tensor]:
+        x, _ = self.data.train_batch(torch.arange(min(64, len(self.data.train_x))), None)
+        return (self.prepare_input(x.to(self.device)),)
+
+    def base_config(self) -> ADQConfig:
+        cfg = self.config
+        return ADQConfig(
+            weight=WeightCodebookConfig(
+                bits=3, levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
+                commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed),
+            activation=ActivationThresholdConfig(bits=3),
+        )
+
+    def bit_plan(self, model: nn.Module) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
+        """Fixed bits, or eq. (8) sensitivities on the float model + allocate_bits (weights = activations)."""
+        cfg = self.config
+        probe = ADQConfigMapping(keep_first_and_last_float=not cfg.quantize_first_last)
+        probe.set_global(self.base_config())
+        layers = list(quantization_map(prepare_adq(model, probe, self.example_inputs())))
+        if not cfg.mixed_precision:
+            bits = int(cfg.target_bits)
+            return {name: (bits, bits) for name in layers}, {}
+        generator = torch.Generator().manual_seed(cfg.seed)
+        count = min(cfg.sensitivity_batches, max(1, len(self.data.train_x) // cfg.batch_size))
+        batches = []
+        for _ in range(count):
+            index = torch.randint(0, len(self.data.train_x), (cfg.batch_size,), generator=generator)
+            x, y = self.data.train_batch(index.to(self.device), None)
+            batches.append((self.prepare_input(x), y))
+        scores = layer_sensitivity(model, batches, F.cross_entropy)
+        scores = {name: scores[name] for name in layers}
+        bits = allocate_bits(scores, cfg.target_bits, cfg.bit_options)
+        return {name: (b, b) for name, b in bits.items()}, scores
+
+
+def run_training(config: TrainConfig) -> dict[str, Any]:
+    """Run the whole recipe; write results.json, checkpoints and plots under config.out_dir."""
+    started = time.perf_counter()
+    runner = Runner(config)
+    model, float_history = runner.float_model()
+    float_acc = runner.evaluate(model)
+    torch.save({"model": model.state_dict()}, runner.out / "float.pt")
+
+    plan, sensitivities = runner.bit_plan(model)
+    mapping = qconfig_mapping_from_plan(plan, runner.base_config())
+    prepared = prepare_adq(model, mapping, runner.example_inputs())
+    snapshots = {"init": _codebook_snapshot(prepared)}
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if config.kd else None
+    qat_history = runner.fit(prepared, "qat", epochs=config.epochs, lr=config.lr,
+                             loss_fn=_qat_loss(teacher, config))
+    snapshots["final"] = _codebook_snapshot(prepared)
+    qat_acc = runner.evaluate(prepared)
+    prepared.eval()
+    converted = convert_adq(prepared)
+    converted_acc = runner.evaluate(converted)
+    qmap = quantization_map(converted)
+    torch.save({"model": converted.state_dict(), "quantization_map": qmap}, runner.out / "converted.pt")
+
+    counts = [qmap[n]["num_params"] for n in plan]
+    w_bits = [plan[n][0] for n in plan]
+    results = {
+        "config": asdict(config),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "device": str(runner.device),
+                    "gpu": torch.cuda.get_device_name(0) if runner.device.type == "cuda" else None,
+                    "threads": torch.get_num_threads(), "bf16": runner.bf16,
+                    "channels_last": runner.channels_last},
+        "data": {"name": runner.data.name, "train": len(runner.data.train_x),
+                 "test": len(runner.data.test_x)},
+        "float_accuracy": float_acc, "qat_accuracy": qat_acc, "converted_accuracy": converted_acc,
+        "bit_plan": {n: list(b) for n, b in plan.items()}, "sensitivities": sensitivities,
+        "average_bits": sum(w_bits) / len(w_bits),
+        "parameter_weighted_bits": sum(b * c for b, c in zip(w_bits, counts, strict=True)) / sum(counts),
+        "size_bits": {"float": model_size_bits(model), "converted": model_size_bits(converted)},
+        "history": {"float": float_history, "qat": qat_history},
+        "seconds": time.perf_counter() - started,
+    }
+    (runner.out / "results.json").write_text(json.dumps(results, indent=2))
+    if config.plots:
+        from .plots import save_plots
+
+        save_plots(results, snapshots, runner.out)
+    return results
+
+
+def _cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    logits = model(x)
+    return F.cross_entropy(logits.float(), y), logits
+
+
+def _qat_loss(teacher: nn.Module | None, config: TrainConfig) -> LossFn:
+    def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits = model(x)
+        if teacher is None:
+            task = F.cross_entropy(logits.float(), y)
+        else:
+            with torch.no_grad():
+                target_logits = teacher(x)
+            task = distillation_loss(logits, target_logits, y, temperature=config.kd_temperature,
+                                     hard_weight=config.kd_hard_weight)
+        return task + commitment_loss(getattr(model, "_orig_mod", model)), logits
+
+    return loss_fn
+
+
+def _parameter_groups(model: nn.Module, lr: float, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Weights with weight decay; quantizer parameters at lr x quantizer_lr_scale, no decay (N2UQ)."""
+    quantizer = {id(p) for m in model.modules() if isinstance(m, ThresholdActivationQuantizer)
+                 for p in m.parameters()}
+    decay, no_decay, quant = [], [], []
+    for p in model.parameters():
+        if id(p) in quantizer:
+            quant.append(p)
+        elif p.dim() > 1:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if quant:
+        groups.append({"params": quant, "lr": lr * cfg.quantizer_lr_scale, "weight_decay": 0.0})
+    return groups
+
+
+def _codebook_snapshot(prepared: nn.Module, layers: int = 3) -> dict[str, dict[str, list[float]]]:
+    """Normalised weights and codebook of the first few QAT layers, for the histogram plot."""
+    out = {}
+    for name, module in prepared.named_modules():
+        if isinstance(module, (QATConv2d, QATLinear)) and len(out) < layers:
+            q = module.weight_quantizer
+            normalised = (module.weight.detach().float().flatten(1) / q.scale.view(-1, 1)).flatten()
+            out[name] = {"weights": normalised.cpu().tolist()[:20000], "codebook": q.codebook.cpu().tolist()}
+    return out
