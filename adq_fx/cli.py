@@ -75,6 +75,9 @@ def _train(arguments: dict[str, Any]) -> int:
     if "bit_options" in arguments:
         arguments["bit_options"] = tuple(arguments["bit_options"])
     results = run_training(TrainConfig(**arguments))
+    if results.get("stopped"):
+        print(f"{results['reason']}; continue with the same command and --resume")
+        return 0
     data, size = results["data"], results["size_bits"]
     print(f"data {data['name']} ({data['train']} train / {data['test']} test); "
           f"device {results['machine']['device']}; {results['seconds']:.1f} s")

@@ -55,6 +55,7 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on when training on CUDA
     compile: bool = False
     resume: bool = False
+    stop_after_epochs: int | None = None  # run a long schedule in pieces: stop, then --resume
     progress: bool = True
     plots: bool = True
 

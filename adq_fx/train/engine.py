@@ -41,6 +41,10 @@ PHASE_SEEDS = {"float": 1, "qat": 2}  # fixed, so runs and resumes are reproduci
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
+class StopRequested(Exception):
+    """Raised after ``stop_after_epochs`` epochs; the last checkpoint lets --resume continue."""
+
+
 class Runner:
     """Holds the device settings and data; each phase is a method."""
 
@@ -59,6 +63,7 @@ class Runner:
         self.data: TensorDataset = load_dataset(config.dataset, download=config.download,
                                                 image_size=config.image_size)
         self.data.subset(config.train_subset, config.test_subset, config.seed).to(self.device)
+        self.epochs_run = 0
 
     # -- shared loop ------------------------------------------------------------
     def autocast(self) -> torch.autocast:
@@ -123,6 +128,11 @@ class Runner:
                         "schedule": schedule.state_dict(), "generator": generator.get_state(),
                         "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch},
                        checkpoint_path)
+            self.epochs_run += 1
+            if cfg.stop_after_epochs is not None and self.epochs_run >= cfg.stop_after_epochs and (
+                epoch + 1 < epochs or phase == "float"
+            ):
+                raise StopRequested(f"stopped after {self.epochs_run} epochs in phase {phase!r}")
         return history
 
     # -- phases -----------------------------------------------------------------
@@ -180,6 +190,14 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     """Run the whole recipe; write results.json, checkpoints and plots under config.out_dir."""
     started = time.perf_counter()
     runner = Runner(config)
+    try:
+        return _run_phases(runner, started)
+    except StopRequested as stop:
+        return {"stopped": True, "reason": str(stop), "config": asdict(config)}
+
+
+def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
+    config = runner.config
     model, float_history = runner.float_model()
     float_acc = runner.evaluate(model)
     torch.save({"model": model.state_dict()}, runner.out / "float.pt")

@@ -1,0 +1,111 @@
+"""The training recipe on the embedded digits data: end to end, resume, devices, KD, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adq_fx.cli import main
+from adq_fx.train.config import TrainConfig
+from adq_fx.train.data import random_crop_flip
+from adq_fx.train.engine import run_training
+from adq_fx.train.kd import distillation_loss
+from adq_fx.train.models import CifarResNet, build_model
+
+
+def _config(tmp_path, **overrides) -> TrainConfig:
+    settings = {"out_dir": str(tmp_path), "float_epochs": 2, "epochs": 2, "float_lr": 0.1,
+                "progress": False, "plots": False, "batch_size": 64}
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_recipe_end_to_end_with_mixed_precision_and_kd(tmp_path) -> None:
+    results = run_training(_config(tmp_path, mixed_precision=True, target_bits=2.5, kd=True, plots=True))
+    assert results["converted_accuracy"] == results["qat_accuracy"]
+    assert results["float_accuracy"] > 30.0
+    assert set(results["bit_plan"]) == set(results["sensitivities"]) == {"conv2", "conv3", "hidden"}
+    assert sum(b for b, _ in results["bit_plan"].values()) == 8  # round(3 layers x 2.5)
+    assert results["size_bits"]["converted"] < results["size_bits"]["float"]
+    assert [h["epoch"] for h in results["history"]["qat"]] == [0, 1]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["machine"]["torch"] == torch.__version__ and saved["config"]["kd"] is True
+    for name in ("curves.png", "bits.png", "codebooks.png", "converted.pt", "qat_last.pt"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_resume_continues_bit_identically(tmp_path) -> None:
+    straight = run_training(_config(tmp_path / "straight", epochs=3))
+    first = run_training(_config(tmp_path / "pieces", epochs=3, stop_after_epochs=3))
+    assert first["stopped"]
+    resumed = run_training(_config(tmp_path / "pieces", epochs=3, resume=True))
+
+    def metrics(results: dict) -> dict:  # wall time differs, everything else must not
+        return {phase: [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+                for phase, history in results["history"].items()}
+
+    assert metrics(resumed) == metrics(straight)
+    assert len(resumed["history"]["float"]) == 2 and len(resumed["history"]["qat"]) == 3
+    a = torch.load(tmp_path / "straight" / "converted.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "pieces" / "converted.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(tmp_path) -> None:
+    results = run_training(_config(tmp_path, bf16=True, channels_last=True, float_epochs=1, epochs=1))
+    assert results["machine"]["bf16"] and results["machine"]["channels_last"]
+    assert results["converted_accuracy"] >= 0.0
+
+
+def test_torch_compile_runs_the_quantizers(tmp_path) -> None:
+    pytest.importorskip("torch._dynamo")
+    results = run_training(_config(tmp_path, compile=True, float_epochs=1, epochs=1))
+    assert results["qat_accuracy"] == results["converted_accuracy"]
+
+
+def test_distillation_loss_matches_soft_cross_entropy() -> None:
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    expected = -(teacher.softmax(1) * student.log_softmax(1)).sum(1).mean()
+    assert torch.allclose(distillation_loss(student, teacher), expected)
+    targets = torch.randint(0, 5, (4,))
+    mixed = distillation_loss(student, teacher, targets, hard_weight=0.5)
+    hard = torch.nn.functional.cross_entropy(student, targets)
+    assert torch.allclose(mixed, 0.5 * expected + 0.5 * hard)
+    with pytest.raises(ValueError, match="hard targets"):
+        distillation_loss(student, teacher, hard_weight=0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_loss(student, teacher, temperature=0.0)
+
+
+def test_cifar_resnets_have_the_published_sizes() -> None:
+    sizes = {depth: sum(p.numel() for p in CifarResNet(depth).parameters()) for depth in (20, 32, 56)}
+    assert sizes == {20: 269722, 32: 464154, 56: 853018}  # He et al. 2016: 0.27M, 0.46M, 0.85M
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        CifarResNet(21)
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("no_such_net", 10)
+
+
+def test_random_crop_flip_keeps_content_and_shape() -> None:
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    out = random_crop_flip(x, padding=0, generator=torch.Generator().manual_seed(0))
+    for i in range(2):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+
+
+def test_train_config_validation() -> None:
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(target_bits=2.5)
+    with pytest.raises(ValueError, match="bit_options"):
+        TrainConfig(bit_options=(1, 2))
+
+
+def test_cli_train(tmp_path, capsys) -> None:
+    assert main(["train", "--out-dir", str(tmp_path), "--float-epochs", "1", "--epochs", "1",
+                 "--no-progress", "--no-plots", "--target-bits", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "converted" in out and "parameter-weighted" in out
