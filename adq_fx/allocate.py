@@ -126,7 +126,7 @@ def _unreachable_message(count: int, target: float, total: int, options: list[in
         reachable = {count * options[0], count * options[-1]}
     below = max((t for t in reachable if t <= total), default=None)
     above = min((t for t in reachable if t >= total), default=None)
-    nearest = [f"{t / count:.4g}" for t in (below, above) if t is not None]
+    nearest = list(dict.fromkeys(f"{t / count:.4g}" for t in (below, above) if t is not None))
     return (f"allocate_bits: an average of {target} bits over {count} layers ({total} bits in all) "
             f"cannot be made from the options {options}; the nearest reachable averages are "
             f"{' and '.join(nearest)}.")

@@ -90,8 +90,8 @@ def quantile_codebook(weight_normalised: Tensor, bits: int, *, full_levels: bool
     zero, i.e. 2^b - 1 levels. With ``full_levels`` all 2^b codes are used:
     quantiles at evenly spaced probabilities of the whole distribution, no zero.
 
-    >>> quantile_codebook(torch.linspace(-1, 1, 9), 2).tolist()
-    [-0.5, 0.0, 0.5]
+    >>> quantile_codebook(torch.tensor([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]), 2).tolist()
+    [-2.0, 0.0, 2.0]
     """
     flat = weight_normalised.detach().reshape(-1).float()
     if full_levels:

@@ -15,6 +15,7 @@ from ..nn import LUT_MODULES, QAT_MODULES
 from ..nn.qat import input_channel_dim, input_channels
 from ..quantizers import ThresholdActivationQuantizer
 from ._graph import (
+    CONVERTED_TYPES,
     FUNCTIONAL_LAYERS,
     PREPARED_TYPES,
     call_counts,
@@ -43,11 +44,11 @@ def prepare_adq(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"prepare_adq expects an nn.Module, got {type(model).__name__}.")
-    already = modules_of_types(model, PREPARED_TYPES)
+    already = modules_of_types(model, (*PREPARED_TYPES, *CONVERTED_TYPES))
     if already:
         raise ValueError(
-            f"prepare_adq: the model is already prepared ({already[0]!r} is an adq_fx module). "
-            "Prepare the float model once; to resume, prepare the float model again and "
+            f"prepare_adq: the model is already prepared or converted ({already[0]!r} is an adq_fx "
+            "module). Prepare the float model once; to resume, prepare the float model again and "
             "load the prepared state_dict."
         )
     if example_inputs is None:
@@ -153,7 +154,8 @@ def _decide_signs(
         if config is not None and config.activation.signed is None
         and node.args and isinstance(node.args[0], fx.Node) and node.args[0] not in proven
     }
-    minimum = example_minimum(gm, undecided, example_inputs) if undecided else {}
+    # Always run the examples: it also checks that they fit the model.
+    minimum = example_minimum(gm, undecided, example_inputs)
     signs: dict[fx.Node, bool] = {}
     for node, config in configs.items():
         if config is None:
