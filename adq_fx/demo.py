@@ -7,7 +7,6 @@ download: the 1,797 8x8 digits ship inside scikit-learn.
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import commitment_loss, convert_adq, default_qconfig_mapping, model_size_bits, prepare_adq
+from .environment import describe, machine_info
 from .nn import QATConv2d, QATLinear
 from .quantizers import ThresholdActivationQuantizer
 
@@ -159,8 +159,7 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         "data": f"scikit-learn digits, {len(x_train)} train / {len(x_test)} test",
         "rows": rows,
         "seconds": time.perf_counter() - started,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.python_version()}",
-        "torch": torch.__version__,
+        "machine": machine_info(),
     }
 
 
@@ -174,6 +173,5 @@ def format_table(results: dict[str, Any]) -> str:
         diff = "—" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2e}"
         lines.append(f"| {row['model']} | {row['bits']} | {row['accuracy']:.2f} | {conv} | "
                      f"{row['size_kib']:.1f} | {diff} |")
-    lines.append(f"\n{results['data']}; torch {results['torch']}; {results['machine']}; "
-                 f"{results['seconds']:.1f} s")
+    lines.append(f"\n{results['data']}; {describe(results['machine'])}; {results['seconds']:.1f} s")
     return "\n".join(lines)

@@ -94,14 +94,14 @@ def quantile_codebook(weight_normalised: Tensor, bits: int, *, full_levels: bool
     [-2.0, 0.0, 2.0]
     """
     flat = weight_normalised.detach().reshape(-1).float()
+    if not bool(flat.ne(0).any()):
+        raise ValueError("all weights are zero: there is no distribution to take quantiles of")
     if full_levels:
         probs = torch.linspace(0, 1, 2**bits + 2)[1:-1]
         return quantile(flat, probs).sort().values
     per_side = (2**bits - 1) // 2
     probs = torch.linspace(0, 1, per_side + 2)[1:-1]
     positive, negative = flat[flat > 0], -flat[flat < 0]
-    if positive.numel() == 0 and negative.numel() == 0:
-        raise ValueError("all weights are zero: there is no distribution to take quantiles of")
     # A one-signed weight tensor has no quantiles on the other side: mirror it.
     positive = positive if positive.numel() else negative
     negative = negative if negative.numel() else positive
@@ -119,8 +119,18 @@ def normal_codebook(num_levels: int, *, pin_zero: bool, seed: int) -> Tensor:
 
 
 def codebook_midpoints(codebook: Tensor) -> Tensor:
-    """Decision boundaries of nearest-entry assignment for a sorted codebook (K,) -> (K-1,)."""
-    return (codebook[1:] + codebook[:-1]) / 2
+    """Decision boundaries of nearest-entry assignment for a sorted codebook (K,) -> (K-1,).
+
+    A midpoint of two adjacent floats rounds onto the upper one, which would then
+    be assigned the lower code (ties go down); it is moved one ulp below it.
+
+    >>> lo = torch.tensor([1.0]); hi = torch.nextafter(lo, torch.tensor([2.0]))
+    >>> bool(codebook_midpoints(torch.cat([lo, hi])) < hi)
+    True
+    """
+    low, high = codebook[:-1], codebook[1:]
+    mid = (low + high) / 2
+    return torch.where(mid >= high, torch.nextafter(high, low), mid)
 
 
 def nearest_codes(weight_normalised: Tensor, codebook: Tensor) -> Tensor:
@@ -236,9 +246,10 @@ def threshold_quantize_reference(
 ) -> Tensor:
     """N2UQ forward with the generalised STE, written with autograd (the readable definition).
 
-    The surrogate g(u) is piecewise linear: 0 below d_0, Δ·(k + (u - d_k)/a_k)
-    inside interval k, 2 above d_n; gradients reach x, start, intervals and
-    beta1 through it. The forward value is exactly beta2·Δ·q.
+    The surrogate g(u) is piecewise linear: 0 up to d_0, Δ·(k + (u - d_k)/a_k)
+    inside interval k, 2 from d_n on; gradients reach x, start, intervals and
+    beta1 through it. It is continuous, so an interior edge d_k has the slope of
+    the interval it opens; d_0 and d_n themselves have none. The forward value is exactly beta2·Δ·q.
     :func:`threshold_quantize` computes the same values and gradients faster.
     """
     n = intervals.numel()
@@ -247,8 +258,9 @@ def threshold_quantize_reference(
     u = threshold_input(x, beta1, shift)
     codes = threshold_codes(u, edges[:-1] + lengths / 2)
     interval = bucketize(u, edges[1:-1], right=True)
-    ramp = ((u - edges[interval]) / lengths[interval]).clamp(0.0, 1.0)
+    ramp = (u - edges[interval]) / lengths[interval]
     surrogate = delta * (interval.to(u.dtype) + ramp)
+    surrogate = torch.where(u <= edges[0], 0.0, torch.where(u >= edges[-1], 2.0, surrogate))
     level = code_levels(codes, n, u.dtype) + (surrogate - surrogate.detach())
     return threshold_output(level, beta2, shift)
 
@@ -283,7 +295,7 @@ class _ThresholdQuantize(torch.autograd.Function):
         u = beta1 * shifted
         length_k = lengths[k]
         ramp = (u - edges[k]) / length_k
-        inside = (ramp > 0) & (ramp < 1)  # strict, as clamp's gradient in the reference
+        inside = (u > edges[0]) & (u < edges[-1])  # as the reference's torch.where
         codes = k + (u >= edges[k] + length_k / 2)
         grad_u = torch.where(inside, grad_out * (beta2 * delta) / length_k, 0.0)
         per_interval = torch.bincount(k.reshape(-1), weights=grad_u.reshape(-1).float(), minlength=n)
@@ -298,7 +310,7 @@ class _ThresholdQuantize(torch.autograd.Function):
         return (
             grad_x,
             -grad_u.sum().reshape(start.shape),
-            grad_lengths.to(intervals.dtype) * (intervals >= ctx.min_interval),
+            grad_lengths.to(intervals.dtype) * (intervals > ctx.min_interval),
             (grad_u * shifted).sum().reshape(beta1.shape),
             (grad_out * code_levels(codes, n, grad_out.dtype)).sum().reshape(beta2.shape),
             grad_shift,

@@ -11,7 +11,6 @@ inputs, in eval mode. Writes benchmarks/results/convert_tolerance.json.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import torch.nn.functional as F
 import torchvision
 
 import adq_fx
+from adq_fx.environment import describe, machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from models import FunctionalNet, SignedInputNet, TinyResNet  # noqa: E402
+from models import FunctionalNet, SignedNet, TinyResNet
 
 
 def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], steps: int = 5) -> dict:
@@ -34,7 +34,8 @@ def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], steps: in
     for _ in range(steps):
         x = torch.randn(shape)
         out = prepared(x)
-        loss = F.cross_entropy(out, torch.randint(0, out.shape[1], (shape[0],))) + adq_fx.commitment_loss(prepared)
+        labels = torch.randint(0, out.shape[1], (shape[0],))
+        loss = F.cross_entropy(out, labels) + adq_fx.commitment_loss(prepared)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -54,18 +55,18 @@ def main() -> None:
     rows = [
         measure("TinyResNet (residual adds)", TinyResNet(), (8, 3, 16, 16)),
         measure("FunctionalNet (functional calls)", FunctionalNet(), (8, 3, 16, 16)),
-        measure("SignedInputNet (signed inputs)", SignedInputNet(), (8, 3, 16, 16)),
-        measure("torchvision resnet18, 10 classes", torchvision.models.resnet18(num_classes=10), (4, 3, 64, 64)),
+        measure("SignedNet (signed inputs)", SignedNet(), (8, 3, 16, 16)),
+        measure("torchvision resnet18, 10 classes", torchvision.models.resnet18(num_classes=10),
+                (4, 3, 64, 64)),
     ]
-    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
-              "python": platform.python_version(), "rows": rows}
+    result = {"machine": machine_info(), "rows": rows}
     out = Path(__file__).parent / "results" / "convert_tolerance.json"
     out.write_text(json.dumps(result, indent=2))
     print("| model | input | max abs diff | max abs output | relative |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {tuple(r['input'])} | {r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | "
               f"{r['relative']:.2e} |")
-    print(f"\n{result['machine']}; torch {result['torch']}; written to {out}")
+    print(f"\n{describe(result['machine'])}; written to {out}")
 
 
 if __name__ == "__main__":

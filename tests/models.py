@@ -7,6 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def kaiming_init(model: nn.Module) -> None:
+    """He init (fan_in, ReLU gain): activations keep unit scale through the layers, so every input
+    quantizer sees values across its whole range (PyTorch's default init shrinks them towards 0)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+
 class Block(nn.Module):
     """ResNet basic block; a strided or widening block gets a 1x1 conv + BN downsample."""
 
@@ -46,6 +54,7 @@ class TinyResNet(nn.Module):
         self.layer2 = Block(8, 16, stride=2)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, num_classes)
+        kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn(self.stem(x)))
@@ -67,6 +76,7 @@ class FunctionalNet(nn.Module):
         self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
         self.hidden = nn.Linear(8, 16)
         self.fc = nn.Linear(16, num_classes)
+        kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.conv1(x))
@@ -92,6 +102,7 @@ class SignedNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.hidden = nn.Linear(8, 16)
         self.fc = nn.Linear(16, num_classes)
+        kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.stem(x))

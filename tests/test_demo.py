@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from adq_fx.cli import main
 from adq_fx.demo import DemoConfig, load_digits_tensors, run_demo
@@ -28,7 +29,7 @@ def test_run_demo_trains_quantizes_and_converts() -> None:
     assert adq_row["converted_accuracy"] == adq_row["accuracy"]
     assert adq_row["max_abs_diff"] <= 1e-5 * adq_row["max_abs_logit"]
     assert adq_row["size_kib"] < float_row["size_kib"] / 4
-    assert results["torch"] and results["machine"]
+    assert results["machine"]["torch"] == torch.__version__ and results["machine"]["cpu"]
 
 
 def test_run_demo_is_deterministic_for_a_seed() -> None:

@@ -22,7 +22,7 @@ from tests.models import DataDependent, DirectConv, SharedConv, SignedNet, TinyR
 
 
 def test_untraceable_model_raises_type_error_naming_the_class() -> None:
-    with pytest.raises(TypeError, match="torch.fx cannot trace DataDependent") as info:
+    with pytest.raises(TypeError, match=r"torch\.fx cannot trace DataDependent") as info:
         prepare_adq(DataDependent(), None, images())
     message = str(info.value)
     assert "leaf module" in message and "concrete_args" in message  # what to do
@@ -37,15 +37,13 @@ def test_prepare_twice_raises() -> None:
     assert "load the prepared state_dict" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: prepare_adq only refuses QAT layers and ThresholdActivationQuantizer (PREPARED_TYPES); a "
-    "converted model (LUTConv2d/LUTLinear/ThresholdEncoder, _graph.CONVERTED_TYPES is defined but "
-    "unused) is accepted and silently 'prepared' again"))
 def test_prepare_refuses_a_converted_model() -> None:
     x = images()
     converted = convert_adq(prepare_adq(TinyResNet(), None, x))
-    with pytest.raises(ValueError, match="adq_fx module"):
+    with pytest.raises(ValueError, match=r"already prepared or converted \('layer1\.conv1.*adq_fx module"):
         prepare_adq(converted, default_qconfig_mapping(3, keep_first_and_last_float=False), x)
+    with pytest.raises(ValueError, match="already prepared or converted"):
+        prepare_adq(converted, None, x)  # default mapping: the float stem and fc alone would pass
 
 
 def test_convert_of_a_plain_module_raises() -> None:
@@ -70,7 +68,8 @@ def test_convert_of_a_prepared_model_that_quantizes_nothing_raises() -> None:
 @pytest.mark.parametrize("bits", [0, 1, 9, 16, -3, 2.5, True, "3"])
 @pytest.mark.parametrize("config", [WeightCodebookConfig, ActivationThresholdConfig])
 def test_bits_outside_2_to_8_are_refused(config: type, bits: object) -> None:
-    with pytest.raises(ValueError, match=re.escape(f"{config.__name__}(bits={bits!r}) is not supported")) as info:
+    expected = re.escape(f"{config.__name__}(bits={bits!r}) is not supported")
+    with pytest.raises(ValueError, match=expected) as info:
         config(bits=bits)
     assert "from 2 to 8" in str(info.value)
 
@@ -128,7 +127,7 @@ def test_mapping_setters_refuse_wrong_argument_types() -> None:
         ADQConfigMapping().set_global(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="set_module_name expects an ADQConfig or None"):
         ADQConfigMapping().set_module_name("fc", ActivationThresholdConfig())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="set_object_type expects an nn.Module subclass"):
+    with pytest.raises(TypeError, match=r"set_object_type expects an nn\.Module subclass"):
         ADQConfigMapping().set_object_type("Conv2d", ADQConfig())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="set_module_name expects a str"):
         ADQConfigMapping().set_module_name(nn.Conv2d, ADQConfig())  # type: ignore[arg-type]
@@ -144,12 +143,13 @@ def test_non_adq_mapping_is_refused(mapping: object) -> None:
 def test_torch_ao_qconfig_mapping_is_refused() -> None:
     from torch.ao.quantization import get_default_qconfig_mapping
 
-    with pytest.raises(TypeError, match="got QConfigMapping; build one with adq_fx.default_qconfig_mapping"):
+    expected = r"got QConfigMapping; build one with adq_fx\.default_qconfig_mapping"
+    with pytest.raises(TypeError, match=expected):
         prepare_adq(TinyResNet(), get_default_qconfig_mapping(), images())  # type: ignore[arg-type]
 
 
 def test_prepare_refuses_a_non_module() -> None:
-    with pytest.raises(TypeError, match="prepare_adq expects an nn.Module, got function"):
+    with pytest.raises(TypeError, match=r"prepare_adq expects an nn\.Module, got function"):
         prepare_adq(lambda x: x, None, images())  # type: ignore[arg-type]
 
 
@@ -171,7 +171,8 @@ def test_all_zero_weight_needs_normal_init() -> None:
     with pytest.raises(ValueError, match=r"layer2\.conv1\.weight is all zeros.*init='normal'"):
         prepare_adq(model, None, images())
     normal = ADQConfig(weight=WeightCodebookConfig(init="normal"))
-    prepared = prepare_adq(model, default_qconfig_mapping(3).set_module_name("layer2.conv1", normal), images())
+    mapping = default_qconfig_mapping(3).set_module_name("layer2.conv1", normal)
+    prepared = prepare_adq(model, mapping, images())
     assert "layer2.conv1" in quantization_map(prepared)
 
 
@@ -180,7 +181,8 @@ def test_state_dict_from_another_bit_width_names_the_layer() -> None:
     x = images()
     three = prepare_adq(TinyResNet(), default_qconfig_mapping(3), x)
     two = prepare_adq(TinyResNet(), default_qconfig_mapping(2), x)
-    with pytest.raises(ValueError, match=r"^layer1\.conv1\.weight_quantizer: the state_dict was saved with") as info:
+    expected = r"^layer1\.conv1\.weight_quantizer: the state_dict was saved with"
+    with pytest.raises(ValueError, match=expected) as info:
         two.load_state_dict(three.state_dict())
     message = str(info.value)
     assert "'bits': 3" in message and "'bits': 2" in message
@@ -209,7 +211,8 @@ def test_converted_state_dict_from_another_bit_width_names_the_layer() -> None:
     x = images()
     three = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(3), x))
     two = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(2), x))
-    with pytest.raises(ValueError, match=r"^layer1\.conv1: the state_dict was saved with .*same qconfig mapping"):
+    expected = r"^layer1\.conv1: the state_dict was saved with .*same qconfig mapping"
+    with pytest.raises(ValueError, match=expected):
         two.load_state_dict(three.state_dict())
 
 
@@ -237,12 +240,19 @@ def test_example_inputs_the_model_cannot_run_raise_runtime_error() -> None:
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: example_inputs are required but only run when some quantized layer's sign is undecided by "
-    "the graph; when every input is proven non-negative, inputs of the wrong shape pass silently"))
 def test_example_inputs_are_checked_even_when_the_graph_decides_every_sign() -> None:
     with pytest.raises(RuntimeError, match="could not run the model on example_inputs"):
         prepare_adq(TinyResNet(), None, torch.randn(2, 7))
+
+
+def test_too_few_example_inputs_raise_runtime_error() -> None:
+    with pytest.raises(RuntimeError, match="could not run the model on example_inputs"):
+        prepare_adq(TinyResNet(), None, ())
+
+
+def test_too_many_example_inputs_raise_runtime_error() -> None:
+    with pytest.raises(RuntimeError, match="could not run the model on example_inputs"):
+        prepare_adq(TinyResNet(), None, (images(), images()))
 
 
 def test_functional_conv_call_warns_naming_the_node() -> None:
@@ -288,5 +298,6 @@ def test_summaries_refuse_a_model_without_quantized_layers() -> None:
 
     with pytest.raises(ValueError, match="quantization_map: TinyResNet has no quantized layer"):
         quantization_map(TinyResNet())
-    with pytest.raises(ValueError, match="commitment_loss: TinyResNet has no adq_fx QAT layer; call prepare_adq"):
+    expected = "commitment_loss: TinyResNet has no adq_fx QAT layer; call prepare_adq"
+    with pytest.raises(ValueError, match=expected):
         commitment_loss(TinyResNet())

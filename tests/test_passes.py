@@ -33,10 +33,25 @@ LUT = (LUTConv2d, LUTLinear)
 
 
 def train(prepared: fx.GraphModule, x: torch.Tensor, steps: int = 3, *, cross_entropy: bool = False,
-          lr: float = 0.01) -> fx.GraphModule:
-    """A few SGD steps in train mode (task loss + commitment loss); returns the model in eval mode."""
+          lr: float = 0.01, quantizer_lr_scale: float = 0.01, freeze_bn: bool = False) -> fx.GraphModule:
+    """A few SGD steps in train mode (task loss + commitment loss); returns the model in eval mode.
+
+    The threshold parameters get a gradient summed over every activation, so, as in N2UQ and the
+    training engine, they get a smaller learning rate (else they jump out of the activation range).
+    ``freeze_bn`` keeps BatchNorm on its running statistics (batch statistics of 2 images at 1x1
+    spatial size, as in ResNet-18's last stage on 32x32 inputs, give exploding gradients).
+    """
     prepared.train()
-    optimizer = torch.optim.SGD(prepared.parameters(), lr=lr, momentum=0.9)
+    if freeze_bn:
+        for m in prepared.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+    thresholds = {id(p) for m in prepared.modules() if isinstance(m, ThresholdActivationQuantizer)
+                  for p in m.parameters()}
+    optimizer = torch.optim.SGD([
+        {"params": [p for p in prepared.parameters() if id(p) not in thresholds]},
+        {"params": [p for p in prepared.parameters() if id(p) in thresholds], "lr": lr * quantizer_lr_scale},
+    ], lr=lr, momentum=0.9)
     targets = torch.arange(x.shape[0]) % 5
     for _ in range(steps):
         out = prepared(x)
@@ -81,7 +96,8 @@ def test_prepare_returns_graph_module_with_a_quantizer_in_front_of_each_quantize
     prepared = prepare_adq(TinyResNet(), default_qconfig_mapping(3), images())
     assert isinstance(prepared, fx.GraphModule)
     modules = dict(prepared.named_modules())
-    quantized = [n for n in prepared.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], QAT)]
+    quantized = [n for n in prepared.graph.nodes
+                 if n.op == "call_module" and isinstance(modules[n.target], QAT)]
     assert sorted(n.target for n in quantized) == sorted(QUANTIZED_BY_DEFAULT)
     for node in quantized:
         source = node.args[0]
@@ -264,20 +280,38 @@ def _signed() -> tuple[nn.Module, torch.Tensor, ADQConfigMapping]:
     return SignedNet(), images(8), mapping
 
 
+def calibrate_batchnorm(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Set BatchNorm running statistics to those of ``x``, as a pre-trained float model would have them
+    (with the init statistics mean 0, var 1, eval-mode activations saturate every quantizer)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass sets the batch statistics
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
+
+
 def _resnet18() -> tuple[nn.Module, torch.Tensor, ADQConfigMapping]:
-    return torchvision.models.resnet18(num_classes=10), images(2, size=32), default_qconfig_mapping(3)
+    model, x = torchvision.models.resnet18(num_classes=10), images(2, size=32)
+    return calibrate_batchnorm(model, images(8, size=32, seed=1)), x, default_qconfig_mapping(3)
 
 
-@pytest.mark.parametrize(("build", "steps"), [(_tiny_resnet, 3), (_functional, 3), (_signed, 3), (_resnet18, 1)],
+@pytest.mark.parametrize(("build", "steps", "freeze_bn"),
+                         [(_tiny_resnet, 3, False), (_functional, 3, False), (_signed, 3, False),
+                          (_resnet18, 1, True)],
                          ids=["tiny_resnet", "functional", "signed", "resnet18"])
 def test_converted_model_computes_what_the_trained_prepared_model_computes(
-    build: Callable[[], tuple[nn.Module, torch.Tensor, ADQConfigMapping]], steps: int
+    build: Callable[[], tuple[nn.Module, torch.Tensor, ADQConfigMapping]], steps: int, freeze_bn: bool
 ) -> None:
     torch.manual_seed(0)
     model, x, mapping = build()
     prepared = prepare_adq(model, mapping, x)
     initial = snapshot(prepared)
-    train(prepared, x, steps, cross_entropy=True)
+    train(prepared, x, steps, cross_entropy=True, freeze_bn=freeze_bn)
     # training moved the quantizers, so the contract is checked on a trained state
     moved = [k for k, v in snapshot(prepared).items()
              if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and not torch.equal(v, initial[k])]
@@ -295,6 +329,7 @@ def test_converted_model_computes_what_the_trained_prepared_model_computes(
     assert got.shape == expected.shape
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
     assert expected.abs().max() > 0
+    assert not torch.allclose(expected[0], expected[1])  # the output depends on the input
 
     qmap = quantization_map(prepared)
     assert len(codes) == len(qmap)
@@ -302,6 +337,7 @@ def test_converted_model_computes_what_the_trained_prepared_model_computes(
         assert out.dtype == torch.uint8, name
         layer = name.removesuffix("_input_quantizer")
         assert int(out.max()) < 2 ** qmap[layer]["activation_bits"], name
+        assert out.unique().numel() >= 2, name  # a live quantizer, so the contract is not vacuous
 
     luts = {name: m for name, m in converted.named_modules() if isinstance(m, LUT)}
     assert sorted(luts) == sorted(qmap)

@@ -73,6 +73,7 @@ def example_minimum(
     modes = {name: m.training for name, m in gm.named_modules()}
     gm.eval()
     try:
+        _check_argument_count(gm, example_inputs)
         with torch.no_grad():
             recorder = _MinimumRecorder(gm, nodes)
             recorder.run(*example_inputs)
@@ -85,3 +86,13 @@ def example_minimum(
         for name, m in gm.named_modules():
             m.training = modes.get(name, m.training)
     return recorder.minimum
+
+
+def _check_argument_count(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -> None:
+    """fx.Interpreter drops surplus arguments silently; the model itself would not."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if any(str(n.target).startswith("*") for n in placeholders):
+        return
+    if len(example_inputs) > len(placeholders):
+        raise TypeError(f"forward() takes {len(placeholders)} positional arguments but "
+                        f"{len(example_inputs)} were given")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,6 +28,7 @@ from .. import (
     qconfig_mapping_from_plan,
     quantization_map,
 )
+from ..environment import machine_info
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
 from ..quantizers import ThresholdActivationQuantizer
@@ -221,10 +221,7 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     w_bits = [plan[n][0] for n in plan]
     results = {
         "config": asdict(config),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "device": str(runner.device),
-                    "gpu": torch.cuda.get_device_name(0) if runner.device.type == "cuda" else None,
-                    "threads": torch.get_num_threads(), "bf16": runner.bf16,
+        "machine": {**machine_info(runner.device), "bf16": runner.bf16,
                     "channels_last": runner.channels_last},
         "data": {"name": runner.data.name, "train": len(runner.data.train_x),
                  "test": len(runner.data.test_x)},

@@ -1,0 +1,293 @@
+"""Module behaviour of the two quantizers: buffers, training/eval, gradients, checkpoints, configs."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from adq_fx import functional as F
+from adq_fx.config import ActivationThresholdConfig, WeightCodebookConfig
+from adq_fx.quantizers import CodebookWeightQuantizer, ThresholdActivationQuantizer
+
+BUFFERS = ("scale", "codebook", "ema_counts", "ema_sums")
+
+
+def conv_weight(seed: int = 0, shape: tuple[int, ...] = (4, 3, 3, 3)) -> torch.Tensor:
+    channel_scale = torch.linspace(0.1, 2.0, shape[0]).view(-1, *([1] * (len(shape) - 1)))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * channel_scale
+
+
+def buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.clone() for name, b in module.named_buffers()}
+
+
+# ------------------------------------------------------------------------- codebook weights
+def test_codebook_buffers_are_in_the_state_dict() -> None:
+    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight())
+    state = quantizer.state_dict()
+    for name in BUFFERS:
+        assert name in state
+        assert torch.equal(state[name], getattr(quantizer, name))
+    assert state["codebook"].shape == (7,)
+    assert state["scale"].shape == (4,)
+    assert state["ema_counts"].shape == state["ema_sums"].shape == (7,)
+    assert state["_extra_state"] == {"method": "adq_codebook", "bits": 3, "levels": 7}
+    # The scale is the per-channel RMS of the weight it was built on.
+    torch.testing.assert_close(quantizer.scale, conv_weight().pow(2).mean(dim=(1, 2, 3)).sqrt())
+
+
+@pytest.mark.parametrize("levels", ["alg1", "full"])
+def test_eval_forward_changes_no_buffer(levels: str) -> None:
+    weight = conv_weight()
+    quantizer = CodebookWeightQuantizer(
+        WeightCodebookConfig(bits=3, levels=levels, pin_zero=levels == "alg1", ema_decay=0.5), weight
+    ).eval()
+    before = buffers(quantizer)
+    for seed in range(3):
+        quantizer(conv_weight(seed + 1))
+        quantizer.commitment(conv_weight(seed + 1))
+    after = buffers(quantizer)
+    assert before.keys() == after.keys() == set(BUFFERS)
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=2, max_value=4),
+       st.sampled_from([0.0, 0.5, 0.99]))
+def test_train_forward_moves_the_codebook_and_keeps_it_sorted(seed, bits, decay) -> None:
+    weight = conv_weight(seed)
+    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=bits, ema_decay=decay), weight).train()
+    initial = quantizer.codebook.clone()
+    scale_before = quantizer.scale.clone()
+    for step in range(3):
+        quantizer(weight * (1.0 + 0.2 * step) + 0.05)
+        codebook = quantizer.codebook
+        assert bool((codebook[1:] >= codebook[:-1]).all())
+        assert bool((codebook == 0).any())  # pin_zero keeps the zero level
+    assert not torch.equal(quantizer.codebook, initial)
+    assert torch.equal(quantizer.scale, scale_before)  # the scale is fixed at prepare time
+
+
+def test_train_forward_updates_the_ema_statistics_by_the_formula() -> None:
+    weight = conv_weight()
+    config = WeightCodebookConfig(bits=2, ema_decay=0.5)
+    quantizer = CodebookWeightQuantizer(config, weight).train()
+    counts0, sums0 = quantizer.ema_counts.clone(), quantizer.ema_sums.clone()
+    normalised = F.normalise(weight, quantizer.scale)
+    step_counts, step_sums = F.cluster_statistics(normalised, quantizer.codes(weight), 3)
+    quantizer(weight)
+    torch.testing.assert_close(quantizer.ema_counts, 0.5 * counts0 + 0.5 * step_counts)
+    torch.testing.assert_close(quantizer.ema_sums, 0.5 * sums0 + 0.5 * step_sums)
+    expected = quantizer.ema_sums / (quantizer.ema_counts + config.eps)  # all alive: warm-started counts
+    expected[1] = 0.0  # the zero level is pinned
+    torch.testing.assert_close(quantizer.codebook, expected)
+
+
+def test_learn_codebook_false_never_moves_the_codebook() -> None:
+    weight = conv_weight()
+    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3, learn_codebook=False, ema_decay=0.0),
+                                        weight).train()
+    before = buffers(quantizer)
+    for seed in range(4):
+        quantizer(conv_weight(seed + 1) * 3.0)
+    for name, value in buffers(quantizer).items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_the_straight_through_gradient_reaches_the_weight() -> None:
+    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight()).train()
+    weight = conv_weight(1).requires_grad_()
+    quantized = quantizer(weight)
+    assert quantized.requires_grad
+    (grad,) = torch.autograd.grad(quantized.sum(), weight)
+    assert torch.equal(grad, torch.ones_like(grad))
+    assert all(not b.requires_grad and b.grad is None for b in quantizer.buffers())
+
+
+def test_commitment_gradient_reaches_the_weight_only() -> None:
+    config = WeightCodebookConfig(bits=3, commitment_beta=0.25)
+    quantizer = CodebookWeightQuantizer(config, conv_weight())
+    weight = conv_weight(1).requires_grad_()
+    loss = quantizer.commitment(weight)
+    assert loss.dim() == 0 and loss.item() > 0
+    loss.backward()
+    assert weight.grad is not None and bool((weight.grad != 0).any())
+    assert quantizer.codebook.grad is None and not quantizer.codebook.requires_grad
+    # beta * mean((sg(q) - w')^2) and its gradient, by hand.
+    normalised = F.normalise(weight.detach(), quantizer.scale)
+    target = quantizer.codebook[F.nearest_codes(normalised, quantizer.codebook)]
+    torch.testing.assert_close(loss.detach(), 0.25 * (target - normalised).pow(2).mean())
+    by_hand = 0.25 * 2 * (normalised - target) / normalised.numel() / quantizer.scale.view(-1, 1, 1, 1)
+    torch.testing.assert_close(weight.grad, by_hand)
+
+
+def test_commitment_is_zero_for_weights_on_the_codebook() -> None:
+    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight())
+    picks = torch.randint(0, 7, (4, 3, 3, 3), generator=torch.Generator().manual_seed(1))
+    on_codebook = quantizer.scale.view(-1, 1, 1, 1) * quantizer.codebook[picks]
+    loss = quantizer.commitment(on_codebook)
+    # (s * c) / s is c up to one rounding, so "zero" is up to float32 rounding.
+    assert 0.0 <= loss.item() < 1e-12
+    assert quantizer.commitment(conv_weight(2)).item() > 1e-4  # and it can be non-zero
+
+
+def test_normal_init_is_deterministic_per_seed_and_has_zero_when_pinned() -> None:
+    weight = conv_weight()
+
+    def codebook(**kwargs: object) -> torch.Tensor:
+        return CodebookWeightQuantizer(WeightCodebookConfig(init="normal", **kwargs), weight).codebook
+
+    first, again, other = codebook(bits=3, seed=7), codebook(bits=3, seed=7), codebook(bits=3, seed=8)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    for cb in (first, other):
+        assert cb.shape == (7,)
+        assert bool((cb[1:] >= cb[:-1]).all())
+        assert int((cb == 0).sum()) == 1
+    free = codebook(bits=3, seed=7, levels="full", pin_zero=False)
+    assert free.shape == (8,)
+    assert not bool((free == 0).any())
+    assert torch.equal(free, torch.randn(8, generator=torch.Generator().manual_seed(7)).sort().values)
+
+
+def test_loading_a_three_bit_state_into_a_two_bit_quantizer_names_the_module_and_the_bits() -> None:
+    weight = conv_weight()
+    saved = nn.Module()
+    saved.layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), weight)
+    target = nn.Module()
+    target.layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=2), weight)
+    before = buffers(target)
+    with pytest.raises(ValueError) as info:
+        target.load_state_dict(saved.state_dict())
+    message = str(info.value)
+    assert "layer" in message
+    assert message.startswith("layer: ")  # the module's name, not just the word in the advice
+    assert "'bits': 3" in message and "'bits': 2" in message
+    for name, value in buffers(target).items():  # nothing was half-loaded
+        assert torch.equal(value, before[name]), name
+
+
+def test_a_nested_quantizer_is_named_by_its_full_prefix() -> None:
+    weight = conv_weight()
+    saved, target = nn.Sequential(nn.Module()), nn.Sequential(nn.Module())
+    saved[0].layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), weight)
+    target[0].layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=2), weight)
+    with pytest.raises(ValueError, match=r"^0\.layer: the state_dict was saved with .*'bits': 3"):
+        target.load_state_dict(saved.state_dict())
+
+
+def test_a_same_bits_state_dict_round_trips() -> None:
+    weight = conv_weight()
+    source = CodebookWeightQuantizer(WeightCodebookConfig(bits=3, ema_decay=0.0), weight).train()
+    source(conv_weight(3))
+    target = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight(5))
+    target.load_state_dict(source.state_dict())
+    for name in BUFFERS:
+        assert torch.equal(getattr(target, name), getattr(source, name)), name
+
+
+# ---------------------------------------------------------------------- threshold activations
+def activation_quantizer(
+    bits: int = 3, *, signed: bool = False, channels: int = 3
+) -> ThresholdActivationQuantizer:
+    return ThresholdActivationQuantizer(ActivationThresholdConfig(bits=bits), signed=signed,
+                                        num_channels=channels, channel_dim=1)
+
+
+def test_threshold_parameters_all_get_gradients() -> None:
+    quantizer = activation_quantizer(3)
+    x = torch.linspace(-0.5, 2.5, 2 * 3 * 20).reshape(2, 3, 20)
+    quantizer(x).pow(2).sum().backward()
+    for name in ("start", "intervals", "beta1", "beta2"):
+        grad = getattr(quantizer, name).grad
+        assert grad is not None, name
+        assert bool((grad != 0).any()), name
+    assert quantizer.shift is None
+    assert {n for n, _ in quantizer.named_parameters()} == {"start", "intervals", "beta1", "beta2"}
+
+
+def test_signed_quantizer_has_a_per_channel_shift_and_keeps_negative_inputs() -> None:
+    quantizer = activation_quantizer(3, signed=True, channels=3)
+    assert isinstance(quantizer.shift, nn.Parameter)
+    assert quantizer.shift.shape == (3,)
+    step = 2.0 / 7
+    x = torch.full((2, 3, 4, 4), -0.5)
+    out = quantizer(x)
+    assert bool((out < 0).all())  # not clipped to 0
+    assert bool(((out - x).abs() <= step).all())
+    # Every value in [-1, 1] is within half a step of its output at init.
+    x = torch.linspace(-1.0, 1.0, 3 * 50).reshape(1, 3, 50)
+    assert bool(((quantizer(x) - x).abs() <= step / 2 + 1e-6).all())
+    # The shift is per channel and learns.
+    quantizer(x).sum().backward()
+    assert quantizer.shift.grad is not None and quantizer.shift.grad.shape == (3,)
+
+
+def test_unsigned_quantizer_clips_negative_inputs_to_zero() -> None:
+    out = activation_quantizer(3)(torch.full((2, 3), -0.5))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.floats(min_value=-3.0, max_value=3.0, width=32), min_size=6, max_size=6),
+       st.integers(min_value=2, max_value=5), st.booleans())
+def test_eval_and_train_forward_are_identical(values, bits, signed) -> None:
+    quantizer = activation_quantizer(bits, signed=signed, channels=3)
+    with torch.no_grad():
+        quantizer.intervals.mul_(torch.linspace(0.5, 1.5, quantizer.intervals.numel()))
+        quantizer.beta2.fill_(1.3)
+    x = torch.tensor(values).reshape(2, 3)
+    state = {k: v.clone() for k, v in quantizer.state_dict().items() if isinstance(v, torch.Tensor)}
+    train_out = quantizer.train()(x)
+    eval_out = quantizer.eval()(x)
+    assert torch.equal(train_out, eval_out)
+    assert torch.equal(quantizer.train()(x), train_out)
+    for name, value in quantizer.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, state[name]), name
+    assert list(quantizer.buffers()) == []
+
+
+def test_loading_a_threshold_state_with_other_bits_names_the_module() -> None:
+    saved, target = nn.Module(), nn.Module()
+    saved.act = activation_quantizer(4)
+    target.act = activation_quantizer(2)
+    with pytest.raises(ValueError, match=r"^act: .*'bits': 4.*'bits': 2"):
+        target.load_state_dict(saved.state_dict())
+
+
+# ---------------------------------------------------------------------------- config checks
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: WeightCodebookConfig(bits=1), "bits=1"),
+        (lambda: WeightCodebookConfig(bits=9), "bits=9"),
+        (lambda: WeightCodebookConfig(bits=True), "bits=True"),
+        (lambda: WeightCodebookConfig(bits=3.0), "bits=3.0"),
+        (lambda: WeightCodebookConfig(ema_decay=1.5), "ema_decay=1.5"),
+        (lambda: WeightCodebookConfig(ema_decay=-0.1), "ema_decay=-0.1"),
+        (lambda: WeightCodebookConfig(levels="full", pin_zero=True), "pin_zero"),
+        (lambda: WeightCodebookConfig(levels="half"), "levels='half'"),
+        (lambda: WeightCodebookConfig(eps=0.0), "eps=0.0"),
+        (lambda: ActivationThresholdConfig(bits=0), "bits=0"),
+        (lambda: ActivationThresholdConfig(min_interval=0.0), "min_interval=0.0"),
+    ],
+)
+def test_invalid_configs_raise_naming_the_field(make, field: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(field)) as info:
+        make()
+    owner = str(info.value).split("(")[0]
+    assert owner in {"WeightCodebookConfig", "ActivationThresholdConfig"}
+
+
+def test_full_levels_without_pinning_is_valid() -> None:
+    config = WeightCodebookConfig(bits=2, levels="full", pin_zero=False)
+    assert config.num_levels == 4
+    assert WeightCodebookConfig(bits=2).num_levels == 3
+    assert ActivationThresholdConfig(bits=2).num_levels == 4
