@@ -1,4 +1,4 @@
-"""adq_fx: low-bit quantization-aware training (ADQ, N2UQ) as torch.fx passes.
+"""adq_fx: low-bit quantization-aware training (ADQ; N2UQ and LSQ baselines) as torch.fx passes.
 
     prepared = prepare_adq(model, default_qconfig_mapping(3), example_inputs)
     ... train, adding commitment_loss(prepared) to the loss ...
@@ -6,7 +6,14 @@
 """
 
 from .allocate import allocate_bits, layer_sensitivity
-from .config import ActivationThresholdConfig, ADQConfig, WeightCodebookConfig
+from .config import (
+    ActivationThresholdConfig,
+    ADQConfig,
+    LSQActivationConfig,
+    LSQWeightConfig,
+    UniformWeightConfig,
+    WeightCodebookConfig,
+)
 from .mapping import (
     ADQConfigMapping,
     default_qconfig_mapping,
@@ -20,6 +27,9 @@ __all__ = [
     "ADQConfig",
     "ADQConfigMapping",
     "ActivationThresholdConfig",
+    "LSQActivationConfig",
+    "LSQWeightConfig",
+    "UniformWeightConfig",
     "WeightCodebookConfig",
     "allocate_bits",
     "commitment_loss",

@@ -7,7 +7,7 @@ it is written, with the field name and the fix, not deep inside a pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 SUPPORTED_BITS = range(2, 9)  # codes fit one uint8; Alg. 1 is degenerate at 1 bit
 
@@ -35,6 +35,8 @@ class WeightCodebookConfig:
     draws sorted N(0, 1) samples (the paper's ablation B). learn_codebook=False
     freezes the codebook (ablation C).
     """
+
+    method: ClassVar[str] = "adq_codebook"
 
     bits: int = 3
     levels: Literal["alg1", "full"] = "alg1"
@@ -78,6 +80,8 @@ class ActivationThresholdConfig:
     input gets a learnable per-channel shift in front (and removed behind).
     """
 
+    method: ClassVar[str] = "n2uq_thresholds"
+
     bits: int = 3
     signed: bool | None = None
     min_interval: float = 1e-3
@@ -96,22 +100,96 @@ class ActivationThresholdConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ADQConfig:
-    """What one quantized layer gets: a weight and an input-activation quantizer."""
+class UniformWeightConfig:
+    """N2UQ's weights (the paper's baseline A): 2^b uniform mid-rise levels, no zero.
 
-    weight: WeightCodebookConfig = field(default_factory=WeightCodebookConfig)
-    activation: ActivationThresholdConfig = field(default_factory=ActivationThresholdConfig)
+    Scale per output channel gamma_b * mean|W_c| with gamma_b = (2^b - 1) / 2^(b-1),
+    recomputed from the weights each step and not learned; plain STE.
+    """
+
+    method: ClassVar[str] = "n2uq_uniform"
+
+    bits: int = 3
 
     def __post_init__(self) -> None:
-        if not isinstance(self.weight, WeightCodebookConfig):
-            raise TypeError(
-                f"ADQConfig(weight=...) must be a WeightCodebookConfig, got {type(self.weight).__name__}."
-            )
-        if not isinstance(self.activation, ActivationThresholdConfig):
-            raise TypeError(
-                "ADQConfig(activation=...) must be an ActivationThresholdConfig, "
-                f"got {type(self.activation).__name__}."
-            )
+        _check_bits(type(self).__name__, self.bits)
+
+    @property
+    def num_levels(self) -> int:
+        return 2**self.bits
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSQWeightConfig:
+    """LSQ weights (Esser et al. 2020): signed integer levels times a learned per-channel step.
+
+    ``grad_scale`` applies LSQ's step-gradient scale 1 / sqrt(Q_P * weights per channel).
+    """
+
+    method: ClassVar[str] = "lsq"
+
+    bits: int = 3
+    grad_scale: bool = True
+
+    def __post_init__(self) -> None:
+        _check_bits(type(self).__name__, self.bits)
+
+    @property
+    def num_levels(self) -> int:
+        return 2**self.bits
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSQActivationConfig:
+    """LSQ activations: one learned step per tensor, initialised from the first batch seen.
+
+    Unsigned inputs use codes 0..2^b-1, signed ones -2^(b-1)..2^(b-1)-1; signed=None
+    detects it at prepare time as for the threshold quantizer.
+    """
+
+    method: ClassVar[str] = "lsq"
+
+    bits: int = 3
+    signed: bool | None = None
+    grad_scale: bool = True
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _check_bits(name, self.bits)
+        if self.signed not in (None, True, False):
+            raise ValueError(f"{name}(signed={self.signed!r}) must be None, True or False.")
+
+    @property
+    def num_levels(self) -> int:
+        return 2**self.bits
+
+
+WeightConfig = WeightCodebookConfig | UniformWeightConfig | LSQWeightConfig
+ActivationConfig = ActivationThresholdConfig | LSQActivationConfig
+WEIGHT_CONFIGS: dict[str, type] = {c.method: c for c in (WeightCodebookConfig, UniformWeightConfig,
+                                                         LSQWeightConfig)}
+ACTIVATION_CONFIGS: dict[str, type] = {c.method: c for c in (ActivationThresholdConfig, LSQActivationConfig)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ADQConfig:
+    """What one quantized layer gets: a weight and an input-activation quantizer.
+
+    ADQ is WeightCodebookConfig + ActivationThresholdConfig (the default); the
+    baselines swap either side: UniformWeightConfig (N2UQ), LSQ*Config (LSQ).
+    """
+
+    weight: WeightConfig = field(default_factory=WeightCodebookConfig)
+    activation: ActivationConfig = field(default_factory=ActivationThresholdConfig)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("weight", WEIGHT_CONFIGS), ("activation", ACTIVATION_CONFIGS)):
+            value = getattr(self, name)
+            if type(value) not in allowed.values():
+                raise TypeError(
+                    f"ADQConfig({name}=...) must be one of "
+                    f"{', '.join(c.__name__ for c in allowed.values())}; got {type(value).__name__}."
+                )
 
     @classmethod
     def with_bits(cls, weight_bits: int, activation_bits: int | None = None) -> ADQConfig:

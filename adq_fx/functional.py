@@ -184,6 +184,65 @@ def ema_kmeans_step(
     return updated[order], counts[order], sums[order]
 
 
+# ------------------------------------------------------------------ baseline weights
+def uniform_levels(bits: int) -> Tensor:
+    """N2UQ's weight levels: 2^b uniform mid-rise values -1 + 2k / (2^b - 1), no zero.
+
+    >>> uniform_levels(2).tolist() == [-1.0, -1 / 3, 1 / 3, 1.0]
+    True
+    """
+    count = 2**bits
+    return torch.arange(count, dtype=torch.float32) * (2.0 / (count - 1)) - 1.0
+
+
+def mean_abs_scale(weight: Tensor, bits: int, floor: float = 1e-8) -> Tensor:
+    """N2UQ's per-channel weight scale gamma_b * mean|W_c| with gamma_b = (2^b - 1) / 2^(b-1)."""
+    gamma = (2**bits - 1) / 2 ** (bits - 1)
+    flat = weight.detach().reshape(weight.shape[0], -1).float()
+    return (gamma * flat.abs().mean(dim=1)).clamp_min(floor)
+
+
+# ------------------------------------------------------------------------------- LSQ
+def lsq_range(bits: int, signed: bool) -> tuple[int, int]:
+    """(Q_N, Q_P): the integer range of a b-bit LSQ quantizer.
+
+    >>> lsq_range(3, True), lsq_range(3, False)
+    ((-4, 3), (0, 7))
+    """
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
+def lsq_initial_step(values: Tensor, q_positive: int, dims: tuple[int, ...] | None = None) -> Tensor:
+    """LSQ's init 2 * mean|x| / sqrt(Q_P), over ``dims`` (all dims when None)."""
+    magnitude = values.detach().float().abs()
+    mean = magnitude.mean() if dims is None else magnitude.mean(dim=dims)
+    return (2 * mean / q_positive**0.5).clamp_min(1e-8)
+
+
+def scale_gradient(value: Tensor, factor: float) -> Tensor:
+    """Forward value exactly ``value``; gradient multiplied by ``factor`` (LSQ's g)."""
+    scaled = value * factor
+    return value.detach() + (scaled - scaled.detach())
+
+
+def lsq_codes(x: Tensor, step: Tensor, q_negative: int, q_positive: int) -> Tensor:
+    """Integer codes 0..Q_P-Q_N of round(clamp(x / step, Q_N, Q_P)), int64."""
+    return torch.round(torch.clamp(x.detach() / step.detach(), q_negative, q_positive)).long() - q_negative
+
+
+def lsq_quantize(x: Tensor, step: Tensor, q_negative: int, q_positive: int, grad_scale: float) -> Tensor:
+    """LSQ: round(clamp(x / s, Q_N, Q_P)) * s with its straight-through gradients.
+
+    The value is exactly (integer level) * s, the product the converted model
+    computes; x gets gradient 1 inside the range and 0 outside; s gets LSQ's
+    gradient (q - x/s inside, Q_N or Q_P outside) times ``grad_scale``.
+    """
+    step = scale_gradient(step, grad_scale)
+    ratio = torch.clamp(x / step, q_negative, q_positive)
+    level = straight_through(ratio, torch.round(ratio))
+    return level * step
+
+
 # ----------------------------------------------------------------------- activations
 def interval_edges(start: Tensor, intervals: Tensor, min_interval: float) -> tuple[Tensor, Tensor]:
     """Edges d_0..d_n (n+1,) and floored interval lengths a (n,)."""

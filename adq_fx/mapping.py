@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from .config import ActivationThresholdConfig, ADQConfig, WeightCodebookConfig
+from .config import ACTIVATION_CONFIGS, WEIGHT_CONFIGS, ADQConfig
 
 _MISSING = object()
 
@@ -163,9 +163,11 @@ def qconfig_mapping_from_map(quantization_map: dict[str, dict[str, Any]]) -> ADQ
     mapping = ADQConfigMapping(keep_first_and_last_float=False)
     for name, entry in quantization_map.items():
         try:
+            weight_type = WEIGHT_CONFIGS[entry.get("weight_method", "adq_codebook")]
+            activation_type = ACTIVATION_CONFIGS[entry.get("activation_method", "n2uq_thresholds")]
             activation = dict(entry["activation_config"], signed=entry["activation_signed"])
-            config = ADQConfig(weight=WeightCodebookConfig(**entry["weight_config"]),
-                               activation=ActivationThresholdConfig(**activation))
+            config = ADQConfig(weight=weight_type(**entry["weight_config"]),
+                               activation=activation_type(**activation))
         except (KeyError, TypeError) as err:
             raise ValueError(
                 f"quantization map entry {name!r} lacks or has a bad {err}; pass the dict that "

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, fx, nn
 
 from .nn import QATConv2d, QATLinear
-from .nn.lut import _LUTLayer
-from .quantizers import ThresholdActivationQuantizer
+from .nn.lut import _LUTLayer, encoder_for
+from .quantizers import ActivationQuantizer, WeightQuantizer
 
 
 def _qat_layers(model: nn.Module) -> list[tuple[str, QATConv2d | QATLinear]]:
@@ -28,7 +28,7 @@ def commitment_loss(prepared: nn.Module) -> Tensor:
     return torch.stack([m.weight_quantizer.commitment(m.weight) for _, m in layers]).sum()
 
 
-def _input_quantizers(model: nn.Module) -> dict[str, ThresholdActivationQuantizer]:
+def _input_quantizers(model: nn.Module) -> dict[str, ActivationQuantizer]:
     """Layer name -> the quantizer module on its input, read off the graph."""
     if not isinstance(model, fx.GraphModule):
         return {}
@@ -38,7 +38,7 @@ def _input_quantizers(model: nn.Module) -> dict[str, ThresholdActivationQuantize
         if node.op == "call_module" and isinstance(modules.get(node.target), (QATConv2d, QATLinear)):
             source = node.args[0]
             quantizer = modules.get(source.target) if isinstance(source, fx.Node) else None
-            if isinstance(quantizer, ThresholdActivationQuantizer):
+            if isinstance(quantizer, ActivationQuantizer):
                 found[node.target] = quantizer
     return found
 
@@ -57,8 +57,10 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
                 "weight_bits": quantizer.config.bits,
                 "activation_bits": None if act is None else act.config.bits,
                 "activation_signed": None if act is None else act.signed,
-                "codebook": quantizer.codebook.tolist(),
-                "scale_shape": list(quantizer.scale.shape),
+                "weight_method": quantizer.config.method,
+                "activation_method": None if act is None else act.config.method,
+                "codebook": quantizer.levels().tolist(),
+                "scale_shape": [module.weight.shape[0]],
                 "num_params": module.weight.numel(),
                 "weight_config": asdict(quantizer.config),
                 "activation_config": None if act is None else asdict(act.config),
@@ -69,7 +71,9 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
                 "layer_type": type(module).__name__.removeprefix("LUT"),
                 "weight_bits": module.weight_bits,
                 "activation_bits": module.act_bits,
-                "activation_signed": module.act_shift is not None,
+                "activation_signed": module.act_signed,
+                "weight_method": module.weight_config.method,
+                "activation_method": module.activation_config.method,
                 "codebook": module.codebook.tolist(),
                 "scale_shape": list(module.weight_scale.shape),
                 "num_params": module.weight_codes.numel(),
@@ -96,14 +100,18 @@ def model_size_bits(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, (QATConv2d, QATLinear)):
             q = module.weight_quantizer
-            total += module.weight.numel() * q.config.bits + 32 * (q.codebook.numel() + q.scale.numel())
-            skip.update(id(t) for t in (module.weight, q.codebook, q.scale, q.ema_counts, q.ema_sums))
+            table = q.levels().numel() + module.weight.shape[0]  # level table and per-channel scale
+            total += module.weight.numel() * q.config.bits + 32 * table
+            skip.add(id(module.weight))
         elif isinstance(module, _LUTLayer):
             total += module.weight_codes.numel() * module.weight_bits
             skip.add(id(module.weight_codes))
-        elif isinstance(module, ThresholdActivationQuantizer):
-            total += 32 * (module.intervals.numel() + 3)  # thresholds, beta1, beta2 + shift below
-            skip.update(id(p) for p in (module.start, module.intervals, module.beta1, module.beta2))
+        elif isinstance(module, ActivationQuantizer):
+            # Exactly what convert_adq will ship for it: the encoder and the input level table.
+            shipped = [*encoder_for(module).buffers(), module.level_table()]
+            total += sum(t.numel() * t.element_size() * 8 for t in shipped)
+        if isinstance(module, (WeightQuantizer, ActivationQuantizer)):
+            skip.update(id(t) for t in (*module.parameters(), *module.buffers()))
     for tensor in [*model.parameters(), *model.buffers()]:
         if id(tensor) not in skip:
             total += tensor.numel() * tensor.element_size() * 8

@@ -1,14 +1,16 @@
 """QAT layers (float subclasses) and converted lookup-table layers."""
 
-from .lut import LUT_MODULES, LUTConv2d, LUTLinear, ThresholdEncoder
+from .lut import LUT_MODULES, LUTConv2d, LUTLinear, StepEncoder, ThresholdEncoder, encoder_for
 from .qat import QAT_MODULES, QATConv2d, QATLinear
 
 __all__ = [
-           "LUT_MODULES",
-           "QAT_MODULES",
-           "LUTConv2d",
-           "LUTLinear",
-           "QATConv2d",
-           "QATLinear",
-           "ThresholdEncoder",
+    "LUT_MODULES",
+    "QAT_MODULES",
+    "LUTConv2d",
+    "LUTLinear",
+    "QATConv2d",
+    "QATLinear",
+    "StepEncoder",
+    "ThresholdEncoder",
+    "encoder_for",
 ]

@@ -1,8 +1,9 @@
 """Converted inference modules: integer codes, codebooks and scales, no float weights.
 
-``ThresholdEncoder`` turns a float activation into uint8 codes with the learned
-thresholds; ``LUTConv2d``/``LUTLinear`` take those codes, look weight codes up
-in the layer's codebook and scale per output channel. Dequantisation uses the
+An encoder (``ThresholdEncoder`` for learned thresholds, ``StepEncoder`` for
+LSQ) turns a float activation into uint8 codes; ``LUTConv2d``/``LUTLinear``
+take those codes, look the input codes up in the input level table and the
+weight codes up in the layer's codebook, and scale per output channel. Dequantisation uses the
 same functions as training, so a converted model computes the same floats as
 the trained one (an integer backend would accumulate codes x codebook entries
 and apply the scales once per output channel; see docs/design.md).
@@ -17,7 +18,7 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from .. import functional as F
-from ..quantizers import ThresholdActivationQuantizer
+from ..quantizers import ActivationQuantizer, LSQActivationQuantizer, ThresholdActivationQuantizer
 from ..quantizers._state import check_saved_layout
 from .qat import QATConv2d, QATLinear
 
@@ -62,63 +63,105 @@ class ThresholdEncoder(nn.Module):
         return codes.to(torch.uint8)
 
 
+class StepEncoder(nn.Module):
+    """Float activation -> uint8 code by LSQ's step: round(clamp(x / s, Q_N, Q_P)) - Q_N."""
+
+    step: Tensor
+
+    def __init__(self, step: Tensor, q_negative: int, q_positive: int) -> None:
+        super().__init__()
+        self.q_negative, self.q_positive = q_negative, q_positive
+        self.register_buffer("step", step.detach().clone())
+
+    @classmethod
+    def from_quantizer(cls, quantizer: LSQActivationQuantizer) -> StepEncoder:
+        return cls(quantizer.step, quantizer.q_negative, quantizer.q_positive)
+
+    def extra_repr(self) -> str:
+        return f"range=[{self.q_negative}, {self.q_positive}]"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.lsq_codes(x.to(self.step.dtype), self.step, self.q_negative, self.q_positive).to(torch.uint8)
+
+
+ENCODERS: dict[type[ActivationQuantizer], Any] = {
+    ThresholdActivationQuantizer: ThresholdEncoder.from_quantizer,
+    LSQActivationQuantizer: StepEncoder.from_quantizer,
+}
+"""Activation quantizer type -> the encoder that replaces it in a converted model."""
+
+
+def encoder_for(quantizer: ActivationQuantizer) -> nn.Module:
+    return ENCODERS[type(quantizer)](quantizer)
+
+
 class _LUTLayer(nn.Module):
-    """Shared state of LUT layers: weight codes, codebook, scales, activation decode."""
+    """Shared state of LUT layers: weight codes, level table and scales, input level table.
+
+    The weight is ``weight_scale[c] * codebook[weight_codes]`` and the input
+    ``input_levels[(c,) code]``: two table lookups, whichever method trained them.
+    """
 
     weight_codes: Tensor
     codebook: Tensor
     weight_scale: Tensor
     bias: Tensor | None
-    act_beta2: Tensor
-    act_shift: Tensor | None
+    input_levels: Tensor
 
-    def _init_from(self, qat: QATConv2d | QATLinear, act: ThresholdActivationQuantizer) -> None:
+    def _init_from(self, qat: QATConv2d | QATLinear, act: ActivationQuantizer) -> None:
         quantizer = qat.weight_quantizer
         with torch.no_grad():
             codes = quantizer.codes(qat.weight)
+            scale = quantizer.channel_scale(qat.weight)
         self.weight_config = quantizer.config
         self.activation_config = act.config
         self.weight_bits = quantizer.config.bits
         self.act_bits = act.config.bits
-        self.num_intervals = act.intervals.numel()
+        self.act_signed = act.signed
         self.channel_dim = act.channel_dim
         self.register_buffer("weight_codes", codes.to(torch.uint8))
-        self.register_buffer("codebook", quantizer.codebook.detach().clone())
-        self.register_buffer("weight_scale", quantizer.scale.detach().clone())
+        self.register_buffer("codebook", quantizer.levels().detach().clone())
+        self.register_buffer("weight_scale", scale.detach().clone())
         self.register_buffer("bias", None if qat.bias is None else qat.bias.detach().clone())
-        self.register_buffer("act_beta2", act.beta2.detach().clone())
-        self.register_buffer("act_shift", None if act.shift is None else act.shift.detach().clone())
+        self.register_buffer("input_levels", act.level_table().clone())
 
     def dequantized_weight(self) -> Tensor:
         return F.denormalise(self.codebook[self.weight_codes.long()], self.weight_scale)
 
     def dequantized_input(self, codes: Tensor) -> Tensor:
-        shift = self.act_shift
-        if shift is not None:
-            shift = F.broadcast_channels(shift, codes.dim(), self.channel_dim)
-        levels = F.code_levels(codes, self.num_intervals, self.act_beta2.dtype)
-        return F.threshold_output(levels, self.act_beta2, shift)
+        index = codes.long()
+        if self.input_levels.dim() == 1:
+            return self.input_levels[index]
+        # Per-channel table (C, L): offset each channel's codes into the flattened table.
+        channels, count = self.input_levels.shape
+        offsets = F.broadcast_channels(torch.arange(channels, device=codes.device) * count, codes.dim(),
+                                       self.channel_dim)
+        return self.input_levels.reshape(-1)[index + offsets]
 
     def extra_repr(self) -> str:
         return (f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, "
                 f"codebook_levels={self.codebook.numel()}, out_channels={self.weight_scale.numel()}")
 
+    def layout(self) -> dict[str, Any]:
+        return {"method": "adq_lut", "weight_method": self.weight_config.method,
+                "activation_method": self.activation_config.method, "weight_bits": self.weight_bits,
+                "act_bits": self.act_bits, "signed": self.act_signed}
+
     def get_extra_state(self) -> dict[str, Any]:
-        return {"method": "adq_lut", "weight_bits": self.weight_bits, "act_bits": self.act_bits,
-                "signed": self.act_shift is not None}
+        return self.layout()
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         pass  # checked in _load_from_state_dict, where the module name is known
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        check_saved_layout(prefix, state_dict, self.get_extra_state())
+        check_saved_layout(prefix, state_dict, self.layout())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class LUTConv2d(_LUTLayer):
     """Conv2d over activation codes with codebook-coded weights."""
 
-    def __init__(self, qat: QATConv2d, act: ThresholdActivationQuantizer) -> None:
+    def __init__(self, qat: QATConv2d, act: ActivationQuantizer) -> None:
         super().__init__()
         self._init_from(qat, act)
         self.stride, self.padding, self.dilation = qat.stride, qat.padding, qat.dilation
@@ -126,7 +169,7 @@ class LUTConv2d(_LUTLayer):
         self._reversed_padding = qat._reversed_padding_repeated_twice
 
     @classmethod
-    def from_qat(cls, qat: QATConv2d, act: ThresholdActivationQuantizer) -> LUTConv2d:
+    def from_qat(cls, qat: QATConv2d, act: ActivationQuantizer) -> LUTConv2d:
         return cls(qat, act)
 
     def forward(self, codes: Tensor) -> Tensor:
@@ -140,12 +183,12 @@ class LUTConv2d(_LUTLayer):
 class LUTLinear(_LUTLayer):
     """Linear over activation codes with codebook-coded weights."""
 
-    def __init__(self, qat: QATLinear, act: ThresholdActivationQuantizer) -> None:
+    def __init__(self, qat: QATLinear, act: ActivationQuantizer) -> None:
         super().__init__()
         self._init_from(qat, act)
 
     @classmethod
-    def from_qat(cls, qat: QATLinear, act: ThresholdActivationQuantizer) -> LUTLinear:
+    def from_qat(cls, qat: QATLinear, act: ActivationQuantizer) -> LUTLinear:
         return cls(qat, act)
 
     def forward(self, codes: Tensor) -> Tensor:

@@ -6,17 +6,17 @@ import torch
 import torch.nn.functional as TF
 from torch import Tensor, nn
 
-from ..config import WeightCodebookConfig
-from ..quantizers import CodebookWeightQuantizer
+from ..config import WeightConfig
+from ..quantizers import WeightQuantizer, build_weight_quantizer
 
 
 class QATConv2d(nn.Conv2d):
-    """nn.Conv2d whose forward uses the ADQ-quantized weight."""
+    """nn.Conv2d whose forward uses the quantized weight (ADQ or a baseline)."""
 
-    weight_quantizer: CodebookWeightQuantizer
+    weight_quantizer: WeightQuantizer
 
     @classmethod
-    def from_float(cls, module: nn.Conv2d, config: WeightCodebookConfig) -> QATConv2d:
+    def from_float(cls, module: nn.Conv2d, config: WeightConfig) -> QATConv2d:
         with torch.device("meta"):  # skip a pointless random init of the weights
             qat = cls(
                 module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
@@ -25,7 +25,7 @@ class QATConv2d(nn.Conv2d):
             )
         qat.weight = module.weight
         qat.bias = module.bias
-        qat.weight_quantizer = CodebookWeightQuantizer(config, module.weight)
+        qat.weight_quantizer = build_weight_quantizer(config, module.weight)
         qat.train(module.training)
         return qat
 
@@ -34,17 +34,17 @@ class QATConv2d(nn.Conv2d):
 
 
 class QATLinear(nn.Linear):
-    """nn.Linear whose forward uses the ADQ-quantized weight."""
+    """nn.Linear whose forward uses the quantized weight (ADQ or a baseline)."""
 
-    weight_quantizer: CodebookWeightQuantizer
+    weight_quantizer: WeightQuantizer
 
     @classmethod
-    def from_float(cls, module: nn.Linear, config: WeightCodebookConfig) -> QATLinear:
+    def from_float(cls, module: nn.Linear, config: WeightConfig) -> QATLinear:
         with torch.device("meta"):
             qat = cls(module.in_features, module.out_features, bias=module.bias is not None)
         qat.weight = module.weight
         qat.bias = module.bias
-        qat.weight_quantizer = CodebookWeightQuantizer(config, module.weight)
+        qat.weight_quantizer = build_weight_quantizer(config, module.weight)
         qat.train(module.training)
         return qat
 

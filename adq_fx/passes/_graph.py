@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..nn import LUT_MODULES, ThresholdEncoder
-from ..quantizers import ThresholdActivationQuantizer
+from ..nn import LUT_MODULES, StepEncoder, ThresholdEncoder
+from ..quantizers import ActivationQuantizer
 
 QAT_TYPES = tuple(LUT_MODULES)  # the QAT layer classes
-CONVERTED_TYPES = (*{*LUT_MODULES.values()}, ThresholdEncoder)
-PREPARED_TYPES = (*QAT_TYPES, ThresholdActivationQuantizer)
+CONVERTED_TYPES = (*{*LUT_MODULES.values()}, ThresholdEncoder, StepEncoder)
+PREPARED_TYPES = (*QAT_TYPES, ActivationQuantizer)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:

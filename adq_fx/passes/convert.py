@@ -6,18 +6,18 @@ import copy
 
 from torch import fx, nn
 
-from ..nn import LUT_MODULES, ThresholdEncoder
-from ..quantizers import ThresholdActivationQuantizer
+from ..nn import LUT_MODULES, encoder_for
+from ..quantizers import ActivationQuantizer
 from ._graph import PREPARED_TYPES, QAT_TYPES, modules_of_types, set_submodule
 
 
 def convert_adq(prepared: fx.GraphModule) -> fx.GraphModule:
     """Return an inference copy (eval mode) of a prepared model with integer-coded layers.
 
-    Each activation quantizer becomes a ThresholdEncoder (float -> uint8 codes)
-    and each QAT layer a LUT layer holding uint8 weight codes, the codebook and
-    the per-channel scale. In eval mode the result computes the same values as
-    ``prepared``; the prepared model itself is not changed.
+    Each activation quantizer becomes an encoder (float -> uint8 codes) and each
+    QAT layer a LUT layer holding uint8 weight codes, the codebook (or level
+    grid), the per-channel scale and the input level table. In eval mode the
+    result computes the same values as ``prepared``, which is not changed.
     """
     if not isinstance(prepared, fx.GraphModule) or not modules_of_types(prepared, QAT_TYPES):
         raise ValueError(
@@ -31,20 +31,20 @@ def convert_adq(prepared: fx.GraphModule) -> fx.GraphModule:
         if node.op != "call_module":
             continue
         module = modules[node.target]
-        if isinstance(module, ThresholdActivationQuantizer):
+        if isinstance(module, ActivationQuantizer):
             _check_feeds_one_layer(node, modules)
             continue
         if not isinstance(module, QAT_TYPES):
             continue
         quantizer_node = node.args[0] if node.args else None
         quantizer = modules.get(quantizer_node.target) if isinstance(quantizer_node, fx.Node) else None
-        if not isinstance(quantizer, ThresholdActivationQuantizer):
+        if not isinstance(quantizer, ActivationQuantizer):
             raise ValueError(
                 f"convert_adq: QAT layer {node.target!r} is not fed by its input quantizer (its "
                 "input is node {!r}); the graph was edited after prepare_adq. Prepare again."
                 .format(getattr(quantizer_node, "name", quantizer_node))
             )
-        set_submodule(gm, quantizer_node.target, ThresholdEncoder.from_quantizer(quantizer))
+        set_submodule(gm, quantizer_node.target, encoder_for(quantizer))
         set_submodule(gm, node.target, LUT_MODULES[type(module)].from_qat(module, quantizer))
 
     gm.delete_all_unused_submodules()

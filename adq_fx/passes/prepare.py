@@ -13,7 +13,7 @@ from ..config import ADQConfig
 from ..mapping import ADQConfigMapping, LayerSite, default_qconfig_mapping
 from ..nn import LUT_MODULES, QAT_MODULES
 from ..nn.qat import input_channel_dim, input_channels
-from ..quantizers import ThresholdActivationQuantizer
+from ..quantizers import build_activation_quantizer
 from ._graph import (
     CONVERTED_TYPES,
     FUNCTIONAL_LAYERS,
@@ -78,7 +78,7 @@ def prepare_adq(
                 f"prepare_adq: node {node.name!r} ({node.target}) gets its input as a keyword "
                 "or constant; call the layer with its input as the first positional argument."
             )
-        quantizer = ThresholdActivationQuantizer(
+        quantizer = build_activation_quantizer(
             config.activation, signed=signs[node],
             num_channels=input_channels(float_layer), channel_dim=input_channel_dim(float_layer),
         ).to(float_layer.weight.device)
@@ -136,7 +136,8 @@ def _check_finite_weights(gm: fx.GraphModule, configs: dict[fx.Node, ADQConfig |
                 f"prepare_adq: {node.target}.weight contains NaN or Inf; the codebook is built "
                 "from the weights. Fix or re-initialise that layer before preparing."
             )
-        if not weight.detach().abs().sum() > 0 and config.weight.init == "quantile":
+        quantile_init = getattr(config.weight, "init", None) == "quantile"
+        if not weight.detach().abs().sum() > 0 and quantile_init:
             raise ValueError(
                 f"prepare_adq: {node.target}.weight is all zeros, so it has no distribution to "
                 "build a quantile codebook from; load the pre-trained weights first, or use "

@@ -1,6 +1,56 @@
 """Thin modules over :mod:`adq_fx.functional`: they hold parameters and state."""
 
-from .codebook import CodebookWeightQuantizer
-from .thresholds import ThresholdActivationQuantizer
+from __future__ import annotations
 
-__all__ = ["CodebookWeightQuantizer", "ThresholdActivationQuantizer"]
+from torch import Tensor
+
+from ..config import (
+    ActivationConfig,
+    ActivationThresholdConfig,
+    LSQActivationConfig,
+    LSQWeightConfig,
+    UniformWeightConfig,
+    WeightCodebookConfig,
+    WeightConfig,
+)
+from .base import ActivationQuantizer, WeightQuantizer
+from .codebook import CodebookWeightQuantizer
+from .lsq import LSQActivationQuantizer, LSQWeightQuantizer
+from .thresholds import ThresholdActivationQuantizer
+from .uniform import UniformWeightQuantizer
+
+WEIGHT_QUANTIZERS: dict[type, type[WeightQuantizer]] = {
+    WeightCodebookConfig: CodebookWeightQuantizer,
+    UniformWeightConfig: UniformWeightQuantizer,
+    LSQWeightConfig: LSQWeightQuantizer,
+}
+ACTIVATION_QUANTIZERS: dict[type, type[ActivationQuantizer]] = {
+    ActivationThresholdConfig: ThresholdActivationQuantizer,
+    LSQActivationConfig: LSQActivationQuantizer,
+}
+
+
+def build_weight_quantizer(config: WeightConfig, weight: Tensor) -> WeightQuantizer:
+    """The weight quantizer a config asks for, initialised from the pre-trained weight."""
+    return WEIGHT_QUANTIZERS[type(config)](config, weight)
+
+
+def build_activation_quantizer(
+    config: ActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
+) -> ActivationQuantizer:
+    """The activation quantizer a config asks for, for an input of known sign and channel layout."""
+    return ACTIVATION_QUANTIZERS[type(config)](config, signed=signed, num_channels=num_channels,
+                                               channel_dim=channel_dim)
+
+
+__all__ = [
+    "ActivationQuantizer",
+    "CodebookWeightQuantizer",
+    "LSQActivationQuantizer",
+    "LSQWeightQuantizer",
+    "ThresholdActivationQuantizer",
+    "UniformWeightQuantizer",
+    "WeightQuantizer",
+    "build_activation_quantizer",
+    "build_weight_quantizer",
+]

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import functional as F
 from ..config import WeightCodebookConfig
-from ._state import check_saved_layout
+from ._distributed import all_reduce_mean_
+from .base import WeightQuantizer
 
 
-class CodebookWeightQuantizer(nn.Module):
+class CodebookWeightQuantizer(WeightQuantizer):
     """Holds one layer's codebook and EMA statistics; the math is in ``functional``.
 
     The per-channel scale is the RMS of the pre-trained weights, fixed at
@@ -52,6 +51,12 @@ class CodebookWeightQuantizer(nn.Module):
         """Index of each weight's codebook entry (the assignment both QAT and LUT use)."""
         return F.nearest_codes(F.normalise(weight, self.scale), self.codebook)
 
+    def levels(self) -> Tensor:
+        return self.codebook
+
+    def channel_scale(self, weight: Tensor) -> Tensor:
+        return self.scale
+
     def forward(self, weight: Tensor) -> Tensor:
         normalised = F.normalise(weight, self.scale)
         codes = F.nearest_codes(normalised, self.codebook)
@@ -62,8 +67,13 @@ class CodebookWeightQuantizer(nn.Module):
 
     @torch.no_grad()
     def update_codebook(self, weight_normalised: Tensor, codes: Tensor) -> None:
-        """One EMA k-means step (eqs. 5-7), in place, like BatchNorm's running stats."""
+        """One EMA k-means step (eqs. 5-7), in place, like BatchNorm's running stats.
+
+        Under DDP the step's cluster statistics are averaged over ranks first, so
+        every rank applies the same update and holds the same codebook.
+        """
         step_counts, step_sums = F.cluster_statistics(weight_normalised, codes, self.codebook.numel())
+        all_reduce_mean_(step_counts, step_sums)
         codebook, counts, sums = F.ema_kmeans_step(
             self.codebook, self.ema_counts, self.ema_sums, step_counts, step_sums,
             decay=self.config.ema_decay, eps=self.config.eps, pin_zero=self.config.pin_zero,
@@ -81,14 +91,3 @@ class CodebookWeightQuantizer(nn.Module):
         normalised = F.normalise(weight, self.scale)
         target = self.codebook[F.nearest_codes(normalised, self.codebook)]
         return self.config.commitment_beta * (target.detach() - normalised).pow(2).mean()
-
-    # -- checkpoints ------------------------------------------------------
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"method": "adq_codebook", "bits": self.config.bits, "levels": self.codebook.numel()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        pass  # checked in _load_from_state_dict, where the module name is known
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        check_saved_layout(prefix, state_dict, self.get_extra_state())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from .. import functional as F
 from ..config import ActivationThresholdConfig
-from ._state import check_saved_layout
+from .base import ActivationQuantizer, as_float
 
 
-class ThresholdActivationQuantizer(nn.Module):
+class ThresholdActivationQuantizer(ActivationQuantizer):
     """Per-tensor thresholds (start, interval lengths, input and output scale).
 
     Init as N2UQ: start 0, all intervals 2/n, beta1 = beta2 = 1, i.e. a uniform
@@ -37,9 +35,6 @@ class ThresholdActivationQuantizer(nn.Module):
         self.beta2 = nn.Parameter(torch.ones(()))
         self.shift = nn.Parameter(torch.ones(num_channels)) if signed else None
 
-    def extra_repr(self) -> str:
-        return f"bits={self.config.bits}, signed={self.signed}"
-
     def broadcast_shift(self, dims: int) -> Tensor | None:
         """The per-channel shift shaped to broadcast against an input of ``dims`` dims."""
         return None if self.shift is None else F.broadcast_channels(self.shift, dims, self.channel_dim)
@@ -48,19 +43,16 @@ class ThresholdActivationQuantizer(nn.Module):
         return F.interval_thresholds(self.start, self.intervals, self.config.min_interval)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.to(self.beta1.dtype)  # bf16/fp16 under autocast: thresholds compare in full precision
+        x = as_float(x, self.beta1)
         return F.threshold_quantize(
             x, self.start, self.intervals, self.beta1, self.beta2,
             self.broadcast_shift(x.dim()), self.config.min_interval,
         )
 
-    # -- checkpoints ------------------------------------------------------
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"method": "n2uq_thresholds", "bits": self.config.bits, "signed": self.signed}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        pass  # checked in _load_from_state_dict, where the module name is known
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        check_saved_layout(prefix, state_dict, self.get_extra_state())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    @torch.no_grad()
+    def level_table(self) -> Tensor:
+        """beta2 * Δ * q (- shift_c): the same ops as the forward, so the values match bit for bit."""
+        n = self.intervals.numel()
+        codes = torch.arange(n + 1, device=self.beta2.device)
+        shift = None if self.shift is None else self.shift.view(-1, 1)
+        return F.threshold_output(F.code_levels(codes, n, self.beta2.dtype), self.beta2, shift).detach()

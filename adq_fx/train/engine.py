@@ -18,6 +18,9 @@ from tqdm.auto import tqdm
 from .. import (
     ActivationThresholdConfig,
     ADQConfig,
+    LSQActivationConfig,
+    LSQWeightConfig,
+    UniformWeightConfig,
     WeightCodebookConfig,
     allocate_bits,
     commitment_loss,
@@ -28,6 +31,7 @@ from .. import (
     qconfig_mapping_from_plan,
     quantization_map,
 )
+from ..config import ActivationConfig, WeightConfig
 from ..environment import machine_info
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
@@ -156,13 +160,21 @@ class Runner:
         return (self.prepare_input(x.to(self.device)),)
 
     def base_config(self) -> ADQConfig:
+        """The per-layer config at 3 bits; the bit plan then sets each layer's bits."""
         cfg = self.config
-        return ADQConfig(
-            weight=WeightCodebookConfig(
+        weight: WeightConfig
+        if cfg.weight_quantizer == "adq":
+            weight = WeightCodebookConfig(
                 bits=3, levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
-                commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed),
-            activation=ActivationThresholdConfig(bits=3),
-        )
+                commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed)
+        elif cfg.weight_quantizer == "n2uq":
+            weight = UniformWeightConfig(bits=3)
+        else:
+            weight = LSQWeightConfig(bits=3)
+        activation: ActivationConfig = ActivationThresholdConfig(bits=3)
+        if cfg.activation_quantizer == "lsq":
+            activation = LSQActivationConfig(bits=3)
+        return ADQConfig(weight=weight, activation=activation)
 
     def bit_plan(self, model: nn.Module) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
         """Fixed bits, or eq. (8) sensitivities on the float model + allocate_bits (weights = activations)."""
@@ -286,6 +298,7 @@ def _codebook_snapshot(prepared: nn.Module, layers: int = 3) -> dict[str, dict[s
     for name, module in prepared.named_modules():
         if isinstance(module, (QATConv2d, QATLinear)) and len(out) < layers:
             q = module.weight_quantizer
-            normalised = (module.weight.detach().float().flatten(1) / q.scale.view(-1, 1)).flatten()
-            out[name] = {"weights": normalised.cpu().tolist()[:20000], "codebook": q.codebook.cpu().tolist()}
+            scale = q.channel_scale(module.weight).detach().float()
+            normalised = (module.weight.detach().float().flatten(1) / scale.view(-1, 1)).flatten()
+            out[name] = {"weights": normalised.cpu().tolist()[:20000], "codebook": q.levels().cpu().tolist()}
     return out

@@ -1,0 +1,81 @@
+"""What every weight and activation quantizer offers the passes, whatever its method.
+
+Weight quantizers reconstruct a weight as ``scale[c] * levels[code]``: that one
+form covers ADQ codebooks, N2UQ's uniform levels and LSQ's integer grid, so a
+single lookup-table layer serves all of them. Activation quantizers map a float
+to a code in 0..2^b-1 and back through a small table of output values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ._state import check_saved_layout
+
+
+class _CheckedState(nn.Module):
+    """Stores method and bits in the state_dict and refuses a checkpoint saved with others."""
+
+    def layout(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return self.layout()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        pass  # checked in _load_from_state_dict, where the module name is known
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        check_saved_layout(prefix, state_dict, self.layout())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class WeightQuantizer(_CheckedState):
+    """Forward returns the quantized weight; ``codes``, ``levels`` and ``channel_scale`` give
+    the (code, level table, per-output-channel scale) triple the converted layer stores."""
+
+    config: Any
+
+    def codes(self, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def levels(self) -> Tensor:
+        raise NotImplementedError
+
+    def channel_scale(self, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def commitment(self, weight: Tensor) -> Tensor:
+        """Eq. (3) for ADQ; methods without one contribute zero."""
+        return weight.new_zeros(())
+
+    def layout(self) -> dict[str, Any]:
+        return {"method": self.config.method, "bits": self.config.bits, "levels": self.levels().numel()}
+
+
+class ActivationQuantizer(_CheckedState):
+    """Forward returns the quantized activation; ``level_table`` gives the output value of each
+    code, (2^b,) or (channels, 2^b) when a signed input has a per-channel shift."""
+
+    config: Any
+    signed: bool
+    channel_dim: int
+
+    def level_table(self) -> Tensor:
+        raise NotImplementedError
+
+    def layout(self) -> dict[str, Any]:
+        return {"method": self.config.method, "bits": self.config.bits, "signed": self.signed}
+
+    def extra_repr(self) -> str:
+        return f"bits={self.config.bits}, signed={self.signed}"
+
+
+def as_float(x: Tensor, reference: Tensor) -> Tensor:
+    """Quantizers compare in the dtype of their parameters (fp32), also under bf16 autocast."""
+    return x if x.dtype == reference.dtype else x.to(reference.dtype)
+
+
+__all__ = ["ActivationQuantizer", "WeightQuantizer", "as_float"]

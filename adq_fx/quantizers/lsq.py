@@ -1,0 +1,100 @@
+"""LSQ (Esser et al. 2020): learned step sizes for weights and activations."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import functional as F
+from ..config import LSQActivationConfig, LSQWeightConfig
+from ._distributed import all_reduce_mean_
+from .base import ActivationQuantizer, WeightQuantizer, as_float
+
+
+class LSQWeightQuantizer(WeightQuantizer):
+    """Per-output-channel step, initialised 2 mean|W_c| / sqrt(Q_P) from the pre-trained weights."""
+
+    integer_levels: Tensor
+
+    def __init__(self, config: LSQWeightConfig, weight: Tensor) -> None:
+        super().__init__()
+        self.config = config
+        self.q_negative, self.q_positive = F.lsq_range(config.bits, signed=True)
+        dims = tuple(range(1, weight.dim()))
+        self.step = nn.Parameter(F.lsq_initial_step(weight, self.q_positive, dims).to(weight.device))
+        per_channel = weight[0].numel()
+        self.grad_scale = 1.0 / math.sqrt(self.q_positive * per_channel) if config.grad_scale else 1.0
+        levels = torch.arange(self.q_negative, self.q_positive + 1, dtype=torch.float32, device=weight.device)
+        self.register_buffer("integer_levels", levels, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.config.bits}, range=[{self.q_negative}, {self.q_positive}]"
+
+    def levels(self) -> Tensor:
+        return self.integer_levels
+
+    def channel_scale(self, weight: Tensor) -> Tensor:
+        return self.step.detach()
+
+    def _step(self, dims: int) -> Tensor:
+        return self.step.view(-1, *([1] * (dims - 1)))
+
+    def codes(self, weight: Tensor) -> Tensor:
+        return F.lsq_codes(weight.float(), self._step(weight.dim()), self.q_negative, self.q_positive)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return F.lsq_quantize(weight, self._step(weight.dim()), self.q_negative, self.q_positive,
+                              self.grad_scale)
+
+
+class LSQActivationQuantizer(ActivationQuantizer):
+    """One step per tensor, initialised from the first batch it sees (train or eval).
+
+    Under DDP the initial step is averaged over ranks so all ranks start equal.
+    Whether it has been initialised is saved, so a loaded checkpoint is not re-initialised.
+    """
+
+    initialized: Tensor
+
+    def __init__(
+        self, config: LSQActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.signed = signed
+        self.channel_dim = channel_dim
+        self.q_negative, self.q_positive = F.lsq_range(config.bits, signed=signed)
+        self.step = nn.Parameter(torch.ones(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._ready = False  # a Python mirror of `initialized`: no host sync per step
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        step = F.lsq_initial_step(x, self.q_positive)
+        all_reduce_mean_(step)
+        self.step.copy_(step)
+        self.initialized.fill_(True)
+        self._ready = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = as_float(x, self.step)
+        if not self._ready:
+            self.initialize(x)
+        grad_scale = 1.0 / math.sqrt(self.q_positive * x.numel()) if self.config.grad_scale else 1.0
+        return F.lsq_quantize(x, self.step, self.q_negative, self.q_positive, grad_scale)
+
+    def codes(self, x: Tensor) -> Tensor:
+        return F.lsq_codes(as_float(x, self.step), self.step, self.q_negative, self.q_positive)
+
+    @torch.no_grad()
+    def level_table(self) -> Tensor:
+        """(Q_N + code) * step: the forward's product, bit for bit."""
+        levels = torch.arange(self.q_negative, self.q_positive + 1, dtype=self.step.dtype,
+                              device=self.step.device)
+        return (levels * self.step).detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ready = bool(self.initialized)

@@ -1,0 +1,44 @@
+"""N2UQ's weight quantizer (ADQ's baseline A): uniform levels, scale from mean |W|."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from ..config import UniformWeightConfig
+from .base import WeightQuantizer
+
+
+class UniformWeightQuantizer(WeightQuantizer):
+    """Nothing is learned: the scale follows the weights each step, the levels are fixed."""
+
+    level_values: Tensor
+
+    def __init__(self, config: UniformWeightConfig, weight: Tensor) -> None:
+        super().__init__()
+        self.config = config
+        # Derived from the config, so not saved: a checkpoint holds nothing for this quantizer.
+        levels = F.uniform_levels(config.bits).to(weight.device)
+        self.register_buffer("level_values", levels, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.config.bits}, levels={self.level_values.numel()}"
+
+    def levels(self) -> Tensor:
+        return self.level_values
+
+    def channel_scale(self, weight: Tensor) -> Tensor:
+        return F.mean_abs_scale(weight, self.config.bits)
+
+    def codes(self, weight: Tensor) -> Tensor:
+        normalised = F.normalise(weight.detach().float(), self.channel_scale(weight))
+        return F.nearest_codes(normalised, self.level_values)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        scale = self.channel_scale(weight)
+        with torch.no_grad():
+            codes = F.nearest_codes(F.normalise(weight.float(), scale), self.level_values)
+            quantized = F.denormalise(self.level_values[codes], scale)
+        # Plain STE (gradient 1 w.r.t. the weight, no clipping mask), as N2UQ.
+        return F.straight_through(weight, quantized.to(weight.dtype))
