@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -75,6 +76,8 @@ def _train(arguments: dict[str, Any]) -> int:
     if "bit_options" in arguments:
         arguments["bit_options"] = tuple(arguments["bit_options"])
     results = run_training(TrainConfig(**arguments))
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     if results.get("stopped"):
         print(f"{results['reason']}; continue with the same command and --resume")
         return 0

@@ -38,6 +38,7 @@ from ..nn import QATConv2d, QATLinear
 from ..quantizers import ThresholdActivationQuantizer
 from .config import TrainConfig
 from .data import TensorDataset, load_dataset
+from .distributed import init_from_environment, unwrap
 from .kd import distillation_loss
 from .models import build_model
 
@@ -56,10 +57,7 @@ class Runner:
         self.config = config
         self.out = Path(config.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        if config.device == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(config.device)
+        self.dist, self.device = init_from_environment(config.device)
         on_cuda = self.device.type == "cuda"
         self.bf16 = on_cuda if config.bf16 is None else config.bf16
         self.channels_last = on_cuda if config.channels_last is None else config.channels_last
@@ -104,15 +102,17 @@ class Runner:
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             history, start = state["history"], state["epoch"] + 1
-        step_fn = torch.compile(model) if cfg.compile else model
-        bar = tqdm(range(start, epochs), desc=phase, disable=not cfg.progress, initial=start, total=epochs)
+        step_fn = self.dist.wrap(model, self.device)
+        step_fn = torch.compile(step_fn) if cfg.compile else step_fn
+        bar = tqdm(range(start, epochs), desc=phase, disable=not (cfg.progress and self.dist.is_main),
+                   initial=start, total=epochs)
         for epoch in bar:
             began = time.perf_counter()
             model.train()
             order = torch.randperm(len(self.data.train_x), generator=generator)
             seen, correct, loss_sum = 0, 0, torch.zeros((), device=self.device)
             for first in range(0, len(order), cfg.batch_size):
-                index = order[first:first + cfg.batch_size].to(self.device)
+                index = self.dist.shard(order[first:first + cfg.batch_size]).to(self.device)
                 x, y = self.data.train_batch(index, generator)
                 with self.autocast():
                     loss, logits = loss_fn(step_fn, self.prepare_input(x), y)
@@ -128,10 +128,11 @@ class Runner:
                       "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
             history.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_acc']:.2f}")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch},
-                       checkpoint_path)
+            if self.dist.is_main:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                            "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch},
+                           checkpoint_path)
             self.epochs_run += 1
             if cfg.stop_after_epochs is not None and self.epochs_run >= cfg.stop_after_epochs and (
                 epoch + 1 < epochs or phase == "float"
@@ -206,13 +207,16 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         return _run_phases(runner, started)
     except StopRequested as stop:
         return {"stopped": True, "reason": str(stop), "config": asdict(config)}
+    finally:
+        runner.dist.close()
 
 
 def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     config = runner.config
     model, float_history = runner.float_model()
     float_acc = runner.evaluate(model)
-    torch.save({"model": model.state_dict()}, runner.out / "float.pt")
+    if runner.dist.is_main:
+        torch.save({"model": model.state_dict()}, runner.out / "float.pt")
 
     plan, sensitivities = runner.bit_plan(model)
     mapping = qconfig_mapping_from_plan(plan, runner.base_config())
@@ -227,14 +231,15 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     converted = convert_adq(prepared)
     converted_acc = runner.evaluate(converted)
     qmap = quantization_map(converted)
-    torch.save({"model": converted.state_dict(), "quantization_map": qmap}, runner.out / "converted.pt")
+    if runner.dist.is_main:
+        torch.save({"model": converted.state_dict(), "quantization_map": qmap}, runner.out / "converted.pt")
 
     counts = [qmap[n]["num_params"] for n in plan]
     w_bits = [plan[n][0] for n in plan]
     results = {
         "config": asdict(config),
         "machine": {**machine_info(runner.device), "bf16": runner.bf16,
-                    "channels_last": runner.channels_last},
+                    "channels_last": runner.channels_last, "world_size": runner.dist.world_size},
         "data": {"name": runner.data.name, "train": len(runner.data.train_x),
                  "test": len(runner.data.test_x)},
         "float_accuracy": float_acc, "qat_accuracy": qat_acc, "converted_accuracy": converted_acc,
@@ -245,6 +250,8 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
         "history": {"float": float_history, "qat": qat_history},
         "seconds": time.perf_counter() - started,
     }
+    if not runner.dist.is_main:
+        return results
     (runner.out / "results.json").write_text(json.dumps(results, indent=2))
     if config.plots:
         from .plots import save_plots
@@ -268,7 +275,7 @@ def _qat_loss(teacher: nn.Module | None, config: TrainConfig) -> LossFn:
                 target_logits = teacher(x)
             task = distillation_loss(logits, target_logits, y, temperature=config.kd_temperature,
                                      hard_weight=config.kd_hard_weight)
-        return task + commitment_loss(getattr(model, "_orig_mod", model)), logits
+        return task + commitment_loss(unwrap(model)), logits
 
     return loss_fn
 

@@ -1,0 +1,75 @@
+"""DDP under torchrun: set-up, batch sharding and rank-0-only side effects.
+
+``torchrun --nproc_per_node N -m adq_fx train ...`` sets WORLD_SIZE, RANK and
+LOCAL_RANK; every rank then walks the same global batch order and trains on its
+slice of each global batch, so N ranks see what one process sees with the same
+--batch-size. Quantizer state is kept equal across ranks by the quantizers
+themselves (see adq_fx.quantizers._distributed).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distributed:
+    """This process's place in the job; world_size 1 when not launched by torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # we created the process group, so we destroy it at the end
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, index: Tensor) -> Tensor:
+        """This rank's part of a global batch (strided, so uneven tails stay balanced)."""
+        return index[self.rank::self.world_size] if self.enabled else index
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if not self.enabled:
+            return model
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def init_from_environment(device_setting: str) -> tuple[Distributed, torch.device]:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU) and pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device_setting == "auto" else device_setting.startswith("cuda")
+    if world_size == 1:
+        device = torch.device("cuda" if use_cuda else "cpu") if device_setting == "auto" else \
+            torch.device(device_setting)
+        return Distributed(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=owns_group), device
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The user's module under DDP and torch.compile wrappers."""
+    while isinstance(model, DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, DistributedDataParallel) else model._orig_mod
+    return model
