@@ -16,16 +16,16 @@ import torch
 from torch import Tensor
 
 
-def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False) -> Tensor:
+def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_int32: bool = False) -> Tensor:
     """torch.bucketize without the copy it makes of a channels_last input: the op is
     elementwise, so it runs on the memory-order view and the result keeps the layout."""
     values, boundaries = values.detach(), boundaries.detach().contiguous()
     if values.dim() == 4 and not values.is_contiguous() and values.is_contiguous(
         memory_format=torch.channels_last
     ):
-        nhwc = torch.bucketize(values.permute(0, 2, 3, 1), boundaries, right=right)
+        nhwc = torch.bucketize(values.permute(0, 2, 3, 1), boundaries, right=right, out_int32=out_int32)
         return nhwc.permute(0, 3, 1, 2)
-    return torch.bucketize(values, boundaries, right=right)
+    return torch.bucketize(values, boundaries, right=right, out_int32=out_int32)
 
 
 def straight_through(x: Tensor, x_quantized: Tensor) -> Tensor:
@@ -134,22 +134,69 @@ def codebook_midpoints(codebook: Tensor) -> Tensor:
 
 
 def nearest_codes(weight_normalised: Tensor, codebook: Tensor) -> Tensor:
-    """Eq. (2): index of the nearest codebook entry, same shape as the input, int64.
+    """Eq. (2): index of the nearest codebook entry, same shape as the input, int32.
 
     In 1-D the nearest entry of a sorted codebook is a bucket between
     midpoints, so this is a binary search, not an N x K distance matrix.
     A value exactly on a midpoint goes to the lower entry.
     """
-    return bucketize(weight_normalised, codebook_midpoints(codebook))
+    return bucketize(weight_normalised, codebook_midpoints(codebook), out_int32=True)
 
 
 def cluster_statistics(weight_normalised: Tensor, codes: Tensor, num_levels: int) -> tuple[Tensor, Tensor]:
     """Per entry: how many weights chose it and the sum of those weights (eqs. 5-6 increments)."""
-    flat_codes = codes.reshape(-1)
+    flat_codes, flat_weights = _flat_alike(codes, weight_normalised.detach().float())
     counts = torch.bincount(flat_codes, minlength=num_levels).to(torch.float32)
-    sums = torch.bincount(flat_codes, weights=weight_normalised.detach().reshape(-1).float(),
-                          minlength=num_levels).to(torch.float32)
+    sums = flat_weights.new_zeros(num_levels).index_add_(0, flat_codes, flat_weights)
     return counts, sums
+
+
+class _CodebookQuantize(torch.autograd.Function):
+    """Eqs. (2)-(4) in one node: ``scale * codebook[nearest code of w / scale]`` and the
+    commitment term ``mean((sg(ŵ') - w')^2)`` of the same assignment.
+
+    The straight-through gradient of the chain w -> w/s -> ŵ' -> s·ŵ' is the
+    identity, so backward passes the upstream gradient through unchanged instead
+    of running the chain's elementwise passes; the commitment gradient
+    ``2 (w' - ŵ') / (N s)`` is added in the same pass. Also returns the
+    normalised weights and codes (no gradient) for the EMA update.
+    """
+
+    @staticmethod
+    def forward(ctx, weight, scale, codebook):  # type: ignore[no-untyped-def]
+        normalised = normalise(weight, scale)
+        codes = nearest_codes(normalised, codebook)
+        target = _gather(codebook, codes)
+        quantized = denormalise(target, scale)
+        residual = normalised - target
+        commitment = residual.pow(2).mean()
+        ctx.save_for_backward(residual, scale)
+        ctx.mark_non_differentiable(normalised, codes)
+        ctx.set_materialize_grads(False)  # an unused commitment output costs nothing in backward
+        return quantized, commitment, normalised, codes
+
+    @staticmethod
+    def backward(ctx, grad_quantized, grad_commitment, _grad_normalised, _grad_codes):  # type: ignore[no-untyped-def]
+        residual, scale = ctx.saved_tensors
+        grad = grad_quantized
+        if ctx.needs_input_grad[0] and grad_commitment is not None:
+            coefficient = 2.0 * grad_commitment / residual.numel()
+            per_channel = broadcast_channels(coefficient / scale, residual.dim(), 0)
+            grad = torch.addcmul(grad, residual, per_channel) if grad is not None else residual * per_channel
+        return grad, None, None
+
+
+def codebook_quantize(
+    weight: Tensor, scale: Tensor, codebook: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(quantized weight with the STE, commitment mean((sg(ŵ') - w')^2), normalised weight, codes).
+
+    >>> w = torch.tensor([[0.2, -1.1]], requires_grad=True)
+    >>> q, c, _, codes = codebook_quantize(w, torch.tensor([1.0]), torch.tensor([-1.0, 0.0, 1.0]))
+    >>> q.tolist(), round(c.item(), 4), codes.tolist(), torch.autograd.grad(q.sum(), w)[0].tolist()
+    ([[0.0, -1.0]], 0.025, [[1, 0]], [[1.0, 1.0]])
+    """
+    return _CodebookQuantize.apply(weight, scale, codebook)
 
 
 def ema_kmeans_step(
@@ -188,8 +235,8 @@ def ema_kmeans_step(
 def uniform_levels(bits: int) -> Tensor:
     """N2UQ's weight levels: 2^b uniform mid-rise values -1 + 2k / (2^b - 1), no zero.
 
-    >>> uniform_levels(2).tolist() == [-1.0, -1 / 3, 1 / 3, 1.0]
-    True
+    >>> [round(v, 4) for v in uniform_levels(2).tolist()]
+    [-1.0, -0.3333, 0.3333, 1.0]
     """
     count = 2**bits
     return torch.arange(count, dtype=torch.float32) * (2.0 / (count - 1)) - 1.0
@@ -279,19 +326,68 @@ def code_levels(codes: Tensor, num_intervals: int, dtype: torch.dtype) -> Tensor
 
 
 def interleaved_boundaries(start: Tensor, intervals: Tensor, min_interval: float) -> Tensor:
-    """T_0 < d_1 < T_1 < ... < d_{n-1} < T_{n-1} (2n-1,): one search gives code and interval."""
+    """Search boundaries that give code and interval in one search (2n+1,).
+
+    ``[d_0⁺, T_0, d_1, T_1, ..., d_{n-1}, T_{n-1}, d_n]`` with d_0⁺ the next float
+    above d_0. The position p = #{boundaries <= u} then says everything: the code
+    is p >> 1, p = 0 and p = 2n+1 lie outside (d_0, d_n), and an inside p is in
+    interval (p - 1) >> 1.
+    """
     edges, lengths = interval_edges(start, intervals, min_interval)
     n = lengths.numel()
-    boundaries = lengths.new_empty(2 * n - 1)
-    boundaries[0::2] = edges[:-1] + lengths / 2
-    boundaries[1::2] = edges[1:-1]
+    boundaries = lengths.new_empty(2 * n + 1)
+    boundaries[0] = torch.nextafter(edges[0], edges[0] + 1)
+    boundaries[1:-1:2] = edges[:-1] + lengths / 2
+    boundaries[2:-1:2] = edges[1:-1]
+    boundaries[-1] = edges[-1]
     return boundaries
 
 
-def codes_and_intervals(u: Tensor, boundaries: Tensor) -> tuple[Tensor, Tensor]:
-    """Code q = #{T_k <= u} in {0..n} and interval k = #{d_k <= u, 0 < k < n} from one bucketize."""
-    position = bucketize(u, boundaries, right=True)
-    return (position + 1) >> 1, position >> 1
+def search_positions(u: Tensor, boundaries: Tensor) -> Tensor:
+    """Position p in 0..2n+1 of each u among :func:`interleaved_boundaries`, int32."""
+    return bucketize(u, boundaries, right=True, out_int32=True)
+
+
+def position_codes(positions: Tensor) -> Tensor:
+    """Eq. (1)'s code (thresholds at or below u) of a search position."""
+    return positions >> 1
+
+
+def _per_position(table_per_code: Tensor) -> Tensor:
+    """Expand a per-code table (n+1,) to the 2n+2 search positions."""
+    return table_per_code.repeat_interleave(2)
+
+
+def _memory_order(t: Tensor) -> Tensor | None:
+    """A 1-D view of ``t`` in memory order for the two layouts we meet, else None."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)  # a view: NHWC is contiguous
+    return None
+
+
+def _flat_alike(*tensors: Tensor) -> list[Tensor]:
+    """1-D versions of same-shaped tensors, element i of each the same element: memory-order
+    views when they share a layout (no copy for channels_last), logical-order copies otherwise."""
+    views = [_memory_order(t) for t in tensors]
+    layouts = {t.is_contiguous() for t in tensors}
+    if all(v is not None for v in views) and len(layouts) == 1:
+        return views  # type: ignore[return-value]
+    return [t.reshape(-1) for t in tensors]
+
+
+def _gather(table: Tensor, positions: Tensor) -> Tensor:
+    """table[positions] for a small table, through index_select (several times faster on CPU);
+    the result keeps the layout of ``positions``."""
+    flat = _memory_order(positions)
+    if flat is None:
+        return table.index_select(0, positions.reshape(-1)).view(positions.shape)
+    out = table.index_select(0, flat)
+    if positions.is_contiguous():
+        return out.view(positions.shape)
+    n, c, h, w = positions.shape
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def threshold_quantize_reference(
@@ -327,51 +423,57 @@ def threshold_quantize_reference(
 class _ThresholdQuantize(torch.autograd.Function):
     """threshold_quantize_reference with hand-written gradients.
 
-    Autograd's version gathers edges[k] per element, whose backward is an
-    index_put with accumulation into n slots: the slowest op of a QAT step.
-    Here per-interval sums come from two bincounts, one bucketize serves both
-    the code and the interval, and backward saves only x and a uint8 interval.
+    One bucketize over :func:`interleaved_boundaries` gives each element's search
+    position p; the forward output is a lookup of p in a (2n+2)-entry table, and
+    backward needs only p, x and two per-position sums of the upstream gradient
+    (Σ g and Σ g·x, by index_add_): every parameter gradient follows from those
+    2n+2-entry vectors in closed form, and the input gradient is one more lookup.
+    About six passes over the activation instead of twenty for autograd's version.
     """
 
     @staticmethod
     def forward(ctx, x, start, intervals, beta1, beta2, shift, min_interval):  # type: ignore[no-untyped-def]
         n = intervals.numel()
-        boundaries = interleaved_boundaries(start, intervals, min_interval)
-        u = threshold_input(x, beta1, shift)
-        codes, interval = codes_and_intervals(u, boundaries)
-        ctx.save_for_backward(x, interval.to(torch.uint8 if n < 256 else torch.int16), start, intervals,
-                              beta1, beta2, shift)
+        shifted = x if shift is None else x + shift
+        positions = search_positions(beta1 * shifted, interleaved_boundaries(start, intervals, min_interval))
+        levels = code_levels(torch.arange(n + 1, device=x.device), n, x.dtype)
+        out = _gather(_per_position(beta2 * levels), positions)
+        ctx.save_for_backward(x, positions, start, intervals, beta1, beta2, shift)
         ctx.min_interval = min_interval
-        return threshold_output(code_levels(codes, n, u.dtype), beta2, shift)
+        return out if shift is None else out - shift
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
-        x, interval, start, intervals, beta1, beta2, shift = ctx.saved_tensors
+        x, positions, start, intervals, beta1, beta2, shift = ctx.saved_tensors
         n, delta = intervals.numel(), 2.0 / intervals.numel()
         edges, lengths = interval_edges(start, intervals, ctx.min_interval)
-        k = interval.long()
         shifted = x if shift is None else x + shift
-        u = beta1 * shifted
-        length_k = lengths[k]
-        ramp = (u - edges[k]) / length_k
-        inside = (u > edges[0]) & (u < edges[-1])  # as the reference's torch.where
-        codes = k + (u >= edges[k] + length_k / 2)
-        grad_u = torch.where(inside, grad_out * (beta2 * delta) / length_k, 0.0)
-        per_interval = torch.bincount(k.reshape(-1), weights=grad_u.reshape(-1).float(), minlength=n)
-        per_interval_ramp = torch.bincount(k.reshape(-1), weights=(grad_u * ramp).reshape(-1).float(),
-                                           minlength=n)
-        beyond = per_interval.flip(0).cumsum(0).flip(0) - per_interval  # sum over intervals after j
-        grad_lengths = -(beyond + per_interval_ramp)
-        grad_x = grad_u * beta1
+        flat_positions, flat_grad, flat_product = _flat_alike(positions, grad_out, grad_out * shifted)
+        # Per search position: Σ g and Σ g·(x + shift).
+        g_sum = grad_out.new_zeros(2 * n + 2).index_add_(0, flat_positions, flat_grad)
+        gx_sum = grad_out.new_zeros(2 * n + 2).index_add_(0, flat_positions, flat_product)
+        # Per interval k (positions 2k+1 and 2k+2 are inside it).
+        g_k = g_sum[1:-1].view(n, 2).sum(1)
+        gx_k = gx_sum[1:-1].view(n, 2).sum(1)
+        slope = beta2 * delta / lengths  # d(output)/du inside interval k
+        grad_u_k = slope * g_k
+        # Σ_i∈k grad_u_i·ramp_i with ramp = (u - d_k) / a_k, u = beta1·(x + shift).
+        ramp_k = slope / lengths * (beta1 * gx_k - edges[:-1] * g_k)
+        beyond = grad_u_k.flip(0).cumsum(0).flip(0) - grad_u_k  # Σ over intervals after k
+        grad_lengths = -(beyond + ramp_k) * (intervals > ctx.min_interval)
+        zero = slope.new_zeros(1)  # positions 0 and 2n+1 lie outside (d_0, d_n)
+        input_slope = torch.cat([zero, (slope * beta1).repeat_interleave(2), zero])
+        grad_x = grad_out * _gather(input_slope.to(grad_out.dtype), positions)
+        levels = code_levels(torch.arange(n + 1, device=x.device), n, g_sum.dtype)
         grad_shift = None
         if shift is not None:
-            grad_shift = _sum_to_shape(grad_x - grad_out, shift.shape)
+            grad_shift = _sum_to_shape(grad_x, shift.shape) - _sum_to_shape(grad_out, shift.shape)
         return (
             grad_x,
-            -grad_u.sum().reshape(start.shape),
-            grad_lengths.to(intervals.dtype) * (intervals > ctx.min_interval),
-            (grad_u * shifted).sum().reshape(beta1.shape),
-            (grad_out * code_levels(codes, n, grad_out.dtype)).sum().reshape(beta2.shape),
+            -grad_u_k.sum().reshape(start.shape),
+            grad_lengths.to(intervals.dtype),
+            (slope * gx_k).sum().reshape(beta1.shape),
+            (g_sum * _per_position(levels)).sum().reshape(beta2.shape),
             grad_shift,
             None,
         )

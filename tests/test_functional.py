@@ -46,7 +46,7 @@ def separated_codebooks(draw: st.DrawFn, min_size: int = 1, max_size: int = 16) 
 def test_nearest_codes_is_the_brute_force_nearest_entry(weights, codebook) -> None:
     w = tensor(weights)
     codes = F.nearest_codes(w, codebook)
-    assert codes.dtype == torch.int64 and codes.shape == w.shape
+    assert codes.dtype == torch.int32 and codes.shape == w.shape
     assert bool(((codes >= 0) & (codes < codebook.numel())).all())
     distance = (w[:, None] - codebook[None, :]).abs()
     chosen = distance.gather(1, codes[:, None]).squeeze(1)

@@ -127,6 +127,30 @@ def test_commitment_gradient_reaches_the_weight_only() -> None:
     torch.testing.assert_close(weight.grad, by_hand)
 
 
+def test_commitment_after_a_training_forward_reuses_its_assignment_and_adds_its_gradient() -> None:
+    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3, commitment_beta=0.5), conv_weight())
+    weight = conv_weight(1).requires_grad_()
+    codebook_before = quantizer.codebook.clone()
+    quantized = quantizer.train()(weight)
+    assert not torch.equal(quantizer.codebook, codebook_before)  # the EMA moved it
+    loss = quantizer.commitment(weight)
+    (quantized.sum() + loss).backward()
+    # the forward's assignment and codebook (before its EMA step), and STE gradient 1 plus eq. (3)'s
+    normalised = F.normalise(weight.detach(), quantizer.scale)
+    target = codebook_before[F.nearest_codes(normalised, codebook_before)]
+    torch.testing.assert_close(loss.detach(), 0.5 * (target - normalised).pow(2).mean())
+    by_hand = 1 + 0.5 * 2 * (normalised - target) / normalised.numel() / quantizer.scale.view(-1, 1, 1, 1)
+    torch.testing.assert_close(weight.grad, by_hand)
+    # a weight changed after the forward (an optimizer step) gets a fresh assignment
+    quantizer(weight)
+    with torch.no_grad():
+        weight.mul_(1.5)
+    fresh = quantizer.commitment(weight)
+    normalised = F.normalise(weight.detach(), quantizer.scale)
+    target = quantizer.codebook[F.nearest_codes(normalised, quantizer.codebook)]
+    torch.testing.assert_close(fresh.detach(), 0.5 * (target - normalised).pow(2).mean())
+
+
 def test_commitment_is_zero_for_weights_on_the_codebook() -> None:
     quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight())
     picks = torch.randint(0, 7, (4, 3, 3, 3), generator=torch.Generator().manual_seed(1))

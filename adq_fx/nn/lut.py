@@ -46,7 +46,7 @@ class ThresholdEncoder(nn.Module):
     @property
     def thresholds(self) -> Tensor:
         """The learned thresholds T_0..T_{n-1}."""
-        return self.boundaries[0::2]
+        return self.boundaries[1:-1:2]
 
     @property
     def bits(self) -> int:
@@ -58,9 +58,9 @@ class ThresholdEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.to(self.beta1.dtype)
         shift = None if self.shift is None else F.broadcast_channels(self.shift, x.dim(), self.channel_dim)
-        # The same search as training (codes_and_intervals), so codes match bit for bit.
-        codes, _ = F.codes_and_intervals(F.threshold_input(x, self.beta1, shift), self.boundaries)
-        return codes.to(torch.uint8)
+        # The same search as training, so codes match bit for bit.
+        positions = F.search_positions(F.threshold_input(x, self.beta1, shift), self.boundaries)
+        return F.position_codes(positions).to(torch.uint8)
 
 
 class StepEncoder(nn.Module):

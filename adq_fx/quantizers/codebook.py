@@ -58,11 +58,12 @@ class CodebookWeightQuantizer(WeightQuantizer):
         return self.scale
 
     def forward(self, weight: Tensor) -> Tensor:
-        normalised = F.normalise(weight, self.scale)
-        codes = F.nearest_codes(normalised, self.codebook)
-        quantized = F.denormalise(F.straight_through(normalised, self.codebook[codes]), self.scale)
-        if self.training and self.config.learn_codebook:
-            self.update_codebook(normalised, codes)
+        quantized, commitment, normalised, codes = F.codebook_quantize(weight, self.scale, self.codebook)
+        if self.training:
+            if not torch.compiler.is_compiling():
+                self._pending_commitment = (commitment, weight._version)  # for commitment() this step
+            if self.config.learn_codebook:
+                self.update_codebook(normalised, codes)
         return quantized
 
     @torch.no_grad()
@@ -86,8 +87,12 @@ class CodebookWeightQuantizer(WeightQuantizer):
         """Eq. (3) as a mean over the layer's weights: beta * mean((sg(ŵ') - w')^2).
 
         A mean, not a sum, keeps beta independent of layer size. The gradient
-        reaches the weights only: the codebook is a buffer moved by the EMA.
+        reaches the weights only: the codebook is a buffer moved by the EMA. The
+        value comes from this step's forward (same assignment and codebook, so no
+        second search), or is computed afresh if the weight changed since.
         """
-        normalised = F.normalise(weight, self.scale)
-        target = self.codebook[F.nearest_codes(normalised, self.codebook)]
-        return self.config.commitment_beta * (target.detach() - normalised).pow(2).mean()
+        pending, version = getattr(self, "_pending_commitment", (None, None))
+        self._pending_commitment = (None, None)  # one use per forward: never a stale value
+        if pending is None or version != weight._version:
+            _, pending, _, _ = F.codebook_quantize(weight, self.scale, self.codebook)
+        return self.config.commitment_beta * pending

@@ -39,6 +39,6 @@ class UniformWeightQuantizer(WeightQuantizer):
         scale = self.channel_scale(weight)
         with torch.no_grad():
             codes = F.nearest_codes(F.normalise(weight.float(), scale), self.level_values)
-            quantized = F.denormalise(self.level_values[codes], scale)
+            quantized = F.denormalise(self.level_values[codes.long()], scale)
         # Plain STE (gradient 1 w.r.t. the weight, no clipping mask), as N2UQ.
         return F.straight_through(weight, quantized.to(weight.dtype))
