@@ -1,0 +1,408 @@
+"""Cost of one QAT training step: float vs ADQ vs LSQ vs torch.ao's QAT, on the same network.
+
+Measures the wall time of one training step (forward, cross-entropy, backward and
+``SGD(lr=0.01, momentum=0.9).step()``) for four versions of the same network:
+
+- ``float``: the plain model;
+- ``adq``: ``adq_fx.prepare_adq(model, adq_fx.default_qconfig_mapping(3), (example,))``:
+  3-bit ADQ weights and 3-bit N2UQ activations, first conv and last fc float; the loss
+  adds ``adq_fx.commitment_loss(prepared)``, as users do;
+- ``lsq``: the same, with 3-bit LSQ weight and activation quantizers
+  (``ADQConfigMapping().set_global(ADQConfig(weight=LSQWeightConfig(bits=3),
+  activation=LSQActivationConfig(bits=3)))``); ``commitment_loss`` is added as for adq (as
+  the training engine does; LSQ layers contribute zero) unless it refuses the model. Skipped
+  with a note while adq_fx has no ``LSQWeightConfig``;
+- ``torch_ao_qat``: PyTorch's ``prepare_qat_fx(model, get_default_qat_qconfig_mapping("x86"), ...)``
+  (8-bit fake quantization, conv+bn(+relu) fused into QAT modules), deprecation warnings silenced.
+
+Networks: torchvision ResNet-18 (1000 classes) at 224x224, batch 8 on CPU / 256 on CUDA,
+and CIFAR ResNet-20 (``adq_fx.train.models.build_model("resnet20", 10, 3)``) at 32x32,
+batch 128 on CPU / 256 on CUDA. On CUDA every variant also gets a bf16-autocast row.
+Inputs and labels are one fixed random batch (data loading is not timed).
+
+Each (network, variant, precision) runs in its own subprocess (this script re-invoked with
+``--child``; it prints one JSON line back), so its peak memory is its own: on CPU the
+process's peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss``, which includes building and
+preparing the model), on CUDA ``torch.cuda.max_memory_allocated`` over the warm-up and
+timed steps. After the warm-up steps, every one of ``--repeats`` steps is timed on its own
+(on CUDA synchronized before and after); the table gives the median, the interquartile
+range and the median's ratio to the float model's median at the same precision.
+
+    python benchmarks/qat_speed.py                       # CPU, both networks, all variants
+    python benchmarks/qat_speed.py --quick               # smoke run: 1 warm-up and 3 timed steps
+    python benchmarks/qat_speed.py --device cuda         # batch 256, fp32 and bf16 autocast
+    python benchmarks/qat_speed.py --models resnet20 --variants float adq --repeats 50 --threads 2
+    python benchmarks/qat_speed.py --profile adq --models resnet18   # top ops of the adq step
+
+Writes benchmarks/results/qat_speed_<device type>.json: machine, settings, and every
+raw step time. ``--profile VARIANT`` instead runs torch.profiler over a few steps of that
+variant in this process and prints the 15 ops with the most self CPU time, then the same
+self CPU time summed by the adq_fx function whose Python frame launched each op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import adq_fx
+from adq_fx.environment import describe, machine_info
+from adq_fx.train.models import build_model
+
+BITS = 3
+LR, MOMENTUM = 0.01, 0.9
+MARKER = "QAT_SPEED_RESULT "
+VARIANTS = ("float", "adq", "lsq", "torch_ao_qat")
+DEFAULT_REPEATS, DEFAULT_WARMUP = 20, 3
+QUICK_REPEATS, QUICK_WARMUP = 3, 1
+PROFILE_WARMUP, PROFILE_STEPS = 2, 3
+
+
+@dataclass(frozen=True)
+class Network:
+    label: str
+    num_classes: int
+    size: int
+    batch: dict[str, int]  # device type -> batch size
+
+
+NETWORKS = {
+    "resnet18": Network("ResNet-18 (torchvision, 1000 classes)", 1000, 224, {"cpu": 8, "cuda": 256}),
+    "resnet20": Network("ResNet-20 (CIFAR, 10 classes)", 10, 32, {"cpu": 128, "cuda": 256}),
+}
+
+
+def has_lsq() -> bool:
+    return hasattr(adq_fx, "LSQWeightConfig") and hasattr(adq_fx, "LSQActivationConfig")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def prepare(variant: str, model: nn.Module, example: Tensor) -> tuple[nn.Module, bool]:
+    """The model to train and whether its loss gets adq_fx.commitment_loss."""
+    if variant == "float":
+        return model, False
+    if variant == "adq":
+        return adq_fx.prepare_adq(model, adq_fx.default_qconfig_mapping(BITS), (example,)), True
+    if variant == "lsq":
+        config = adq_fx.ADQConfig(
+            weight=adq_fx.LSQWeightConfig(bits=BITS), activation=adq_fx.LSQActivationConfig(bits=BITS)
+        )
+        prepared = adq_fx.prepare_adq(model, adq_fx.ADQConfigMapping().set_global(config), (example,))
+        try:  # LSQ has no codebook: add the commitment term only if adq_fx defines one for it
+            adq_fx.commitment_loss(prepared)
+        except ValueError:
+            return prepared, False
+        return prepared, True
+    if variant == "torch_ao_qat":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"Please use quant_min and quant_max")
+            from torch.ao.quantization import get_default_qat_qconfig_mapping
+            from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+            return prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping("x86"), (example,)), False
+    raise ValueError(f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}")
+
+
+@dataclass
+class Setup:
+    model: nn.Module
+    step: Any  # () -> None: one training step
+    batch: int
+    commitment: bool
+    quantized_layers: int | None
+
+
+def set_up(network: str, variant: str, bf16: bool, device: torch.device, channels_last: bool) -> Setup:
+    torch.manual_seed(0)
+    spec = NETWORKS[network]
+    batch = spec.batch[device.type]
+    model = build_model(network, spec.num_classes, 3).to(device).train()
+    x = torch.randn(batch, 3, spec.size, spec.size, device=device)
+    y = torch.randint(0, spec.num_classes, (batch,), device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    prepared, commitment = prepare(variant, model, x[:2])
+    prepared.train()
+    try:
+        quantized = len(adq_fx.quantization_map(prepared)) if variant in ("adq", "lsq") else None
+    except Exception:  # a quantizer kind quantization_map does not know yet
+        quantized = None
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=LR, momentum=MOMENTUM)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(prepared(x).float(), y)
+            if commitment:
+                loss = loss + adq_fx.commitment_loss(prepared)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return Setup(prepared, step, batch, commitment, quantized)
+
+
+def time_steps(step: Any, device: torch.device, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement in this process; prints one JSON line for the parent."""
+    network, variant, precision = args.child
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    setup = set_up(network, variant, precision == "bf16", device, args.channels_last)
+    rss_setup = peak_rss_mib()
+    times = time_steps(setup.step, device, args.warmup, args.repeats)
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    row = {
+        "model": network, "variant": variant, "precision": precision, "batch": setup.batch,
+        "input": [setup.batch, 3, NETWORKS[network].size, NETWORKS[network].size],
+        "commitment_loss": setup.commitment, "quantized_layers": setup.quantized_layers,
+        "threads": torch.get_num_threads(), "median_ms": statistics.median(times), "iqr_ms": q3 - q1,
+        "times_ms": times,
+    }
+    if device.type == "cuda":
+        row["peak_cuda_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        row["peak_rss_after_setup_mib"] = rss_setup
+        row["peak_rss_mib"] = peak_rss_mib()
+    print(MARKER + json.dumps(row), flush=True)
+
+
+def run_child(args: argparse.Namespace, network: str, variant: str, precision: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", network, variant, precision,
+           "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.channels_last:
+        cmd.append("--channels-last")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER):])
+    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+    print(f"{network} / {variant} / {precision} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
+    return {"model": network, "variant": variant, "precision": precision,
+            "batch": NETWORKS[network].batch[torch.device(args.device).type],
+            "error": f"exit {proc.returncode}: {tail}"}
+
+
+def markdown(rows: list[dict[str, Any]], device_type: str) -> str:
+    memory = "peak CUDA alloc MiB" if device_type == "cuda" else "peak RSS MiB"
+    lines = [f"| model | batch | variant | median ms | IQR ms | × float | {memory} |",
+             "|---|---|---|---|---|---|---|"]
+    float_median = {(r["model"], r["precision"]): r["median_ms"]
+                    for r in rows if r["variant"] == "float" and "error" not in r}
+    for r in rows:
+        variant = r["variant"] + (", bf16 autocast" if r["precision"] == "bf16" else "")
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['batch']} | {variant} | failed | — | — | — |")
+            continue
+        base = float_median.get((r["model"], r["precision"]))
+        ratio = f"{r['median_ms'] / base:.2f}" if base else "—"
+        peak = r.get("peak_cuda_allocated_mib", r.get("peak_rss_mib"))
+        lines.append(f"| {r['model']} | {r['batch']} | {variant} | {r['median_ms']:.1f} | "
+                     f"{r['iqr_ms']:.1f} | {ratio} | {peak:.0f} |")
+    return "\n".join(lines)
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    variants = list(args.variants)
+    if "lsq" in variants and not has_lsq():
+        print("note: lsq skipped: this adq_fx has no LSQWeightConfig / LSQActivationConfig yet.")
+        variants.remove("lsq")
+    precisions = ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]
+    rows = []
+    for network in args.models:
+        for precision in precisions:
+            for variant in variants:
+                row = run_child(args, network, variant, precision)
+                if "error" not in row:
+                    print(f"{network} / {variant} / {precision}: median {row['median_ms']:.1f} ms",
+                          file=sys.stderr, flush=True)
+                rows.append(row)
+    info = machine_info(device)
+    result = {
+        "machine": info,
+        "settings": {
+            "models": {name: {"label": NETWORKS[name].label,
+                              "input": [NETWORKS[name].batch[device.type], 3, NETWORKS[name].size,
+                                        NETWORKS[name].size]}
+                       for name in args.models},
+            "variants": variants, "precisions": precisions, "bits": BITS,
+            "optimizer": {"name": "SGD", "lr": LR, "momentum": MOMENTUM},
+            "torch_ao_qconfig": 'get_default_qat_qconfig_mapping("x86")',
+            "warmup": args.warmup, "repeats": args.repeats, "threads": info["threads"],
+            "channels_last": args.channels_last, "quick": args.quick,
+            "memory": ("torch.cuda.max_memory_allocated over warm-up and timed steps, per subprocess"
+                       if device.type == "cuda" else "peak RSS (ru_maxrss) of the measuring subprocess"),
+        },
+        "rows": rows,
+    }
+    out = Path(__file__).parent / "results" / f"qat_speed_{device.type}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(markdown(rows, device.type))
+    quick = " (--quick smoke run)" if args.quick else ""
+    print(f"\n{describe(info)}; {args.warmup} warm-up + {args.repeats} timed steps per row{quick}; "
+          f"written to {out}")
+
+
+ADQ_FX_FRAME = re.compile(r"^(?:.*/)?adq_fx/([\w/]+)\.py\(\d+\): (\w+)$")
+BACKWARD = "autograd::engine::evaluate_function: "
+
+
+def adq_fx_frames(event: Any) -> str | None:
+    """The two innermost adq_fx quantizer frames above a profiled op, e.g. 'nearest_codes > bucketize'.
+
+    Frames of adq_fx.nn (the QAT layer's forward) are skipped, so its float conv is not counted."""
+    frames = []
+    while event is not None and len(frames) < 2:
+        match = ADQ_FX_FRAME.match(event.name) if event.is_python_function else None
+        if match and not match[1].startswith(("nn/", "train/")):  # a QAT layer's own conv is not overhead
+            frames.append(f"{match[1].replace('/', '.')}.{match[2]}")
+        event = event.cpu_parent
+    return " > ".join(reversed(frames)) if frames else None
+
+
+def self_time_by_adq_fx_frame(events: list[Any]) -> tuple[dict[str, float], float]:
+    """Self CPU time (us) of the ops, summed by the adq_fx code that ran them, and the total.
+
+    Forward ops (and the Python backward of adq_fx's autograd Functions) are attributed by
+    their Python stack; autograd's own backward ops by the forward op that recorded the
+    autograd node (same sequence number)."""
+    ops = [e for e in events if not e.is_python_function]
+    forward_owner: dict[int, str] = {}
+    for event in ops:
+        if event.sequence_nr >= 0 and not event.name.startswith(BACKWARD):
+            frames = adq_fx_frames(event)
+            if frames is not None:
+                forward_owner.setdefault(event.sequence_nr, frames)
+    by_frame: dict[str, float] = defaultdict(float)
+    for event in ops:
+        label = adq_fx_frames(event)
+        if label is None:
+            node = event
+            while node is not None and not node.name.startswith(BACKWARD):
+                node = node.cpu_parent
+            owner = forward_owner.get(node.sequence_nr) if node is not None else None
+            label = f"backward of {owner}" if owner else None
+        if label is not None:
+            by_frame[label] += event.self_cpu_time_total
+    return by_frame, sum(e.self_cpu_time_total for e in ops)
+
+
+def profile(args: argparse.Namespace) -> None:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.profile == "lsq" and not has_lsq():
+        print("note: lsq cannot be profiled: this adq_fx has no LSQWeightConfig yet.")
+        return
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for network in args.models:
+        setup = set_up(network, args.profile, False, device, args.channels_last)
+        for _ in range(PROFILE_WARMUP):
+            setup.step()
+        sync(device)
+        with torch_profile(activities=activities, with_stack=True) as prof:
+            for _ in range(PROFILE_STEPS):
+                setup.step()
+            sync(device)
+        print(f"\n### {network}, {args.profile}, batch {setup.batch}, {torch.get_num_threads()} threads: "
+              f"{PROFILE_STEPS} steps after {PROFILE_WARMUP} warm-up\n")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+        by_frame, total = self_time_by_adq_fx_frame(prof.events())
+        if by_frame:
+            print("\nself CPU time of the ops adq_fx code ran (forward by Python stack, autograd backward by "
+                  "its forward op), by the two innermost adq_fx frames:\n")
+            print("| adq_fx frame | self CPU ms / step | % of all self CPU |\n|---|---|---|")
+            for frame, us in sorted(by_frame.items(), key=lambda item: -item[1])[:15]:
+                print(f"| {frame} | {us / 1e3 / PROFILE_STEPS:.1f} | {100 * us / total:.1f} |")
+            adq = sum(by_frame.values())
+            print(f"| all adq_fx frames | {adq / 1e3 / PROFILE_STEPS:.1f} | {100 * adq / total:.1f} |")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--repeats", type=int, help=f"timed steps per row (default {DEFAULT_REPEATS}, "
+                        f"--quick {QUICK_REPEATS})")
+    parser.add_argument("--warmup", type=int, help=f"untimed steps first (default {DEFAULT_WARMUP}, "
+                        f"--quick {QUICK_WARMUP})")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
+    parser.add_argument("--quick", action="store_true", help="smoke run: few warm-up and timed steps")
+    parser.add_argument("--profile", choices=VARIANTS, metavar="VARIANT",
+                        help="profile a few steps of this variant instead of timing")
+    parser.add_argument("--child", nargs=3, metavar=("MODEL", "VARIANT", "PRECISION"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    if args.warmup is None:
+        args.warmup = QUICK_WARMUP if args.quick else DEFAULT_WARMUP
+    if args.repeats < 2:
+        parser.error("--repeats must be at least 2 (the IQR needs two times)")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child(args)
+    elif args.profile:
+        profile(args)
+    else:
+        benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
