@@ -50,6 +50,7 @@ class TrainConfig:
     # data and machine
     train_subset: int | None = None
     test_subset: int | None = None
+    data_seed: int | None = None  # which subset images; None: the run's seed (fixed: paired comparisons)
     image_size: int = 32
     download: bool = False
     device: str = "auto"

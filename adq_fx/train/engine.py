@@ -64,7 +64,8 @@ class Runner:
         torch.manual_seed(config.seed)
         self.data: TensorDataset = load_dataset(config.dataset, download=config.download,
                                                 image_size=config.image_size)
-        self.data.subset(config.train_subset, config.test_subset, config.seed).to(self.device)
+        data_seed = config.seed if config.data_seed is None else config.data_seed
+        self.data.subset(config.train_subset, config.test_subset, data_seed).to(self.device)
         self.epochs_run = 0
 
     # -- shared loop ------------------------------------------------------------
