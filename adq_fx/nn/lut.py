@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..quantizers import ActivationQuantizer, LSQActivationQuantizer, ThresholdActivationQuantizer
-from ..quantizers._state import check_saved_layout
+from ..quantizers._state import CheckedLayout
 from .qat import QATConv2d, QATLinear
 
 
@@ -95,7 +95,7 @@ def encoder_for(quantizer: ActivationQuantizer) -> nn.Module:
     return ENCODERS[type(quantizer)](quantizer)
 
 
-class _LUTLayer(nn.Module):
+class _LUTLayer(CheckedLayout):
     """Shared state of LUT layers: weight codes, level table and scales, input level table.
 
     The weight is ``weight_scale[c] * codebook[weight_codes]`` and the input
@@ -147,15 +147,6 @@ class _LUTLayer(nn.Module):
                 "activation_method": self.activation_config.method, "weight_bits": self.weight_bits,
                 "act_bits": self.act_bits, "signed": self.act_signed}
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return self.layout()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        pass  # checked in _load_from_state_dict, where the module name is known
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        check_saved_layout(prefix, state_dict, self.layout())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class LUTConv2d(_LUTLayer):

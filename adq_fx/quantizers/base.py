@@ -10,29 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._state import check_saved_layout
-
-
-class _CheckedState(nn.Module):
-    """Stores method and bits in the state_dict and refuses a checkpoint saved with others."""
-
-    def layout(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return self.layout()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        pass  # checked in _load_from_state_dict, where the module name is known
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        check_saved_layout(prefix, state_dict, self.layout())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+from ._state import CheckedLayout
 
 
-class WeightQuantizer(_CheckedState):
+class WeightQuantizer(CheckedLayout):
     """Forward returns the quantized weight; ``codes``, ``levels`` and ``channel_scale`` give
     the (code, level table, per-output-channel scale) triple the converted layer stores."""
 
@@ -55,7 +38,7 @@ class WeightQuantizer(_CheckedState):
         return {"method": self.config.method, "bits": self.config.bits, "levels": self.levels().numel()}
 
 
-class ActivationQuantizer(_CheckedState):
+class ActivationQuantizer(CheckedLayout):
     """Forward returns the quantized activation; ``level_table`` gives the output value of each
     code, (2^b,) or (channels, 2^b) when a signed input has a per-channel shift."""
 
