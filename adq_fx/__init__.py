@@ -11,6 +11,7 @@ from .config import (
     ADQConfig,
     LSQActivationConfig,
     LSQWeightConfig,
+    POSTWeightConfig,
     UniformWeightConfig,
     WeightCodebookConfig,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "ActivationThresholdConfig",
     "LSQActivationConfig",
     "LSQWeightConfig",
+    "POSTWeightConfig",
     "UniformWeightConfig",
     "WeightCodebookConfig",
     "allocate_bits",

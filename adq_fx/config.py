@@ -164,10 +164,38 @@ class LSQActivationConfig:
         return 2**self.bits
 
 
-WeightConfig = WeightCodebookConfig | UniformWeightConfig | LSQWeightConfig
+@dataclass(frozen=True, kw_only=True)
+class POSTWeightConfig:
+    """POST weights (ASQ paper): levels {0} ∪ {±base^-k}, k = 0..2^(b-1)-2, times a learned
+    per-channel clip α.
+
+    That is 2^b - 1 levels, so a b-bit code holds them (the released code's
+    2^b + 1 levels would not fit). ``base`` defaults to √2; 2.0 gives power-of-two
+    levels. α starts at the ``clip_quantile`` quantile of |W_c|.
+    """
+
+    method: ClassVar[str] = "post"
+
+    bits: int = 3
+    base: float = 2**0.5
+    clip_quantile: float = 0.99
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _check_bits(name, self.bits)
+        if not self.base > 1:
+            raise ValueError(f"{name}(base={self.base!r}) must be greater than 1.")
+        _check_range(name, "clip_quantile", self.clip_quantile, 0.5, 1.0)
+
+    @property
+    def num_levels(self) -> int:
+        return 2**self.bits - 1
+
+
+WeightConfig = WeightCodebookConfig | UniformWeightConfig | LSQWeightConfig | POSTWeightConfig
 ActivationConfig = ActivationThresholdConfig | LSQActivationConfig
 WEIGHT_CONFIGS: dict[str, type] = {c.method: c for c in (WeightCodebookConfig, UniformWeightConfig,
-                                                         LSQWeightConfig)}
+                                                         LSQWeightConfig, POSTWeightConfig)}
 ACTIVATION_CONFIGS: dict[str, type] = {c.method: c for c in (ActivationThresholdConfig, LSQActivationConfig)}
 
 

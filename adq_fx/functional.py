@@ -249,6 +249,30 @@ def mean_abs_scale(weight: Tensor, bits: int, floor: float = 1e-8) -> Tensor:
     return (gamma * flat.abs().mean(dim=1)).clamp_min(floor)
 
 
+# ------------------------------------------------------------------------------ POST
+def post_levels(bits: int, base: float) -> Tensor:
+    """{0} ∪ {±base^-k : k = 0..2^(b-1)-2}, sorted: 2^b - 1 levels in [-1, 1].
+
+    >>> [round(v, 4) for v in post_levels(3, 2 ** 0.5).tolist()]
+    [-1.0, -0.7071, -0.5, 0.0, 0.5, 0.7071, 1.0]
+    """
+    magnitudes = base ** -torch.arange(2 ** (bits - 1) - 1, dtype=torch.float64)
+    levels = torch.cat([-magnitudes, magnitudes.new_zeros(1), magnitudes])
+    return levels.sort().values.float()
+
+
+def clipped_quantize(weight: Tensor, clip: Tensor, levels: Tensor) -> Tensor:
+    """clip * nearest level of clamp(w / clip, -1, 1), with the STE on the rounding.
+
+    The weight gets gradient 1 inside the clip range and 0 outside; the clip
+    gets (level - w / clip) inside and ±1 outside (as LSQ's step, APoT's α).
+    The value is exactly clip * level, the product the converted model computes.
+    """
+    ratio = torch.clamp(weight / clip, -1.0, 1.0)
+    level = straight_through(ratio, _gather(levels, nearest_codes(ratio, levels)))
+    return level * clip
+
+
 # ------------------------------------------------------------------------------- LSQ
 def lsq_range(bits: int, signed: bool) -> tuple[int, int]:
     """(Q_N, Q_P): the integer range of a b-bit LSQ quantizer.

@@ -16,6 +16,7 @@ from adq_fx import (
     ADQConfigMapping,
     LSQActivationConfig,
     LSQWeightConfig,
+    POSTWeightConfig,
     UniformWeightConfig,
     commitment_loss,
     convert_adq,
@@ -26,7 +27,12 @@ from adq_fx import (
 )
 from adq_fx import functional as F
 from adq_fx.nn import LUTConv2d, StepEncoder, ThresholdEncoder
-from adq_fx.quantizers import LSQActivationQuantizer, LSQWeightQuantizer, UniformWeightQuantizer
+from adq_fx.quantizers import (
+    LSQActivationQuantizer,
+    LSQWeightQuantizer,
+    POSTWeightQuantizer,
+    UniformWeightQuantizer,
+)
 from tests.models import SignedNet, TinyResNet, images
 from tests.test_passes import train
 
@@ -38,6 +44,7 @@ steps = st.floats(min_value=1 / 1024, max_value=10.0, width=32)
 
 LSQ = ADQConfig(weight=LSQWeightConfig(bits=3), activation=LSQActivationConfig(bits=3))
 N2UQ = ADQConfig(weight=UniformWeightConfig(bits=3), activation=ActivationThresholdConfig(bits=3))
+POST = ADQConfig(weight=POSTWeightConfig(bits=3), activation=LSQActivationConfig(bits=3))
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -99,6 +106,41 @@ def test_uniform_weight_quantizer_gives_scale_times_level_and_identity_gradient(
     assert float(quantizer.commitment(weight)) == 0.0
 
 
+@pytest.mark.parametrize("b", [2, 3, 4, 8])
+def test_post_levels_are_signed_powers_of_the_base_with_zero_and_fit_b_bits(b) -> None:
+    levels = F.post_levels(b, 2**0.5)
+    assert levels.numel() == 2**b - 1 <= 2**b
+    assert bool((levels.diff() > 0).all()) and levels[0] == -1 and levels[-1] == 1
+    assert int((levels == 0).sum()) == 1
+    positive = levels[levels > 0].double()
+    exponents = -torch.log(positive) / math.log(2**0.5)
+    assert torch.allclose(exponents, exponents.round(), atol=1e-4)  # every magnitude is √2^-k
+    assert torch.equal(levels, -levels.flip(0))
+
+
+@FAST
+@given(st.integers(min_value=2, max_value=4), st.integers(0, 2**16))
+def test_post_weight_quantizer_values_gradients_and_clip_init(b, seed) -> None:
+    weight = torch.randn(5, 2, 3, 3, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+    quantizer = POSTWeightQuantizer(POSTWeightConfig(bits=b), weight)
+    clip = quantizer.clip.detach().view(-1, 1, 1, 1)
+    expected_clip = torch.quantile(weight.detach().abs().reshape(5, -1), 0.99, dim=1)
+    assert torch.allclose(quantizer.clip.detach(), expected_clip)
+    out = quantizer(weight)
+    assert torch.equal(out, clip * quantizer.levels()[quantizer.codes(weight).long()])
+    out.backward(torch.ones_like(out))
+    inside = (weight.detach() / clip).abs() < 1
+    assert torch.equal(weight.grad, inside.float())  # STE inside the clip range, nothing outside
+    assert quantizer.clip.grad is not None and bool(torch.isfinite(quantizer.clip.grad).all())
+
+
+def test_post_config_validation() -> None:
+    with pytest.raises(ValueError, match=r"POSTWeightConfig\(base=1\.0\) must be greater than 1"):
+        POSTWeightConfig(base=1.0)
+    with pytest.raises(ValueError, match=r"\(clip_quantile=0\.2\) must lie in \[0\.5, 1\.0\]"):
+        POSTWeightConfig(clip_quantile=0.2)
+
+
 def test_lsq_weight_step_init_and_gradient_scale() -> None:
     weight = torch.randn(4, 2, 3, 3)
     quantizer = LSQWeightQuantizer(LSQWeightConfig(bits=3), weight)
@@ -128,9 +170,9 @@ def _mapping(config: ADQConfig) -> ADQConfigMapping:
     return ADQConfigMapping().set_global(config)
 
 
-@pytest.mark.parametrize("config", [LSQ, N2UQ, ADQConfig(weight=LSQWeightConfig(bits=2),
-                                                         activation=ActivationThresholdConfig(bits=4))],
-                         ids=["lsq", "n2uq", "lsq_w2_thresholds_a4"])
+@pytest.mark.parametrize("config", [LSQ, N2UQ, POST, ADQConfig(weight=LSQWeightConfig(bits=2),
+                                                               activation=ActivationThresholdConfig(bits=4))],
+                         ids=["lsq", "n2uq", "post_lsq", "lsq_w2_thresholds_a4"])
 @pytest.mark.parametrize("model_type", [TinyResNet, SignedNet])
 def test_baselines_convert_to_lookup_tables_that_compute_the_trained_model(config, model_type) -> None:
     torch.manual_seed(0)
@@ -171,7 +213,7 @@ def test_only_adq_layers_add_commitment_loss() -> None:
     assert torch.equal(commitment_loss(prepared), expected)
 
 
-@pytest.mark.parametrize("config", [LSQ, N2UQ], ids=["lsq", "n2uq"])
+@pytest.mark.parametrize("config", [LSQ, N2UQ, POST], ids=["lsq", "n2uq", "post"])
 def test_baseline_checkpoints_round_trip_through_the_quantization_map(config) -> None:
     x = images(8)
     prepared = train(prepare_adq(TinyResNet(), _mapping(config), x), x, steps=2, cross_entropy=True)
@@ -197,7 +239,7 @@ def test_a_checkpoint_of_another_method_is_refused_naming_the_module() -> None:
 
 
 def test_weight_configs_validate_their_bits() -> None:
-    for config_type in (UniformWeightConfig, LSQWeightConfig, LSQActivationConfig):
+    for config_type in (UniformWeightConfig, LSQWeightConfig, LSQActivationConfig, POSTWeightConfig):
         with pytest.raises(ValueError, match=rf"{config_type.__name__}\(bits=1\) is not supported"):
             config_type(bits=1)
     with pytest.raises(ValueError, match=r"LSQActivationConfig\(signed='yes'\) must be None, True or False"):

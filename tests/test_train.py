@@ -132,7 +132,7 @@ def test_train_config_validation() -> None:
         TrainConfig(target_bits=2.5)
     with pytest.raises(ValueError, match="bit_options"):
         TrainConfig(bit_options=(1, 2))
-    with pytest.raises(ValueError, match=r"weight_quantizer='pact'\) must be 'adq', 'n2uq' or 'lsq'"):
+    with pytest.raises(ValueError, match=r"weight_quantizer='pact'\) must be 'adq', 'n2uq', 'lsq' or 'post'"):
         TrainConfig(weight_quantizer="pact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"activation_quantizer='adq'\) must be 'n2uq' or 'lsq'"):
         TrainConfig(activation_quantizer="adq")  # type: ignore[arg-type]

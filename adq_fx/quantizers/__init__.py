@@ -9,6 +9,7 @@ from ..config import (
     ActivationThresholdConfig,
     LSQActivationConfig,
     LSQWeightConfig,
+    POSTWeightConfig,
     UniformWeightConfig,
     WeightCodebookConfig,
     WeightConfig,
@@ -16,6 +17,7 @@ from ..config import (
 from .base import ActivationQuantizer, WeightQuantizer
 from .codebook import CodebookWeightQuantizer
 from .lsq import LSQActivationQuantizer, LSQWeightQuantizer
+from .post import POSTWeightQuantizer
 from .thresholds import ThresholdActivationQuantizer
 from .uniform import UniformWeightQuantizer
 
@@ -23,6 +25,7 @@ WEIGHT_QUANTIZERS: dict[type, type[WeightQuantizer]] = {
     WeightCodebookConfig: CodebookWeightQuantizer,
     UniformWeightConfig: UniformWeightQuantizer,
     LSQWeightConfig: LSQWeightQuantizer,
+    POSTWeightConfig: POSTWeightQuantizer,
 }
 ACTIVATION_QUANTIZERS: dict[type, type[ActivationQuantizer]] = {
     ActivationThresholdConfig: ThresholdActivationQuantizer,
@@ -48,6 +51,7 @@ __all__ = [
     "CodebookWeightQuantizer",
     "LSQActivationQuantizer",
     "LSQWeightQuantizer",
+    "POSTWeightQuantizer",
     "ThresholdActivationQuantizer",
     "UniformWeightQuantizer",
     "WeightQuantizer",

@@ -25,8 +25,8 @@ class TrainConfig:
     float_checkpoint: str | None = None
     float_epochs: int = 20
     float_lr: float = 0.05
-    # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq) or LSQ (lsq + lsq)
-    weight_quantizer: Literal["adq", "n2uq", "lsq"] = "adq"
+    # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
+    weight_quantizer: Literal["adq", "n2uq", "lsq", "post"] = "adq"
     activation_quantizer: Literal["n2uq", "lsq"] = "n2uq"
     target_bits: float = 3.0
     bit_options: tuple[int, ...] = (2, 3, 4)
@@ -71,9 +71,9 @@ class TrainConfig:
                 f"integer in {SUPPORTED_BITS.start}..{SUPPORTED_BITS.stop - 1}; pass mixed_precision=True "
                 "for a fractional average."
             )
-        if self.weight_quantizer not in ("adq", "n2uq", "lsq"):
+        if self.weight_quantizer not in ("adq", "n2uq", "lsq", "post"):
             raise ValueError(f"TrainConfig(weight_quantizer={self.weight_quantizer!r}) must be "
-                             "'adq', 'n2uq' or 'lsq'.")
+                             "'adq', 'n2uq', 'lsq' or 'post'.")
         if self.activation_quantizer not in ("n2uq", "lsq"):
             raise ValueError(f"TrainConfig(activation_quantizer={self.activation_quantizer!r}) must be "
                              "'n2uq' or 'lsq'.")

@@ -20,6 +20,7 @@ from .. import (
     ADQConfig,
     LSQActivationConfig,
     LSQWeightConfig,
+    POSTWeightConfig,
     UniformWeightConfig,
     WeightCodebookConfig,
     allocate_bits,
@@ -171,6 +172,8 @@ class Runner:
                 commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed)
         elif cfg.weight_quantizer == "n2uq":
             weight = UniformWeightConfig(bits=3)
+        elif cfg.weight_quantizer == "post":
+            weight = POSTWeightConfig(bits=3)
         else:
             weight = LSQWeightConfig(bits=3)
         activation: ActivationConfig = ActivationThresholdConfig(bits=3)
