@@ -51,7 +51,8 @@ def tolerance_block() -> str:
     for r in data["rows"]:
         lines.append(f"| {r['model']} | {tuple(r['input'])} | {r['quantized_layers']} | "
                      f"{r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | {r['relative']:.2e} |")
-    lines.append(f"\n{describe(data['machine'])}; {data['rows'][0]['qat_steps']} QAT steps before converting.")
+    steps = data["rows"][0]["qat_steps"]
+    lines.append(f"\n{describe(data['machine'])}; {steps} QAT steps before converting.")
     return "\n".join(lines)
 
 
