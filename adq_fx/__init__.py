@@ -9,6 +9,7 @@ from .allocate import allocate_bits, layer_sensitivity
 from .config import (
     ActivationThresholdConfig,
     ADQConfig,
+    ASQActivationConfig,
     LSQActivationConfig,
     LSQWeightConfig,
     POSTWeightConfig,
@@ -27,6 +28,7 @@ from .summary import commitment_loss, model_size_bits, quantization_map
 __all__ = [
     "ADQConfig",
     "ADQConfigMapping",
+    "ASQActivationConfig",
     "ActivationThresholdConfig",
     "LSQActivationConfig",
     "LSQWeightConfig",

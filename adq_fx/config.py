@@ -165,6 +165,36 @@ class LSQActivationConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ASQActivationConfig:
+    """ASQ activations: an LSQ step times a per-sample factor beta from a small adapter.
+
+    The adapter (global average pool -> Linear(C, C/reduction) -> ReLU ->
+    Linear(., 1) -> ReLU, one Linear when C < 2·reduction) starts at beta ≈ 1;
+    the step starts at 2·mean|x|/sqrt(Q_P) on the first batch. The step gradient
+    is scaled as LSQ's, the adapter's is not.
+    """
+
+    method: ClassVar[str] = "asq"
+
+    bits: int = 3
+    signed: bool | None = None
+    grad_scale: bool = True
+    reduction: int = 4
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        _check_bits(name, self.bits)
+        if self.signed not in (None, True, False):
+            raise ValueError(f"{name}(signed={self.signed!r}) must be None, True or False.")
+        if isinstance(self.reduction, bool) or not isinstance(self.reduction, int) or self.reduction < 1:
+            raise ValueError(f"{name}(reduction={self.reduction!r}) must be a positive integer.")
+
+    @property
+    def num_levels(self) -> int:
+        return 2**self.bits
+
+
+@dataclass(frozen=True, kw_only=True)
 class POSTWeightConfig:
     """POST weights (ASQ paper): levels {0} ∪ {±base^-k}, k = 0..2^(b-1)-2, times a learned
     per-channel clip α.
@@ -193,10 +223,11 @@ class POSTWeightConfig:
 
 
 WeightConfig = WeightCodebookConfig | UniformWeightConfig | LSQWeightConfig | POSTWeightConfig
-ActivationConfig = ActivationThresholdConfig | LSQActivationConfig
+ActivationConfig = ActivationThresholdConfig | LSQActivationConfig | ASQActivationConfig
 WEIGHT_CONFIGS: dict[str, type] = {c.method: c for c in (WeightCodebookConfig, UniformWeightConfig,
                                                          LSQWeightConfig, POSTWeightConfig)}
-ACTIVATION_CONFIGS: dict[str, type] = {c.method: c for c in (ActivationThresholdConfig, LSQActivationConfig)}
+ACTIVATION_CONFIGS: dict[str, type] = {c.method: c for c in (ActivationThresholdConfig, LSQActivationConfig,
+                                                             ASQActivationConfig)}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -108,7 +108,8 @@ def model_size_bits(model: nn.Module) -> int:
             skip.add(id(module.weight_codes))
         elif isinstance(module, ActivationQuantizer):
             # Exactly what convert_adq will ship for it: the encoder and the input level table.
-            shipped = [*encoder_for(module).buffers(), module.level_table()]
+            encoder = encoder_for(module)
+            shipped = [*encoder.parameters(), *encoder.buffers(), module.level_table()]
             total += sum(t.numel() * t.element_size() * 8 for t in shipped)
         if isinstance(module, (WeightQuantizer, ActivationQuantizer)):
             skip.update(id(t) for t in (*module.parameters(), *module.buffers()))

@@ -14,6 +14,7 @@ from adq_fx import (
     ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
+    ASQActivationConfig,
     LSQActivationConfig,
     LSQWeightConfig,
     POSTWeightConfig,
@@ -26,8 +27,9 @@ from adq_fx import (
     quantization_map,
 )
 from adq_fx import functional as F
-from adq_fx.nn import LUTConv2d, StepEncoder, ThresholdEncoder
+from adq_fx.nn import AdaptiveStepEncoder, LUTConv2d, StepEncoder, ThresholdEncoder
 from adq_fx.quantizers import (
+    ASQActivationQuantizer,
     LSQActivationQuantizer,
     LSQWeightQuantizer,
     POSTWeightQuantizer,
@@ -45,6 +47,7 @@ steps = st.floats(min_value=1 / 1024, max_value=10.0, width=32)
 LSQ = ADQConfig(weight=LSQWeightConfig(bits=3), activation=LSQActivationConfig(bits=3))
 N2UQ = ADQConfig(weight=UniformWeightConfig(bits=3), activation=ActivationThresholdConfig(bits=3))
 POST = ADQConfig(weight=POSTWeightConfig(bits=3), activation=LSQActivationConfig(bits=3))
+ASQ_POST = ADQConfig(weight=POSTWeightConfig(bits=3), activation=ASQActivationConfig(bits=3))
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -134,6 +137,32 @@ def test_post_weight_quantizer_values_gradients_and_clip_init(b, seed) -> None:
     assert quantizer.clip.grad is not None and bool(torch.isfinite(quantizer.clip.grad).all())
 
 
+def test_asq_scales_the_lsq_step_per_sample_and_trains_its_adapter() -> None:
+    quantizer = ASQActivationQuantizer(ASQActivationConfig(bits=3), signed=False, num_channels=16,
+                                       channel_dim=1)
+    x = (torch.rand(4, 16, 5, 5) * torch.tensor([1.0, 2.0, 4.0, 8.0]).view(4, 1, 1, 1)).requires_grad_()
+    out = quantizer(x)
+    assert torch.allclose(quantizer.step.detach(), 2 * x.detach().abs().mean() / math.sqrt(7))
+    beta = quantizer.adapter(x.detach())
+    assert beta.shape == (4,) and torch.allclose(beta, torch.ones(4), atol=0.1)  # starts near LSQ
+    step = (quantizer.step * beta).detach().view(4, 1, 1, 1)
+    assert torch.equal(out, torch.round(torch.clamp(x.detach() / step, 0, 7)) * step)
+    out.sum().backward()
+    adapter_grads = [p.grad for p in quantizer.adapter.parameters()]
+    assert all(g is not None for g in adapter_grads) and any(bool(g.abs().sum() > 0) for g in adapter_grads)
+    assert quantizer.step.grad is not None
+
+
+def test_asq_adapter_for_few_channels_is_one_linear() -> None:
+    quantizer = ASQActivationQuantizer(ASQActivationConfig(bits=2), signed=True, num_channels=3,
+                                       channel_dim=1)
+    linears = [m for m in quantizer.adapter.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(3, 1)]
+    assert quantizer.q_negative == -2
+    with pytest.raises(ValueError, match=r"ASQActivationConfig\(reduction=0\) must be a positive integer"):
+        ASQActivationConfig(reduction=0)
+
+
 def test_post_config_validation() -> None:
     with pytest.raises(ValueError, match=r"POSTWeightConfig\(base=1\.0\) must be greater than 1"):
         POSTWeightConfig(base=1.0)
@@ -170,9 +199,10 @@ def _mapping(config: ADQConfig) -> ADQConfigMapping:
     return ADQConfigMapping().set_global(config)
 
 
-@pytest.mark.parametrize("config", [LSQ, N2UQ, POST, ADQConfig(weight=LSQWeightConfig(bits=2),
-                                                               activation=ActivationThresholdConfig(bits=4))],
-                         ids=["lsq", "n2uq", "post_lsq", "lsq_w2_thresholds_a4"])
+@pytest.mark.parametrize("config", [LSQ, N2UQ, POST, ASQ_POST,
+                                    ADQConfig(weight=LSQWeightConfig(bits=2),
+                                              activation=ActivationThresholdConfig(bits=4))],
+                         ids=["lsq", "n2uq", "post_lsq", "asq_post", "lsq_w2_thresholds_a4"])
 @pytest.mark.parametrize("model_type", [TinyResNet, SignedNet])
 def test_baselines_convert_to_lookup_tables_that_compute_the_trained_model(config, model_type) -> None:
     torch.manual_seed(0)
@@ -188,7 +218,8 @@ def test_baselines_convert_to_lookup_tables_that_compute_the_trained_model(confi
     with torch.no_grad():
         expected, got = prepared(fresh), converted(fresh)
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
-    encoder_type = StepEncoder if isinstance(config.activation, LSQActivationConfig) else ThresholdEncoder
+    encoder_type = {LSQActivationConfig: StepEncoder, ASQActivationConfig: AdaptiveStepEncoder,
+                    ActivationThresholdConfig: ThresholdEncoder}[type(config.activation)]
     assert any(isinstance(m, encoder_type) for m in converted.modules())
     layers = [m for m in converted.modules() if isinstance(m, LUTConv2d)]
     assert layers and all(m.weight_codes.dtype == torch.uint8 for m in layers)
@@ -213,7 +244,7 @@ def test_only_adq_layers_add_commitment_loss() -> None:
     assert torch.equal(commitment_loss(prepared), expected)
 
 
-@pytest.mark.parametrize("config", [LSQ, N2UQ, POST], ids=["lsq", "n2uq", "post"])
+@pytest.mark.parametrize("config", [LSQ, N2UQ, POST, ASQ_POST], ids=["lsq", "n2uq", "post", "asq_post"])
 def test_baseline_checkpoints_round_trip_through_the_quantization_map(config) -> None:
     x = images(8)
     prepared = train(prepare_adq(TinyResNet(), _mapping(config), x), x, steps=2, cross_entropy=True)

@@ -102,15 +102,15 @@ def test_random_crop_flip_keeps_content_and_shape() -> None:
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
 
 
-@pytest.mark.parametrize(("weight", "activation"), [("n2uq", "n2uq"), ("lsq", "lsq")])
+@pytest.mark.parametrize(("weight", "activation"), [("n2uq", "n2uq"), ("lsq", "lsq"), ("post", "asq")])
 def test_baseline_quantizers_through_the_recipe(tmp_path, weight, activation) -> None:
     results = run_training(_config(tmp_path, weight_quantizer=weight, activation_quantizer=activation,
                                    float_epochs=1, epochs=1))
     assert results["converted_accuracy"] == results["qat_accuracy"]
     saved = torch.load(tmp_path / "converted.pt", weights_only=True)["quantization_map"]
     methods = {(e["weight_method"], e["activation_method"]) for e in saved.values()}
-    assert methods == {({"n2uq": "n2uq_uniform", "lsq": "lsq"}[weight],
-                        {"n2uq": "n2uq_thresholds", "lsq": "lsq"}[activation])}
+    assert methods == {({"n2uq": "n2uq_uniform", "lsq": "lsq", "post": "post"}[weight],
+                        {"n2uq": "n2uq_thresholds", "lsq": "lsq", "asq": "asq"}[activation])}
 
 
 def test_torchrun_with_two_processes_on_cpu(tmp_path) -> None:
@@ -134,7 +134,7 @@ def test_train_config_validation() -> None:
         TrainConfig(bit_options=(1, 2))
     with pytest.raises(ValueError, match=r"weight_quantizer='pact'\) must be 'adq', 'n2uq', 'lsq' or 'post'"):
         TrainConfig(weight_quantizer="pact")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"activation_quantizer='adq'\) must be 'n2uq' or 'lsq'"):
+    with pytest.raises(ValueError, match=r"activation_quantizer='adq'\) must be 'n2uq', 'lsq' or 'asq'"):
         TrainConfig(activation_quantizer="adq")  # type: ignore[arg-type]
 
 

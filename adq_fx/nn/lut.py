@@ -11,6 +11,7 @@ and apply the scales once per output channel; see docs/design.md).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -18,7 +19,12 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from .. import functional as F
-from ..quantizers import ActivationQuantizer, LSQActivationQuantizer, ThresholdActivationQuantizer
+from ..quantizers import (
+    ActivationQuantizer,
+    ASQActivationQuantizer,
+    LSQActivationQuantizer,
+    ThresholdActivationQuantizer,
+)
 from ..quantizers._state import CheckedLayout
 from .qat import QATConv2d, QATLinear
 
@@ -84,9 +90,39 @@ class StepEncoder(nn.Module):
         return F.lsq_codes(x.to(self.step.dtype), self.step, self.q_negative, self.q_positive).to(torch.uint8)
 
 
+class AdaptiveStepEncoder(nn.Module):
+    """ASQ: float activation -> (uint8 codes, each sample's step s·beta_n).
+
+    The adapter is a small float network that ships with the model: the step of
+    each sample depends on that sample, so the codes travel with their step.
+    """
+
+    step: Tensor
+
+    def __init__(self, step: Tensor, adapter: nn.Module, q_negative: int, q_positive: int) -> None:
+        super().__init__()
+        self.q_negative, self.q_positive = q_negative, q_positive
+        self.register_buffer("step", step.detach().clone())
+        self.adapter = copy.deepcopy(adapter).eval().requires_grad_(False)
+
+    @classmethod
+    def from_quantizer(cls, quantizer: ASQActivationQuantizer) -> AdaptiveStepEncoder:
+        return cls(quantizer.step, quantizer.adapter, quantizer.q_negative, quantizer.q_positive)
+
+    def extra_repr(self) -> str:
+        return f"range=[{self.q_negative}, {self.q_positive}]"
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.to(self.step.dtype)
+        sample_step = self.step * self.adapter.sample_factor(x)
+        codes = F.lsq_codes(x, sample_step, self.q_negative, self.q_positive)
+        return codes.to(torch.uint8), sample_step
+
+
 ENCODERS: dict[type[ActivationQuantizer], Any] = {
     ThresholdActivationQuantizer: ThresholdEncoder.from_quantizer,
     LSQActivationQuantizer: StepEncoder.from_quantizer,
+    ASQActivationQuantizer: AdaptiveStepEncoder.from_quantizer,
 }
 """Activation quantizer type -> the encoder that replaces it in a converted model."""
 
@@ -128,7 +164,10 @@ class _LUTLayer(CheckedLayout):
     def dequantized_weight(self) -> Tensor:
         return F.denormalise(self.codebook[self.weight_codes.long()], self.weight_scale)
 
-    def dequantized_input(self, codes: Tensor) -> Tensor:
+    def dequantized_input(self, codes: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        if isinstance(codes, tuple):  # ASQ: integer levels times each sample's step
+            codes, sample_step = codes
+            return self.input_levels[codes.long()] * sample_step
         index = codes.long()
         if self.input_levels.dim() == 1:
             return self.input_levels[index]
@@ -163,7 +202,7 @@ class LUTConv2d(_LUTLayer):
     def from_qat(cls, qat: QATConv2d, act: ActivationQuantizer) -> LUTConv2d:
         return cls(qat, act)
 
-    def forward(self, codes: Tensor) -> Tensor:
+    def forward(self, codes: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         x, padding = self.dequantized_input(codes), self.padding
         if self.padding_mode != "zeros":
             x, padding = TF.pad(x, self._reversed_padding, mode=self.padding_mode), 0
@@ -182,7 +221,7 @@ class LUTLinear(_LUTLayer):
     def from_qat(cls, qat: QATLinear, act: ActivationQuantizer) -> LUTLinear:
         return cls(qat, act)
 
-    def forward(self, codes: Tensor) -> Tensor:
+    def forward(self, codes: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         return TF.linear(self.dequantized_input(codes), self.dequantized_weight(), self.bias)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..nn import LUT_MODULES, StepEncoder, ThresholdEncoder
+from ..nn import LUT_MODULES, AdaptiveStepEncoder, StepEncoder, ThresholdEncoder
 from ..quantizers import ActivationQuantizer
 
 QAT_TYPES = tuple(LUT_MODULES)  # the QAT layer classes
-CONVERTED_TYPES = (*{*LUT_MODULES.values()}, ThresholdEncoder, StepEncoder)
+CONVERTED_TYPES = (*{*LUT_MODULES.values()}, ThresholdEncoder, StepEncoder, AdaptiveStepEncoder)
 PREPARED_TYPES = (*QAT_TYPES, ActivationQuantizer)
 
 

@@ -7,6 +7,7 @@ from torch import Tensor
 from ..config import (
     ActivationConfig,
     ActivationThresholdConfig,
+    ASQActivationConfig,
     LSQActivationConfig,
     LSQWeightConfig,
     POSTWeightConfig,
@@ -14,6 +15,7 @@ from ..config import (
     WeightCodebookConfig,
     WeightConfig,
 )
+from .asq import ASQActivationQuantizer
 from .base import ActivationQuantizer, WeightQuantizer
 from .codebook import CodebookWeightQuantizer
 from .lsq import LSQActivationQuantizer, LSQWeightQuantizer
@@ -30,6 +32,7 @@ WEIGHT_QUANTIZERS: dict[type, type[WeightQuantizer]] = {
 ACTIVATION_QUANTIZERS: dict[type, type[ActivationQuantizer]] = {
     ActivationThresholdConfig: ThresholdActivationQuantizer,
     LSQActivationConfig: LSQActivationQuantizer,
+    ASQActivationConfig: ASQActivationQuantizer,
 }
 
 
@@ -47,6 +50,7 @@ def build_activation_quantizer(
 
 
 __all__ = [
+    "ASQActivationQuantizer",
     "ActivationQuantizer",
     "CodebookWeightQuantizer",
     "LSQActivationQuantizer",

@@ -27,7 +27,7 @@ class TrainConfig:
     float_lr: float = 0.05
     # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
     weight_quantizer: Literal["adq", "n2uq", "lsq", "post"] = "adq"
-    activation_quantizer: Literal["n2uq", "lsq"] = "n2uq"
+    activation_quantizer: Literal["n2uq", "lsq", "asq"] = "n2uq"
     target_bits: float = 3.0
     bit_options: tuple[int, ...] = (2, 3, 4)
     mixed_precision: bool = False
@@ -74,9 +74,9 @@ class TrainConfig:
         if self.weight_quantizer not in ("adq", "n2uq", "lsq", "post"):
             raise ValueError(f"TrainConfig(weight_quantizer={self.weight_quantizer!r}) must be "
                              "'adq', 'n2uq', 'lsq' or 'post'.")
-        if self.activation_quantizer not in ("n2uq", "lsq"):
+        if self.activation_quantizer not in ("n2uq", "lsq", "asq"):
             raise ValueError(f"TrainConfig(activation_quantizer={self.activation_quantizer!r}) must be "
-                             "'n2uq' or 'lsq'.")
+                             "'n2uq', 'lsq' or 'asq'.")
         if any(b not in SUPPORTED_BITS for b in self.bit_options):
             raise ValueError(f"TrainConfig(bit_options={self.bit_options}): each must be in 2..8.")
         for name in ("lr", "float_lr", "batch_size", "kd_temperature"):

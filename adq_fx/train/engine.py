@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from .. import (
     ActivationThresholdConfig,
     ADQConfig,
+    ASQActivationConfig,
     LSQActivationConfig,
     LSQWeightConfig,
     POSTWeightConfig,
@@ -179,6 +180,8 @@ class Runner:
         activation: ActivationConfig = ActivationThresholdConfig(bits=3)
         if cfg.activation_quantizer == "lsq":
             activation = LSQActivationConfig(bits=3)
+        elif cfg.activation_quantizer == "asq":
+            activation = ASQActivationConfig(bits=3)
         return ADQConfig(weight=weight, activation=activation)
 
     def bit_plan(self, model: nn.Module) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
