@@ -88,10 +88,12 @@ def test_with_bits_refuses_unsupported_bits(weight_bits: int, activation_bits: i
 
 def test_adq_config_refuses_swapped_parts() -> None:
     with pytest.raises(TypeError, match=r"ADQConfig\(weight=...\) must be one of WeightCodebookConfig, "
-                       r"UniformWeightConfig, LSQWeightConfig; got ActivationThresholdConfig"):
+                       r"UniformWeightConfig, LSQWeightConfig, POSTWeightConfig; "
+                       r"got ActivationThresholdConfig"):
         ADQConfig(weight=ActivationThresholdConfig())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"ADQConfig\(activation=...\) must be one of "
-                       r"ActivationThresholdConfig, LSQActivationConfig; got WeightCodebookConfig"):
+                       r"ActivationThresholdConfig, LSQActivationConfig, ASQActivationConfig; "
+                       r"got WeightCodebookConfig"):
         ADQConfig(activation=WeightCodebookConfig())  # type: ignore[arg-type]
 
 
