@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker)
         return 0
     kind, _, where = args.data.partition(":")
-    if kind == "imagefolder" and not (REPO / where).is_dir():
+    if kind == "imagefolder" and not (REPO / where).is_dir() and not args.dry_run:
         raise SystemExit(f"no {REPO / where}: unpack the data first, e.g. "
                          "mkdir -p data && tar -xJf ../shared/data/cifar10-jpeg.tar.xz -C data")
     float_job, jobs = plan(args)

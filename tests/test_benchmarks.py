@@ -1,0 +1,53 @@
+"""The benchmark scripts' own logic: the results page and the ablation plan (nothing is trained)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _script(name: str):  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_results_page_rewrites_only_marked_blocks() -> None:
+    page = _script("results_page")
+    text = "intro\n<!-- results:demo -->\nold\n<!-- /results:demo -->\nmiddle\n<!-- results:convert -->\n" \
+           "<!-- /results:convert -->\nend"
+    out = page.fill(text, {"demo": "NEW TABLE", "convert": "X"})
+    assert out == ("intro\n<!-- results:demo -->\nNEW TABLE\n<!-- /results:demo -->\nmiddle\n"
+                   "<!-- results:convert -->\nX\n<!-- /results:convert -->\nend")
+    assert page.fill(out, {"demo": "NEW TABLE", "convert": "X"}) == out  # idempotent
+    with pytest.raises(SystemExit, match="unknown results block 'nope'"):
+        page.fill("<!-- results:nope -->\n<!-- /results:nope -->", {"demo": ""})
+
+
+def test_every_results_block_in_the_docs_is_one_the_page_knows() -> None:
+    page = _script("results_page")
+    root = BENCHMARKS.parent
+    for doc in (root / "README.md", root / "docs" / "results.md"):
+        names = set(page.re.findall(r"<!-- results:([\w-]+) -->", doc.read_text()))
+        assert names and names <= set(page.BLOCKS), doc
+
+
+@pytest.mark.parametrize("schedule", ["full", "reduced"])
+def test_ablation_plans_valid_training_configs(schedule) -> None:
+    """--dry-run builds and validates every TrainConfig of the table without training."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "ablation.py"), "--schedule", schedule,
+                           "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("A_s2", "C_s2", "E_s2", "F_s2", "LSQ-4_s0", "ADQ-2_s0"):
+        assert name in done.stdout
