@@ -1,5 +1,6 @@
 """How closely a converted (lookup-table) model reproduces the trained one.
 
+ADQ on four models, then the baselines (LSQ, N2UQ, POST + ASQ) on the residual one.
 Trains each model a few QAT steps on random data (so codebooks, thresholds and
 BatchNorm statistics have moved off their init), converts, and reports
 max |converted - prepared| and that relative to max |prepared| on fresh
@@ -24,11 +25,23 @@ from adq_fx.environment import describe, machine_info
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from models import FunctionalNet, SignedNet, TinyResNet
 
+METHODS = {
+    "LSQ": adq_fx.ADQConfig(weight=adq_fx.LSQWeightConfig(bits=3),
+                            activation=adq_fx.LSQActivationConfig(bits=3)),
+    "N2UQ": adq_fx.ADQConfig(weight=adq_fx.UniformWeightConfig(bits=3),
+                             activation=adq_fx.ActivationThresholdConfig(bits=3)),
+    "POST + ASQ": adq_fx.ADQConfig(weight=adq_fx.POSTWeightConfig(bits=3),
+                                   activation=adq_fx.ASQActivationConfig(bits=3)),
+}
 
-def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], steps: int = 5) -> dict:
+
+def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], steps: int = 5,
+            config: adq_fx.ADQConfig | None = None) -> dict:
     torch.manual_seed(0)
     example = torch.randn(shape)
-    prepared = adq_fx.prepare_adq(model, adq_fx.default_qconfig_mapping(3), (example,))
+    mapping = adq_fx.default_qconfig_mapping(3) if config is None else \
+        adq_fx.ADQConfigMapping().set_global(config)
+    prepared = adq_fx.prepare_adq(model, mapping, (example,))
     optimizer = torch.optim.SGD(prepared.parameters(), lr=0.01, momentum=0.9)
     prepared.train()
     for _ in range(steps):
@@ -58,6 +71,8 @@ def main() -> None:
         measure("SignedNet (signed inputs)", SignedNet(), (8, 3, 16, 16)),
         measure("torchvision resnet18, 10 classes", torchvision.models.resnet18(num_classes=10),
                 (4, 3, 64, 64)),
+        *(measure(f"TinyResNet, {method}", TinyResNet(), (8, 3, 16, 16), config=config)
+          for method, config in METHODS.items()),
     ]
     result = {"machine": machine_info(), "rows": rows}
     out = Path(__file__).parent / "results" / "convert_tolerance.json"
