@@ -44,10 +44,11 @@ def test_every_results_block_in_the_docs_is_one_the_page_knows() -> None:
 
 
 @pytest.mark.parametrize("schedule", ["full", "reduced"])
-def test_ablation_plans_valid_training_configs(schedule) -> None:
+def test_ablation_plans_valid_training_configs(schedule, tmp_path) -> None:
     """--dry-run builds and validates every TrainConfig of the table without training."""
     done = subprocess.run([sys.executable, str(BENCHMARKS / "ablation.py"), "--schedule", schedule,
-                           "--dry-run"], capture_output=True, text=True, timeout=120)
+                           "--dry-run", "--results-dir", str(tmp_path / "results"),
+                           "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("A_s2", "C_s2", "E_s2", "F_s2", "LSQ-4_s0", "ADQ-2_s0"):
         assert name in done.stdout
