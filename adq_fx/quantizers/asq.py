@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from .. import functional as F
 from ..config import ASQActivationConfig
-from ._distributed import all_reduce_mean_
-from .base import ActivationQuantizer, as_float
+from .lsq import FirstBatchStepQuantizer
 
 
 class StepAdapter(nn.Module):
@@ -42,43 +39,19 @@ class StepAdapter(nn.Module):
         return self(x).view(-1, *([1] * (x.dim() - 1)))
 
 
-class ASQActivationQuantizer(ActivationQuantizer):
-    """Per-tensor step (LSQ init from the first batch, averaged over DDP ranks) times beta_n."""
-
-    initialized: Tensor
+class ASQActivationQuantizer(FirstBatchStepQuantizer):
+    """Per-tensor step (LSQ's init, see FirstBatchStepQuantizer) times the adapter's beta_n."""
 
     def __init__(
         self, config: ASQActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
     ) -> None:
-        super().__init__()
-        self.config = config
-        self.signed = signed
-        self.channel_dim = channel_dim
-        self.q_negative, self.q_positive = F.lsq_range(config.bits, signed=signed)
-        self.step = nn.Parameter(torch.ones(()))
+        super().__init__(config, signed=signed, channel_dim=channel_dim)
         self.adapter = StepAdapter(num_channels, channel_dim, config.reduction)
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
-        self._ready = False  # a Python mirror of `initialized`: no host sync per step
-
-    @torch.no_grad()
-    def initialize(self, x: Tensor) -> None:
-        step = F.lsq_initial_step(x, self.q_positive)
-        all_reduce_mean_(step)
-        self.step.copy_(step)
-        self.initialized.fill_(True)
-        self._ready = True
-
-    def sample_step(self, x: Tensor) -> Tensor:
-        """s · beta_n, shaped to broadcast against x: what the converted encoder also computes."""
-        return self.step * self.adapter.sample_factor(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = as_float(x, self.step)
-        if not self._ready:
-            self.initialize(x)
-        grad_scale = 1.0 / math.sqrt(self.q_positive * x.numel()) if self.config.grad_scale else 1.0
+        x = self.prepared_input(x)
         out, _ = F.asq_quantize(x, self.step, self.adapter.sample_factor(x), self.q_negative,
-                                self.q_positive, grad_scale)
+                                self.q_positive, self.step_grad_scale(x))
         return out
 
     @torch.no_grad()
@@ -86,7 +59,3 @@ class ASQActivationQuantizer(ActivationQuantizer):
         """The integer levels Q_N..Q_P; the converted layer multiplies by each sample's step."""
         return torch.arange(self.q_negative, self.q_positive + 1, dtype=self.step.dtype,
                             device=self.step.device)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._ready = bool(self.initialized)

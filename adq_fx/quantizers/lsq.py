@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import functional as F
-from ..config import LSQActivationConfig, LSQWeightConfig
+from ..config import ASQActivationConfig, LSQActivationConfig, LSQWeightConfig
 from ._distributed import all_reduce_mean_
 from .base import ActivationQuantizer, WeightQuantizer, as_float
 
@@ -49,18 +49,18 @@ class LSQWeightQuantizer(WeightQuantizer):
                               self.grad_scale)
 
 
-class LSQActivationQuantizer(ActivationQuantizer):
-    """One step per tensor, initialised from the first batch it sees (train or eval).
+class FirstBatchStepQuantizer(ActivationQuantizer):
+    """A per-tensor step initialised 2·mean|x|/sqrt(Q_P) from the first batch seen (train or eval).
 
     Under DDP the initial step is averaged over ranks so all ranks start equal.
-    Whether it has been initialised is saved, so a loaded checkpoint is not re-initialised.
+    Whether it has been initialised is saved, so a loaded checkpoint is not
+    re-initialised. Shared by LSQ and ASQ activations.
     """
 
     initialized: Tensor
 
-    def __init__(
-        self, config: LSQActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
-    ) -> None:
+    def __init__(self, config: LSQActivationConfig | ASQActivationConfig, *, signed: bool,
+                 channel_dim: int) -> None:
         super().__init__()
         self.config = config
         self.signed = signed
@@ -78,12 +78,32 @@ class LSQActivationQuantizer(ActivationQuantizer):
         self.initialized.fill_(True)
         self._ready = True
 
-    def forward(self, x: Tensor) -> Tensor:
+    def prepared_input(self, x: Tensor) -> Tensor:
+        """x in the step's dtype, after initialising the step on the first call."""
         x = as_float(x, self.step)
         if not self._ready:
             self.initialize(x)
-        grad_scale = 1.0 / math.sqrt(self.q_positive * x.numel()) if self.config.grad_scale else 1.0
-        return F.lsq_quantize(x, self.step, self.q_negative, self.q_positive, grad_scale)
+        return x
+
+    def step_grad_scale(self, x: Tensor) -> float:
+        return 1.0 / math.sqrt(self.q_positive * x.numel()) if self.config.grad_scale else 1.0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._ready = bool(self.initialized)
+
+
+class LSQActivationQuantizer(FirstBatchStepQuantizer):
+    """LSQ activations: one learned step per tensor."""
+
+    def __init__(
+        self, config: LSQActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
+    ) -> None:
+        super().__init__(config, signed=signed, channel_dim=channel_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.prepared_input(x)
+        return F.lsq_quantize(x, self.step, self.q_negative, self.q_positive, self.step_grad_scale(x))
 
     def codes(self, x: Tensor) -> Tensor:
         return F.lsq_codes(as_float(x, self.step), self.step, self.q_negative, self.q_positive)
@@ -94,7 +114,3 @@ class LSQActivationQuantizer(ActivationQuantizer):
         levels = torch.arange(self.q_negative, self.q_positive + 1, dtype=self.step.dtype,
                               device=self.step.device)
         return (levels * self.step).detach()
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._ready = bool(self.initialized)
