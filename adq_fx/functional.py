@@ -471,7 +471,7 @@ class _ThresholdQuantize(torch.autograd.Function):
     """threshold_quantize_reference with hand-written gradients.
 
     One bucketize over :func:`interleaved_boundaries` gives each element's search
-    position p; the forward output is a lookup of p in a (2n+2)-entry table, and
+    position p; the forward output follows from the code p >> 1, and
     backward needs only p, x and two per-position sums of the upstream gradient
     (Σ g and Σ g·x, by index_add_): every parameter gradient follows from those
     2n+2-entry vectors in closed form, and the input gradient is one more lookup.
@@ -483,11 +483,11 @@ class _ThresholdQuantize(torch.autograd.Function):
         n = intervals.numel()
         shifted = x if shift is None else x + shift
         positions = search_positions(beta1 * shifted, interleaved_boundaries(start, intervals, min_interval))
-        levels = code_levels(torch.arange(n + 1, device=x.device), n, x.dtype)
-        out = _gather(_per_position(beta2 * levels), positions)
+        # The reference's own formula, so the values match it and the converted level table bit for bit.
+        out = threshold_output(code_levels(position_codes(positions), n, x.dtype), beta2, shift)
         ctx.save_for_backward(x, positions, start, intervals, beta1, beta2, shift)
         ctx.min_interval = min_interval
-        return out if shift is None else out - shift
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
