@@ -282,7 +282,7 @@ def benchmark(args: argparse.Namespace) -> None:
         },
         "rows": rows,
     }
-    out = Path(__file__).parent / "results" / f"qat_speed_{device.type}.json"
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"qat_speed_{device.type}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(markdown(rows, device.type))
@@ -381,6 +381,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     parser.add_argument("--quick", action="store_true", help="smoke run: few warm-up and timed steps")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/qat_speed_<device>.json, the "
+                                      "published table: use another path for partial or exploratory runs)")
     parser.add_argument("--profile", choices=VARIANTS, metavar="VARIANT",
                         help="profile a few steps of this variant instead of timing")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "VARIANT", "PRECISION"), help=argparse.SUPPRESS)
