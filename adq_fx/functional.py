@@ -146,9 +146,23 @@ def nearest_codes(weight_normalised: Tensor, codebook: Tensor) -> Tensor:
 def cluster_statistics(weight_normalised: Tensor, codes: Tensor, num_levels: int) -> tuple[Tensor, Tensor]:
     """Per entry: how many weights chose it and the sum of those weights (eqs. 5-6 increments)."""
     flat_codes, flat_weights = _flat_alike(codes, weight_normalised.detach().float())
-    counts = torch.bincount(flat_codes, minlength=num_levels).to(torch.float32)
+    counts = code_counts(flat_codes, num_levels, without_host_sync=flat_codes.is_cuda)
     sums = flat_weights.new_zeros(num_levels).index_add_(0, flat_codes, flat_weights)
     return counts, sums
+
+
+def code_counts(flat_codes: Tensor, num_levels: int, *, without_host_sync: bool) -> Tensor:
+    """How often each code occurs, float32.
+
+    torch.bincount reads the largest code back to the host on CUDA (a sync per
+    layer per step), so there the counts are accumulated with index_add_ in
+    float64 (exact to 2^53); on CPU bincount is the faster of the two.
+    """
+    if not without_host_sync:
+        return torch.bincount(flat_codes, minlength=num_levels).to(torch.float32)
+    ones = torch.ones((), dtype=torch.float64, device=flat_codes.device).expand(flat_codes.numel())
+    counts = torch.zeros(num_levels, dtype=torch.float64, device=flat_codes.device)
+    return counts.index_add_(0, flat_codes, ones).to(torch.float32)
 
 
 class _CodebookQuantize(torch.autograd.Function):

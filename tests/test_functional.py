@@ -422,3 +422,12 @@ def test_straight_through_forwards_the_quantized_value_and_passes_the_gradient(x
     assert grad_q is None  # the quantized value is a constant to autograd
     (grad_x,) = torch.autograd.grad(F.straight_through(x, x_quantized), x, upstream)
     assert torch.equal(grad_x, upstream)
+
+
+@FAST
+@given(st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=200))
+def test_code_counts_without_host_sync_equal_bincount(codes) -> None:
+    flat = torch.tensor(codes, dtype=torch.int32)
+    expected = F.code_counts(flat, 7, without_host_sync=False)
+    assert torch.equal(F.code_counts(flat, 7, without_host_sync=True), expected)
+    assert expected.tolist() == [float(codes.count(k)) for k in range(7)]
