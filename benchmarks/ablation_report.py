@@ -192,7 +192,9 @@ def footer(runs: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]]
     compute = sum(r["seconds"] for records in runs.values() for r in records)
     wall = sum(s["wall_seconds"] for s in sessions)
     lines = ["", "¹ Not from the ADQ paper: the LSQ figures (and FP 92.6) are the ASQ paper's LSQ re-run on "
-             "CIFAR-10 ResNet-20, as cited; the ADQ paper reports no FP accuracy for ResNet-20. "
+             "CIFAR-10 ResNet-20, and the ASQ and ASQ+POST figures that paper's own, as cited in our "
+             "reference notes (not re-checked against the paper text); the ADQ paper reports no FP "
+             "accuracy for ResNet-20. "
              "Paper figures are on the lossless CIFAR-10; ours on the data named above.",
              f"Noise rule: {'; '.join(sorted(rules)) or '—'}. With few seeds a test has little power: "
              "'no' means not shown at this noise level, not 'no effect'.",
