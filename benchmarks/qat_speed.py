@@ -12,6 +12,7 @@ Measures the wall time of one training step (forward, cross-entropy, backward an
   activation=LSQActivationConfig(bits=3)))``); ``commitment_loss`` is added as for adq (as
   the training engine does; LSQ layers contribute zero) unless it refuses the model. Skipped
   with a note while adq_fx has no ``LSQWeightConfig``;
+- ``asq_post``: the same with the ASQ paper's quantizers (POST weights, ASQ activations);
 - ``torch_ao_qat``: PyTorch's ``prepare_qat_fx(model, get_default_qat_qconfig_mapping("x86"), ...)``
   (8-bit fake quantization, conv+bn(+relu) fused into QAT modules), deprecation warnings silenced.
 
@@ -67,7 +68,7 @@ from adq_fx.train.models import build_model
 BITS = 3
 LR, MOMENTUM = 0.01, 0.9
 MARKER = "QAT_SPEED_RESULT "
-VARIANTS = ("float", "adq", "lsq", "torch_ao_qat")
+VARIANTS = ("float", "adq", "lsq", "asq_post", "torch_ao_qat")
 DEFAULT_REPEATS, DEFAULT_WARMUP = 20, 3
 QUICK_REPEATS, QUICK_WARMUP = 3, 1
 PROFILE_WARMUP, PROFILE_STEPS = 2, 3
@@ -108,9 +109,11 @@ def prepare(variant: str, model: nn.Module, example: Tensor) -> tuple[nn.Module,
         return model, False
     if variant == "adq":
         return adq_fx.prepare_adq(model, adq_fx.default_qconfig_mapping(BITS), (example,)), True
-    if variant == "lsq":
+    if variant in ("lsq", "asq_post"):
         config = adq_fx.ADQConfig(
             weight=adq_fx.LSQWeightConfig(bits=BITS), activation=adq_fx.LSQActivationConfig(bits=BITS)
+        ) if variant == "lsq" else adq_fx.ADQConfig(
+            weight=adq_fx.POSTWeightConfig(bits=BITS), activation=adq_fx.ASQActivationConfig(bits=BITS)
         )
         prepared = adq_fx.prepare_adq(model, adq_fx.ADQConfigMapping().set_global(config), (example,))
         try:  # LSQ has no codebook: add the commitment term only if adq_fx defines one for it
