@@ -20,6 +20,11 @@ def _check_bits(owner: str, bits: int) -> None:
         )
 
 
+def _check_signed(owner: str, signed: object) -> None:
+    if signed not in (None, True, False):
+        raise ValueError(f"{owner}(signed={signed!r}) must be None, True or False.")
+
+
 def _check_range(owner: str, name: str, value: float, lo: float, hi: float) -> None:
     if not (lo <= value <= hi):
         raise ValueError(f"{owner}({name}={value!r}) must lie in [{lo}, {hi}].")
@@ -89,8 +94,7 @@ class ActivationThresholdConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
-        if self.signed not in (None, True, False):
-            raise ValueError(f"{name}(signed={self.signed!r}) must be None, True or False.")
+        _check_signed(name, self.signed)
         if not self.min_interval > 0:
             raise ValueError(f"{name}(min_interval={self.min_interval!r}) must be positive.")
 
@@ -114,10 +118,6 @@ class UniformWeightConfig:
     def __post_init__(self) -> None:
         _check_bits(type(self).__name__, self.bits)
 
-    @property
-    def num_levels(self) -> int:
-        return 2**self.bits
-
 
 @dataclass(frozen=True, kw_only=True)
 class LSQWeightConfig:
@@ -133,10 +133,6 @@ class LSQWeightConfig:
 
     def __post_init__(self) -> None:
         _check_bits(type(self).__name__, self.bits)
-
-    @property
-    def num_levels(self) -> int:
-        return 2**self.bits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,12 +152,7 @@ class LSQActivationConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
-        if self.signed not in (None, True, False):
-            raise ValueError(f"{name}(signed={self.signed!r}) must be None, True or False.")
-
-    @property
-    def num_levels(self) -> int:
-        return 2**self.bits
+        _check_signed(name, self.signed)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,14 +175,9 @@ class ASQActivationConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
-        if self.signed not in (None, True, False):
-            raise ValueError(f"{name}(signed={self.signed!r}) must be None, True or False.")
+        _check_signed(name, self.signed)
         if isinstance(self.reduction, bool) or not isinstance(self.reduction, int) or self.reduction < 1:
             raise ValueError(f"{name}(reduction={self.reduction!r}) must be a positive integer.")
-
-    @property
-    def num_levels(self) -> int:
-        return 2**self.bits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,10 +202,6 @@ class POSTWeightConfig:
         if not self.base > 1:
             raise ValueError(f"{name}(base={self.base!r}) must be greater than 1.")
         _check_range(name, "clip_quantile", self.clip_quantile, 0.5, 1.0)
-
-    @property
-    def num_levels(self) -> int:
-        return 2**self.bits - 1
 
 
 WeightConfig = WeightCodebookConfig | UniformWeightConfig | LSQWeightConfig | POSTWeightConfig
