@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, get_args
 
 from ..config import SUPPORTED_BITS
+
+WeightQuantizerName = Literal["adq", "n2uq", "lsq", "post"]
+ActivationQuantizerName = Literal["n2uq", "lsq", "asq"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,8 +29,8 @@ class TrainConfig:
     float_epochs: int = 20
     float_lr: float = 0.05
     # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
-    weight_quantizer: Literal["adq", "n2uq", "lsq", "post"] = "adq"
-    activation_quantizer: Literal["n2uq", "lsq", "asq"] = "n2uq"
+    weight_quantizer: WeightQuantizerName = "adq"
+    activation_quantizer: ActivationQuantizerName = "n2uq"
     target_bits: float = 3.0
     bit_options: tuple[int, ...] = (2, 3, 4)
     mixed_precision: bool = False
@@ -71,12 +74,12 @@ class TrainConfig:
                 f"integer in {SUPPORTED_BITS.start}..{SUPPORTED_BITS.stop - 1}; pass mixed_precision=True "
                 "for a fractional average."
             )
-        if self.weight_quantizer not in ("adq", "n2uq", "lsq", "post"):
-            raise ValueError(f"TrainConfig(weight_quantizer={self.weight_quantizer!r}) must be "
-                             "'adq', 'n2uq', 'lsq' or 'post'.")
-        if self.activation_quantizer not in ("n2uq", "lsq", "asq"):
-            raise ValueError(f"TrainConfig(activation_quantizer={self.activation_quantizer!r}) must be "
-                             "'n2uq', 'lsq' or 'asq'.")
+        for name, names in (("weight_quantizer", WeightQuantizerName),
+                            ("activation_quantizer", ActivationQuantizerName)):
+            allowed = get_args(names)
+            if getattr(self, name) not in allowed:
+                listed = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
+                raise ValueError(f"TrainConfig({name}={getattr(self, name)!r}) must be {listed}.")
         if any(b not in SUPPORTED_BITS for b in self.bit_options):
             raise ValueError(f"TrainConfig(bit_options={self.bit_options}): each must be in 2..8.")
         for name in ("lr", "float_lr", "batch_size", "kd_temperature"):

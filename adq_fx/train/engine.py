@@ -33,7 +33,7 @@ from .. import (
     qconfig_mapping_from_plan,
     quantization_map,
 )
-from ..config import ActivationConfig, WeightConfig
+from ..config import WeightConfig
 from ..environment import machine_info
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
@@ -44,6 +44,8 @@ from .distributed import init_from_environment, unwrap
 from .kd import distillation_loss
 from .models import build_model
 
+BASELINE_WEIGHTS = {"n2uq": UniformWeightConfig, "lsq": LSQWeightConfig, "post": POSTWeightConfig}
+ACTIVATIONS = {"n2uq": ActivationThresholdConfig, "lsq": LSQActivationConfig, "asq": ASQActivationConfig}
 PHASE_SEEDS = {"float": 1, "qat": 2}  # fixed, so runs and resumes are reproducible
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -171,18 +173,9 @@ class Runner:
             weight = WeightCodebookConfig(
                 bits=3, levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
                 commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed)
-        elif cfg.weight_quantizer == "n2uq":
-            weight = UniformWeightConfig(bits=3)
-        elif cfg.weight_quantizer == "post":
-            weight = POSTWeightConfig(bits=3)
         else:
-            weight = LSQWeightConfig(bits=3)
-        activation: ActivationConfig = ActivationThresholdConfig(bits=3)
-        if cfg.activation_quantizer == "lsq":
-            activation = LSQActivationConfig(bits=3)
-        elif cfg.activation_quantizer == "asq":
-            activation = ASQActivationConfig(bits=3)
-        return ADQConfig(weight=weight, activation=activation)
+            weight = BASELINE_WEIGHTS[cfg.weight_quantizer](bits=3)
+        return ADQConfig(weight=weight, activation=ACTIVATIONS[cfg.activation_quantizer](bits=3))
 
     def bit_plan(self, model: nn.Module) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
         """Fixed bits, or eq. (8) sensitivities on the float model + allocate_bits (weights = activations)."""
