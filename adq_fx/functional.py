@@ -264,26 +264,11 @@ def mean_abs_scale(weight: Tensor, bits: int, floor: float = 1e-8) -> Tensor:
 
 
 # ------------------------------------------------------------------------------- ASQ
-def asq_quantize(
-    x: Tensor, step: Tensor, sample_factor: Tensor, q_negative: int, q_positive: int, grad_scale: float
-) -> tuple[Tensor, Tensor]:
-    """ASQ: LSQ with the step s·beta_n of each sample; returns (quantized x, s·beta_n).
-
-    ``sample_factor`` is beta shaped to broadcast against x (N, 1, ...). The
-    step's gradient is scaled by ``grad_scale``, beta's is not; the value is
-    exactly (integer level) * s·beta_n, as the converted model computes it.
-    """
-    sample_step = scale_gradient(step, grad_scale) * sample_factor
-    ratio = torch.clamp(x / sample_step, q_negative, q_positive)
-    return straight_through(ratio, torch.round(ratio)) * sample_step, sample_step
-
-
 def pool_to_channels(x: Tensor, channel_dim: int) -> Tensor:
     """(N, C): the mean over every dim but the batch and the channels."""
     channel_dim = channel_dim % x.dim()
     dims = [d for d in range(1, x.dim()) if d != channel_dim]
-    pooled = x.mean(dim=dims) if dims else x
-    return pooled
+    return x.mean(dim=dims) if dims else x
 
 
 # ------------------------------------------------------------------------------ POST

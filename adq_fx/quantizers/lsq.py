@@ -39,7 +39,7 @@ class LSQWeightQuantizer(WeightQuantizer):
         return self.step.detach()
 
     def _step(self, dims: int) -> Tensor:
-        return self.step.view(-1, *([1] * (dims - 1)))
+        return F.broadcast_channels(self.step, dims, 0)
 
     def codes(self, weight: Tensor) -> Tensor:
         return F.lsq_codes(weight.float(), self._step(weight.dim()), self.q_negative, self.q_positive)
