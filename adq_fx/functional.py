@@ -177,13 +177,13 @@ class _CodebookQuantize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, scale, codebook):  # type: ignore[no-untyped-def]
+    def forward(ctx, weight, scale, codebook, with_commitment):  # type: ignore[no-untyped-def]
         normalised = normalise(weight, scale)
         codes = nearest_codes(normalised, codebook)
         target = _gather(codebook, codes)
         quantized = denormalise(target, scale)
-        residual = normalised - target
-        commitment = residual.pow(2).mean()
+        residual = normalised - target if with_commitment else None
+        commitment = residual.pow(2).mean() if residual is not None else weight.new_zeros(())
         ctx.save_for_backward(residual, scale)
         ctx.mark_non_differentiable(normalised, codes)
         ctx.set_materialize_grads(False)  # an unused commitment output costs nothing in backward
@@ -193,24 +193,26 @@ class _CodebookQuantize(torch.autograd.Function):
     def backward(ctx, grad_quantized, grad_commitment, _grad_normalised, _grad_codes):  # type: ignore[no-untyped-def]
         residual, scale = ctx.saved_tensors
         grad = grad_quantized
-        if ctx.needs_input_grad[0] and grad_commitment is not None:
+        if ctx.needs_input_grad[0] and grad_commitment is not None and residual is not None:
             coefficient = 2.0 * grad_commitment / residual.numel()
             per_channel = broadcast_channels(coefficient / scale, residual.dim(), 0)
             grad = torch.addcmul(grad, residual, per_channel) if grad is not None else residual * per_channel
-        return grad, None, None
+        return grad, None, None, None
 
 
 def codebook_quantize(
-    weight: Tensor, scale: Tensor, codebook: Tensor
+    weight: Tensor, scale: Tensor, codebook: Tensor, *, with_commitment: bool = True
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(quantized weight with the STE, commitment mean((sg(ŵ') - w')^2), normalised weight, codes).
+
+    ``with_commitment=False`` (evaluation) skips the commitment term and returns 0 for it.
 
     >>> w = torch.tensor([[0.2, -1.1]], requires_grad=True)
     >>> q, c, _, codes = codebook_quantize(w, torch.tensor([1.0]), torch.tensor([-1.0, 0.0, 1.0]))
     >>> q.tolist(), round(c.item(), 4), codes.tolist(), torch.autograd.grad(q.sum(), w)[0].tolist()
     ([[0.0, -1.0]], 0.025, [[1, 0]], [[1.0, 1.0]])
     """
-    return _CodebookQuantize.apply(weight, scale, codebook)
+    return _CodebookQuantize.apply(weight, scale, codebook, with_commitment)
 
 
 def ema_kmeans_step(

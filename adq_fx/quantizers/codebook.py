@@ -58,7 +58,8 @@ class CodebookWeightQuantizer(WeightQuantizer):
         return self.scale
 
     def forward(self, weight: Tensor) -> Tensor:
-        quantized, commitment, normalised, codes = F.codebook_quantize(weight, self.scale, self.codebook)
+        quantized, commitment, normalised, codes = F.codebook_quantize(
+            weight, self.scale, self.codebook, with_commitment=self.training)
         if self.training:
             if not torch.compiler.is_compiling():
                 self._pending_commitment = (commitment, weight._version)  # for commitment() this step
