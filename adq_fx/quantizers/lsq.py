@@ -105,9 +105,6 @@ class LSQActivationQuantizer(FirstBatchStepQuantizer):
         x = self.prepared_input(x)
         return F.lsq_quantize(x, self.step, self.q_negative, self.q_positive, self.step_grad_scale(x))
 
-    def codes(self, x: Tensor) -> Tensor:
-        return F.lsq_codes(as_float(x, self.step), self.step, self.q_negative, self.q_positive)
-
     @torch.no_grad()
     def level_table(self) -> Tensor:
         """(Q_N + code) * step: the forward's product, bit for bit."""
