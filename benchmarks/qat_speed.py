@@ -10,8 +10,7 @@ Measures the wall time of one training step (forward, cross-entropy, backward an
 - ``lsq``: the same, with 3-bit LSQ weight and activation quantizers
   (``ADQConfigMapping().set_global(ADQConfig(weight=LSQWeightConfig(bits=3),
   activation=LSQActivationConfig(bits=3)))``); ``commitment_loss`` is added as for adq (as
-  the training engine does; LSQ layers contribute zero) unless it refuses the model. Skipped
-  with a note while adq_fx has no ``LSQWeightConfig``;
+  the training engine does; LSQ layers contribute zero);
 - ``asq_post``: the same with the ASQ paper's quantizers (POST weights, ASQ activations);
 - ``torch_ao_qat``: PyTorch's ``prepare_qat_fx(model, get_default_qat_qconfig_mapping("x86"), ...)``
   (8-bit fake quantization, conv+bn(+relu) fused into QAT modules), deprecation warnings silenced.
@@ -88,10 +87,6 @@ NETWORKS = {
 }
 
 
-def has_lsq() -> bool:
-    return hasattr(adq_fx, "LSQWeightConfig") and hasattr(adq_fx, "LSQActivationConfig")
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -115,12 +110,7 @@ def prepare(variant: str, model: nn.Module, example: Tensor) -> tuple[nn.Module,
         ) if variant == "lsq" else adq_fx.ADQConfig(
             weight=adq_fx.POSTWeightConfig(bits=BITS), activation=adq_fx.ASQActivationConfig(bits=BITS)
         )
-        prepared = adq_fx.prepare_adq(model, adq_fx.ADQConfigMapping().set_global(config), (example,))
-        try:  # LSQ has no codebook: add the commitment term only if adq_fx defines one for it
-            adq_fx.commitment_loss(prepared)
-        except ValueError:
-            return prepared, False
-        return prepared, True
+        return adq_fx.prepare_adq(model, adq_fx.ADQConfigMapping().set_global(config), (example,)), True
     if variant == "torch_ao_qat":
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -254,9 +244,6 @@ def markdown(rows: list[dict[str, Any]], device_type: str) -> str:
 def benchmark(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     variants = list(args.variants)
-    if "lsq" in variants and not has_lsq():
-        print("note: lsq skipped: this adq_fx has no LSQWeightConfig / LSQActivationConfig yet.")
-        variants.remove("lsq")
     precisions = ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]
     rows = []
     for network in args.models:
@@ -345,9 +332,6 @@ def profile(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.profile == "lsq" and not has_lsq():
-        print("note: lsq cannot be profiled: this adq_fx has no LSQWeightConfig yet.")
-        return
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for network in args.models:
         setup = set_up(network, args.profile, False, device, args.channels_last)
