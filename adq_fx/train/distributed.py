@@ -24,7 +24,6 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
     owns_group: bool = False  # we created the process group, so we destroy it at the end
 
     @property
@@ -55,17 +54,15 @@ def init_from_environment(device_setting: str) -> tuple[Distributed, torch.devic
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device_setting == "auto" else device_setting.startswith("cuda")
     if world_size == 1:
-        device = torch.device("cuda" if use_cuda else "cpu") if device_setting == "auto" else \
-            torch.device(device_setting)
-        return Distributed(), device
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        return Distributed(), torch.device("cuda" if use_cuda else "cpu") if device_setting == "auto" \
+            else torch.device(device_setting)
     owns_group = not dist.is_initialized()
     if owns_group:
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, owns_group=owns_group), device
+    return Distributed(rank=int(os.environ["RANK"]), world_size=world_size, owns_group=owns_group), device
 
 
 def unwrap(model: nn.Module) -> nn.Module:
