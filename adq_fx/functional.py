@@ -15,17 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_int32: bool = False) -> Tensor:
-    """torch.bucketize without the copy it makes of a channels_last input: the op is
-    elementwise, so it runs on the memory-order view and the result keeps the layout."""
-    values, boundaries = values.detach(), boundaries.detach().contiguous()
-    if values.dim() == 4 and not values.is_contiguous() and values.is_contiguous(
-        memory_format=torch.channels_last
-    ):
-        nhwc = torch.bucketize(values.permute(0, 2, 3, 1), boundaries, right=right, out_int32=out_int32)
-        return nhwc.permute(0, 3, 1, 2)
-    return torch.bucketize(values, boundaries, right=right, out_int32=out_int32)
+from . import kernels
+from ._layout import flatten_alike, gather
+from .kernels import bucketize
 
 
 def straight_through(x: Tensor, x_quantized: Tensor) -> Tensor:
@@ -145,7 +137,7 @@ def nearest_codes(weight_normalised: Tensor, codebook: Tensor) -> Tensor:
 
 def cluster_statistics(weight_normalised: Tensor, codes: Tensor, num_levels: int) -> tuple[Tensor, Tensor]:
     """Per entry: how many weights chose it and the sum of those weights (eqs. 5-6 increments)."""
-    flat_codes, flat_weights = _flat_alike(codes, weight_normalised.detach().float())
+    (flat_codes, flat_weights), _ = flatten_alike(codes, weight_normalised.detach().float())
     counts = code_counts(flat_codes, num_levels, without_host_sync=flat_codes.is_cuda)
     sums = flat_weights.new_zeros(num_levels).index_add_(0, flat_codes, flat_weights)
     return counts, sums
@@ -180,7 +172,7 @@ class _CodebookQuantize(torch.autograd.Function):
     def forward(ctx, weight, scale, codebook, with_commitment):  # type: ignore[no-untyped-def]
         normalised = normalise(weight, scale)
         codes = nearest_codes(normalised, codebook)
-        target = _gather(codebook, codes)
+        target = gather(codebook, codes)
         quantized = denormalise(target, scale)
         residual = normalised - target if with_commitment else None
         commitment = residual.pow(2).mean() if residual is not None else weight.new_zeros(())
@@ -293,7 +285,7 @@ def clipped_quantize(weight: Tensor, clip: Tensor, levels: Tensor) -> Tensor:
     The value is exactly clip * level, the product the converted model computes.
     """
     ratio = torch.clamp(weight / clip, -1.0, 1.0)
-    level = straight_through(ratio, _gather(levels, nearest_codes(ratio, levels)))
+    level = straight_through(ratio, gather(levels, nearest_codes(ratio, levels)))
     return level * clip
 
 
@@ -406,38 +398,6 @@ def _per_position(table_per_code: Tensor) -> Tensor:
     return table_per_code.repeat_interleave(2)
 
 
-def _memory_order(t: Tensor) -> Tensor | None:
-    """A 1-D view of ``t`` in memory order for the two layouts we meet, else None."""
-    if t.is_contiguous():
-        return t.view(-1)
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.permute(0, 2, 3, 1).reshape(-1)  # a view: NHWC is contiguous
-    return None
-
-
-def _flat_alike(*tensors: Tensor) -> list[Tensor]:
-    """1-D versions of same-shaped tensors, element i of each the same element: memory-order
-    views when they share a layout (no copy for channels_last), logical-order copies otherwise."""
-    views = [_memory_order(t) for t in tensors]
-    layouts = {t.is_contiguous() for t in tensors}
-    if all(v is not None for v in views) and len(layouts) == 1:
-        return views  # type: ignore[return-value]
-    return [t.reshape(-1) for t in tensors]
-
-
-def _gather(table: Tensor, positions: Tensor) -> Tensor:
-    """table[positions] for a small table, through index_select (several times faster on CPU);
-    the result keeps the layout of ``positions``."""
-    flat = _memory_order(positions)
-    if flat is None:
-        return table.index_select(0, positions.reshape(-1)).view(positions.shape)
-    out = table.index_select(0, flat)
-    if positions.is_contiguous():
-        return out.view(positions.shape)
-    n, c, h, w = positions.shape
-    return out.view(n, h, w, c).permute(0, 3, 1, 2)
-
-
 def threshold_quantize_reference(
     x: Tensor,
     start: Tensor,
@@ -471,21 +431,27 @@ def threshold_quantize_reference(
 class _ThresholdQuantize(torch.autograd.Function):
     """threshold_quantize_reference with hand-written gradients.
 
-    One bucketize over :func:`interleaved_boundaries` gives each element's search
-    position p; the forward output follows from the code p >> 1, and
-    backward needs only p, x and two per-position sums of the upstream gradient
-    (Σ g and Σ g·x, by index_add_): every parameter gradient follows from those
-    2n+2-entry vectors in closed form, and the input gradient is one more lookup.
-    About six passes over the activation instead of twenty for autograd's version.
+    One search over :func:`interleaved_boundaries` gives each element's search
+    position p; the forward output follows from the code p >> 1, and backward
+    needs only p, x and two per-position sums of the upstream gradient (Σ g and
+    Σ g·x): every parameter gradient follows from those 2n+2-entry vectors in
+    closed form, and the input gradient is one more lookup. The per-element work
+    is one pass each way (:mod:`adq_fx.kernels`) instead of autograd's twenty.
     """
 
     @staticmethod
     def forward(ctx, x, start, intervals, beta1, beta2, shift, min_interval):  # type: ignore[no-untyped-def]
         n = intervals.numel()
-        shifted = x if shift is None else x + shift
-        positions = search_positions(beta1 * shifted, interleaved_boundaries(start, intervals, min_interval))
-        # The reference's own formula, so the values match it and the converted level table bit for bit.
-        out = threshold_output(code_levels(position_codes(positions), n, x.dtype), beta2, shift)
+        boundaries = interleaved_boundaries(start, intervals, min_interval)
+        if shift is None:
+            # The output per code, by the reference's own formula: values match it and the
+            # converted level table bit for bit.
+            codes = torch.arange(n + 1, device=x.device)
+            code_table = threshold_output(code_levels(codes, n, x.dtype), beta2, None)
+            positions, out = kernels.threshold_forward(x, boundaries, beta1, code_table)
+        else:  # a per-channel output table: elementwise
+            positions = search_positions(beta1 * (x + shift), boundaries)
+            out = threshold_output(code_levels(position_codes(positions), n, x.dtype), beta2, shift)
         ctx.save_for_backward(x, positions, start, intervals, beta1, beta2, shift)
         ctx.min_interval = min_interval
         return out
@@ -495,23 +461,20 @@ class _ThresholdQuantize(torch.autograd.Function):
         x, positions, start, intervals, beta1, beta2, shift = ctx.saved_tensors
         n, delta = intervals.numel(), 2.0 / intervals.numel()
         edges, lengths = interval_edges(start, intervals, ctx.min_interval)
+        slope = beta2 * delta / lengths  # d(output)/du inside interval k
+        zero = slope.new_zeros(1)  # positions 0 and 2n+1 lie outside (d_0, d_n)
+        input_slope = torch.cat([zero, (slope * beta1).repeat_interleave(2), zero]).to(grad_out.dtype)
         shifted = x if shift is None else x + shift
-        flat_positions, flat_grad, flat_product = _flat_alike(positions, grad_out, grad_out * shifted)
-        # Per search position: Σ g and Σ g·(x + shift).
-        g_sum = grad_out.new_zeros(2 * n + 2).index_add_(0, flat_positions, flat_grad)
-        gx_sum = grad_out.new_zeros(2 * n + 2).index_add_(0, flat_positions, flat_product)
+        # d(out)/dx per element, and per search position: Σ g and Σ g·(x + shift).
+        grad_x, g_sum, gx_sum = kernels.position_sums(positions, grad_out, shifted, input_slope, 2 * n + 2)
         # Per interval k (positions 2k+1 and 2k+2 are inside it).
         g_k = g_sum[1:-1].view(n, 2).sum(1)
         gx_k = gx_sum[1:-1].view(n, 2).sum(1)
-        slope = beta2 * delta / lengths  # d(output)/du inside interval k
         grad_u_k = slope * g_k
         # Σ_i∈k grad_u_i·ramp_i with ramp = (u - d_k) / a_k, u = beta1·(x + shift).
         ramp_k = slope / lengths * (beta1 * gx_k - edges[:-1] * g_k)
         beyond = grad_u_k.flip(0).cumsum(0).flip(0) - grad_u_k  # Σ over intervals after k
         grad_lengths = -(beyond + ramp_k) * (intervals > ctx.min_interval)
-        zero = slope.new_zeros(1)  # positions 0 and 2n+1 lie outside (d_0, d_n)
-        input_slope = torch.cat([zero, (slope * beta1).repeat_interleave(2), zero])
-        grad_x = grad_out * _gather(input_slope.to(grad_out.dtype), positions)
         levels = code_levels(torch.arange(n + 1, device=x.device), n, g_sum.dtype)
         grad_shift = None
         if shift is not None:

@@ -1,0 +1,203 @@
+"""Fused CPU kernels for the quantizers' hot loops, with eager fallbacks that give the same values.
+
+Every training step searches each weight (nearest codebook entry) and each
+activation (thresholds) among a handful of sorted boundaries, then maps codes
+to levels and, in backward, sums the gradient per search position. In eager
+PyTorch that is a branchy binary search (``torch.bucketize``, about 8 ns an
+element on a CPU core), several elementwise passes and a single-threaded
+``index_add_``. Written as "count the boundaries below each value" these steps
+are elementwise, and torch.compile fuses each group into one vectorised,
+multi-threaded pass (``benchmarks/qat_speed.py`` measures the difference).
+
+Forward values are identical on both paths (codes, NaN and ±inf included, and
+levels taken from the same table), so a backend never changes what a model
+computes or what ``convert_adq`` exports. Gradient sums differ only in float
+summation order.
+
+Backends (:func:`set_kernel_backend`):
+
+- ``"auto"`` (default): compiled for CPU tensors of at least
+  :data:`AUTO_MIN_ELEMENTS` elements, eager otherwise. If compiling fails (no
+  C++ compiler, an unsupported platform), one warning says why and the process
+  stays eager. GPUs stay eager: the compiled path is not measured there yet.
+- ``"eager"``: always eager.
+- ``"compiled"``: always compiled, any device and size; a failure raises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor
+
+from ._layout import flatten_alike, gather, is_channels_last
+
+KernelBackend = Literal["auto", "eager", "compiled"]
+KERNEL_BACKENDS: tuple[str, ...] = get_args(KernelBackend)
+
+#: Below this many elements the compiled call's guard overhead outweighs the work.
+AUTO_MIN_ELEMENTS = 1 << 14
+#: Boundaries are padded (with NaN, which no comparison counts) to a multiple of
+#: this, so a network compiles a few kernel variants, not one per boundary count.
+_PAD_MULTIPLE = 8
+
+_backend: KernelBackend = "auto"
+_auto_failure: str | None = None  # why "auto" gave up compiling, once it has
+_compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def set_kernel_backend(backend: KernelBackend) -> KernelBackend:
+    """Choose eager or compiled quantizer kernels (see the module docstring); returns the previous choice."""
+    global _backend
+    if backend not in KERNEL_BACKENDS:
+        raise ValueError(f"kernel backend must be one of {KERNEL_BACKENDS}, got {backend!r}")
+    previous, _backend = _backend, backend
+    return previous
+
+
+def get_kernel_backend() -> KernelBackend:
+    return _backend
+
+
+# ------------------------------------------------------------------------ public ops
+def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_int32: bool = False) -> Tensor:
+    """``torch.bucketize(values, boundaries, right=right, out_int32=out_int32)`` for a sorted
+    1-D ``boundaries``, no gradient; the result keeps the layout of ``values``."""
+    values, boundaries = values.detach(), boundaries.detach().contiguous()
+    if _use_compiled(values):
+        (flat,), unflatten = flatten_alike(values)
+        kernel = _count_at_or_below if right else _count_below
+        codes = _run_compiled(kernel, (flat, _pad(boundaries)), dynamic=(flat,))
+        if codes is not None:
+            codes = unflatten(codes)
+            return codes if out_int32 else codes.long()
+    if is_channels_last(values):  # bucketize is elementwise: search NHWC memory, keep the layout
+        nhwc = torch.bucketize(values.permute(0, 2, 3, 1), boundaries, right=right, out_int32=out_int32)
+        return nhwc.permute(0, 3, 1, 2)
+    return torch.bucketize(values, boundaries, right=right, out_int32=out_int32)
+
+
+def threshold_forward(
+    x: Tensor, boundaries: Tensor, beta1: Tensor, code_table: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Search positions (int32) of ``beta1 * x`` among ``boundaries`` (bucketize, right=True),
+    and the output ``code_table[position >> 1]``, in x's layout."""
+    x, boundaries = x.detach(), boundaries.detach().contiguous()
+    beta1, code_table = beta1.detach(), code_table.detach()
+    if _use_compiled(x):
+        (flat,), unflatten = flatten_alike(x)
+        result = _run_compiled(_fused_threshold_forward, (flat, _pad(boundaries), beta1, code_table),
+                               dynamic=(flat,))
+        if result is not None:
+            return unflatten(result[0]), unflatten(result[1])
+    positions = bucketize(beta1 * x, boundaries, right=True, out_int32=True)
+    return positions, gather(code_table, positions >> 1)
+
+
+def position_sums(
+    positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, num_positions: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """For the threshold quantizer's backward, from one pass over the activation:
+    ``grad * slope_table[positions]`` (in grad's shape) and, per search position,
+    Σ grad and Σ grad·values (``num_positions`` each)."""
+    flats, unflatten = flatten_alike(positions, grad, values)
+    if _use_compiled(grad):
+        result = _run_compiled(_fused_position_sums, (*flats, slope_table, num_positions), dynamic=flats)
+        if result is not None:
+            return unflatten(result[0]), result[1], result[2]
+    flat_positions, flat_grad, flat_values = flats
+    grad_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad)
+    product_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad * flat_values)
+    scaled = flat_grad * slope_table.index_select(0, flat_positions)
+    return unflatten(scaled), grad_sums, product_sums
+
+
+# ------------------------------------------------------------------------ dispatch
+def _use_compiled(t: Tensor) -> bool:
+    if _backend == "eager" or torch.compiler.is_compiling():
+        return False  # inside a user's torch.compile, the eager ops join the user's graph
+    if _backend == "compiled":
+        return True
+    return _auto_failure is None and t.device.type == "cpu" and t.numel() >= AUTO_MIN_ELEMENTS
+
+
+def _run_compiled(kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic: tuple[Tensor, ...]) -> Any:
+    """The compiled kernel's result, or None after a failed compile under "auto" (warned once)."""
+    global _auto_failure
+    if kernel not in _compiled:
+        _compiled[kernel] = torch.compile(kernel, fullgraph=True)
+    for t in dynamic:
+        torch._dynamo.maybe_mark_dynamic(t, 0)  # one kernel for every activation size
+    try:
+        return _compiled[kernel](*args)
+    except Exception as error:  # any failure to compile means: use the eager path
+        if _backend == "compiled":
+            raise RuntimeError(
+                f"adq_fx kernel backend 'compiled': torch.compile of {kernel.__name__} failed "
+                f"({type(error).__name__}: {error}); use adq_fx.set_kernel_backend('eager')"
+            ) from error
+        _auto_failure = f"{type(error).__name__}: {error}"
+        warnings.warn(
+            "adq_fx: compiling the quantizer kernels failed, so this process runs them eagerly "
+            f"(same values, slower on CPU). Cause: {_auto_failure}. "
+            "adq_fx.set_kernel_backend('eager') silences this.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+
+def _pad(boundaries: Tensor) -> Tensor:
+    padding = (-boundaries.numel()) % _PAD_MULTIPLE
+    if not padding:
+        return boundaries
+    return torch.cat([boundaries, boundaries.new_full((padding,), float("nan"))])
+
+
+# ------------------------------------------------------- kernels (compiled as written)
+def _count_below(flat: Tensor, padded: Tensor) -> Tensor:
+    """#{b : b < v}, int32: bucketize with right=False. NaN boundaries never count; a NaN
+    value gets the number of real boundaries, as torch.bucketize gives it."""
+    count = (flat > padded[0]).to(torch.int32)
+    for i in range(1, padded.numel()):  # a static loop: unrolled into one elementwise pass
+        count = count + (flat > padded[i]).to(torch.int32)
+    return torch.where(flat != flat, (padded == padded).sum(dtype=torch.int32), count)
+
+
+def _count_at_or_below(flat: Tensor, padded: Tensor) -> Tensor:
+    """#{b : b <= v}, int32: bucketize with right=True (NaN as in :func:`_count_below`)."""
+    count = (flat >= padded[0]).to(torch.int32)
+    for i in range(1, padded.numel()):
+        count = count + (flat >= padded[i]).to(torch.int32)
+    return torch.where(flat != flat, (padded == padded).sum(dtype=torch.int32), count)
+
+
+def _fused_threshold_forward(
+    flat: Tensor, padded: Tensor, beta1: Tensor, code_table: Tensor
+) -> tuple[Tensor, Tensor]:
+    positions = _count_at_or_below(beta1 * flat, padded)
+    return positions, code_table[positions >> 1]
+
+
+def _fused_position_sums(
+    positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, num_positions: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    product = grad * values
+    grad_sums = torch.stack([torch.where(positions == p, grad, 0).sum() for p in range(num_positions)])
+    product_sums = torch.stack([torch.where(positions == p, product, 0).sum() for p in range(num_positions)])
+    return grad * slope_table[positions], grad_sums, product_sums
+
+
+__all__ = [
+    "AUTO_MIN_ELEMENTS",
+    "KERNEL_BACKENDS",
+    "KernelBackend",
+    "bucketize",
+    "get_kernel_backend",
+    "position_sums",
+    "set_kernel_backend",
+    "threshold_forward",
+]
