@@ -16,6 +16,7 @@ from .config import (
     UniformWeightConfig,
     WeightCodebookConfig,
 )
+from .kernels import get_kernel_backend, set_kernel_backend
 from .mapping import (
     ADQConfigMapping,
     default_qconfig_mapping,
@@ -39,12 +40,14 @@ __all__ = [
     "commitment_loss",
     "convert_adq",
     "default_qconfig_mapping",
+    "get_kernel_backend",
     "layer_sensitivity",
     "model_size_bits",
     "prepare_adq",
     "qconfig_mapping_from_map",
     "qconfig_mapping_from_plan",
     "quantization_map",
+    "set_kernel_backend",
 ]
 
 __version__ = "0.1.0"

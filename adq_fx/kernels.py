@@ -17,9 +17,14 @@ summation order.
 Backends (:func:`set_kernel_backend`):
 
 - ``"auto"`` (default): compiled for CPU tensors of at least
-  :data:`AUTO_MIN_ELEMENTS` elements, eager otherwise. If compiling fails (no
-  C++ compiler, an unsupported platform), one warning says why and the process
-  stays eager. GPUs stay eager: the compiled path is not measured there yet.
+  :data:`AUTO_MIN_ELEMENTS` elements, eager otherwise. Compiling costs a few
+  seconds per kernel variant the first time on a machine (torch.compile caches
+  them on disk); small models (the demo, the tests) stay eager and never pay it.
+  The choice depends only on each tensor's device and size, never on what the
+  process did before, so a resumed run computes exactly what an uninterrupted
+  one does. If compiling fails (no C++ compiler, an unsupported platform), one
+  warning says why and the process stays eager. GPUs stay eager: the compiled
+  path is not measured there yet.
 - ``"eager"``: always eager.
 - ``"compiled"``: always compiled, any device and size; a failure raises.
 """
@@ -38,11 +43,15 @@ from ._layout import flatten_alike, gather, is_channels_last
 KernelBackend = Literal["auto", "eager", "compiled"]
 KERNEL_BACKENDS: tuple[str, ...] = get_args(KernelBackend)
 
-#: Below this many elements the compiled call's guard overhead outweighs the work.
-AUTO_MIN_ELEMENTS = 1 << 14
+#: "auto" compiles for tensors this large: a ResNet's activations at training batch
+#: sizes, not a toy model's (where compiling would cost more than it saves).
+AUTO_MIN_ELEMENTS = 1 << 18
 #: Boundaries are padded (with NaN, which no comparison counts) to a multiple of
 #: this, so a network compiles a few kernel variants, not one per boundary count.
 _PAD_MULTIPLE = 8
+
+#: Compiled variants allowed per kernel (boundary sizes x dtypes x layouts of small inputs).
+_RECOMPILE_LIMIT = 64
 
 _backend: KernelBackend = "auto"
 _auto_failure: str | None = None  # why "auto" gave up compiling, once it has
@@ -77,7 +86,7 @@ def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_in
     if is_channels_last(values):  # bucketize is elementwise: search NHWC memory, keep the layout
         nhwc = torch.bucketize(values.permute(0, 2, 3, 1), boundaries, right=right, out_int32=out_int32)
         return nhwc.permute(0, 3, 1, 2)
-    return torch.bucketize(values, boundaries, right=right, out_int32=out_int32)
+    return torch.bucketize(values.contiguous(), boundaries, right=right, out_int32=out_int32)
 
 
 def threshold_forward(
@@ -103,7 +112,7 @@ def position_sums(
     """For the threshold quantizer's backward, from one pass over the activation:
     ``grad * slope_table[positions]`` (in grad's shape) and, per search position,
     Σ grad and Σ grad·values (``num_positions`` each)."""
-    flats, unflatten = flatten_alike(positions, grad, values)
+    flats, unflatten = flatten_alike(positions.detach(), grad.detach(), values.detach())
     if _use_compiled(grad):
         result = _run_compiled(_fused_position_sums, (*flats, slope_table, num_positions), dynamic=flats)
         if result is not None:
@@ -125,14 +134,24 @@ def _use_compiled(t: Tensor) -> bool:
 
 
 def _run_compiled(kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic: tuple[Tensor, ...]) -> Any:
-    """The compiled kernel's result, or None after a failed compile under "auto" (warned once)."""
+    """The compiled kernel's result, or None after a failed compile under "auto" (warned once).
+
+    Each kernel compiles once per boundary-table size and dtype (a few per network);
+    the raised recompile limit only covers these calls, so a mixed-precision network
+    never silently drops back to Python.
+    """
     global _auto_failure
     if kernel not in _compiled:
         _compiled[kernel] = torch.compile(kernel, fullgraph=True)
     for t in dynamic:
         torch._dynamo.maybe_mark_dynamic(t, 0)  # one kernel for every activation size
     try:
-        return _compiled[kernel](*args)
+        with (
+            torch.profiler.record_function(f"adq_fx.kernels.{kernel.__name__}"),  # its time, by name
+            torch.no_grad(),
+            torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT),
+        ):
+            return _compiled[kernel](*args)
     except Exception as error:  # any failure to compile means: use the eager path
         if _backend == "compiled":
             raise RuntimeError(
@@ -145,7 +164,7 @@ def _run_compiled(kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic:
             f"(same values, slower on CPU). Cause: {_auto_failure}. "
             "adq_fx.set_kernel_backend('eager') silences this.",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
         return None
 

@@ -68,6 +68,7 @@ BITS = 3
 LR, MOMENTUM = 0.01, 0.9
 MARKER = "QAT_SPEED_RESULT "
 VARIANTS = ("float", "adq", "lsq", "asq_post", "torch_ao_qat")
+KERNEL_VARIANTS = ("adq", "lsq", "asq_post")  # run once per adq_fx kernel backend
 DEFAULT_REPEATS, DEFAULT_WARMUP = 20, 3
 QUICK_REPEATS, QUICK_WARMUP = 3, 1
 PROFILE_WARMUP, PROFILE_STEPS = 2, 3
@@ -161,36 +162,38 @@ def set_up(network: str, variant: str, bf16: bool, device: torch.device, channel
     return Setup(prepared, step, batch, commitment, quantized)
 
 
-def time_steps(step: Any, device: torch.device, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        step()
+def timed(step: Any, device: torch.device) -> float:
     sync(device)
+    start = time.perf_counter()
+    step()
+    sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def time_steps(step: Any, device: torch.device, warmup: int, repeats: int) -> tuple[list[float], list[float]]:
+    """(warm-up step times, timed step times), ms. The first warm-up step includes any compiling."""
+    warmup_times = [timed(step, device) for _ in range(warmup)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+    return warmup_times, [timed(step, device) for _ in range(repeats)]
 
 
 def child(args: argparse.Namespace) -> None:
     """One measurement in this process; prints one JSON line for the parent."""
-    network, variant, precision = args.child
+    network, variant, precision, kernels = args.child
     device = torch.device(args.device)
+    adq_fx.set_kernel_backend(kernels)
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     setup = set_up(network, variant, precision == "bf16", device, args.channels_last)
     rss_setup = peak_rss_mib()
-    times = time_steps(setup.step, device, args.warmup, args.repeats)
+    warmup_times, times = time_steps(setup.step, device, args.warmup, args.repeats)
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
     row = {
-        "model": network, "variant": variant, "precision": precision, "batch": setup.batch,
+        "model": network, "variant": variant, "precision": precision, "kernels": kernels,
+        "batch": setup.batch, "warmup_times_ms": warmup_times,
         "input": [setup.batch, 3, NETWORKS[network].size, NETWORKS[network].size],
         "commitment_loss": setup.commitment, "quantized_layers": setup.quantized_layers,
         "threads": torch.get_num_threads(), "median_ms": statistics.median(times), "iqr_ms": q3 - q1,
@@ -204,8 +207,9 @@ def child(args: argparse.Namespace) -> None:
     print(MARKER + json.dumps(row), flush=True)
 
 
-def run_child(args: argparse.Namespace, network: str, variant: str, precision: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", network, variant, precision,
+def run_child(args: argparse.Namespace, network: str, variant: str, precision: str,
+              kernels: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", network, variant, precision, kernels,
            "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -216,28 +220,32 @@ def run_child(args: argparse.Namespace, network: str, variant: str, precision: s
         if line.startswith(MARKER):
             return json.loads(line[len(MARKER):])
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-    print(f"{network} / {variant} / {precision} failed (exit {proc.returncode}):\n{tail}", file=sys.stderr)
-    return {"model": network, "variant": variant, "precision": precision,
+    print(f"{network} / {variant} / {precision} / {kernels} kernels failed (exit {proc.returncode}):\n{tail}",
+          file=sys.stderr)
+    return {"model": network, "variant": variant, "precision": precision, "kernels": kernels,
             "batch": NETWORKS[network].batch[torch.device(args.device).type],
             "error": f"exit {proc.returncode}: {tail}"}
 
 
 def markdown(rows: list[dict[str, Any]], device_type: str) -> str:
     memory = "peak CUDA alloc MiB" if device_type == "cuda" else "peak RSS MiB"
-    lines = [f"| model | batch | variant | median ms | IQR ms | × float | {memory} |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| model | batch | variant | adq_fx kernels | median ms | IQR ms | × float | first step ms "
+             f"| {memory} |",
+             "|---|---|---|---|---|---|---|---|---|"]
     float_median = {(r["model"], r["precision"]): r["median_ms"]
                     for r in rows if r["variant"] == "float" and "error" not in r}
     for r in rows:
         variant = r["variant"] + (", bf16 autocast" if r["precision"] == "bf16" else "")
+        kernels = r.get("kernels", "eager") if r["variant"] in KERNEL_VARIANTS else "—"
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['batch']} | {variant} | failed | — | — | — |")
+            lines.append(f"| {r['model']} | {r['batch']} | {variant} | {kernels} | failed | — | — | — | — |")
             continue
         base = float_median.get((r["model"], r["precision"]))
         ratio = f"{r['median_ms'] / base:.2f}" if base else "—"
         peak = r.get("peak_cuda_allocated_mib", r.get("peak_rss_mib"))
-        lines.append(f"| {r['model']} | {r['batch']} | {variant} | {r['median_ms']:.1f} | "
-                     f"{r['iqr_ms']:.1f} | {ratio} | {peak:.0f} |")
+        first = f"{r['warmup_times_ms'][0]:.0f}" if r.get("warmup_times_ms") else "—"
+        lines.append(f"| {r['model']} | {r['batch']} | {variant} | {kernels} | {r['median_ms']:.1f} | "
+                     f"{r['iqr_ms']:.1f} | {ratio} | {first} | {peak:.0f} |")
     return "\n".join(lines)
 
 
@@ -246,14 +254,16 @@ def benchmark(args: argparse.Namespace) -> None:
     variants = list(args.variants)
     precisions = ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]
     rows = []
+    kernel_choices = args.kernels or (["eager", "compiled"] if device.type == "cpu" else ["eager"])
     for network in args.models:
         for precision in precisions:
             for variant in variants:
-                row = run_child(args, network, variant, precision)
-                if "error" not in row:
-                    print(f"{network} / {variant} / {precision}: median {row['median_ms']:.1f} ms",
-                          file=sys.stderr, flush=True)
-                rows.append(row)
+                for kernels in kernel_choices if variant in KERNEL_VARIANTS else ["eager"]:
+                    row = run_child(args, network, variant, precision, kernels)
+                    if "error" not in row:
+                        print(f"{network} / {variant} / {precision} / {kernels}: "
+                              f"median {row['median_ms']:.1f} ms", file=sys.stderr, flush=True)
+                    rows.append(row)
     info = machine_info(device)
     result = {
         "machine": info,
@@ -262,7 +272,7 @@ def benchmark(args: argparse.Namespace) -> None:
                               "input": [NETWORKS[name].batch[device.type], 3, NETWORKS[name].size,
                                         NETWORKS[name].size]}
                        for name in args.models},
-            "variants": variants, "precisions": precisions, "bits": BITS,
+            "variants": variants, "precisions": precisions, "kernels": kernel_choices, "bits": BITS,
             "optimizer": {"name": "SGD", "lr": LR, "momentum": MOMENTUM},
             "torch_ao_qconfig": 'get_default_qat_qconfig_mapping("x86")',
             "warmup": args.warmup, "repeats": args.repeats, "threads": info["threads"],
@@ -283,6 +293,7 @@ def benchmark(args: argparse.Namespace) -> None:
 
 ADQ_FX_FRAME = re.compile(r"^(?:.*/)?adq_fx/([\w/]+)\.py\(\d+\): (\w+)$")
 BACKWARD = "autograd::engine::evaluate_function: "
+COMPILED_KERNEL = "adq_fx.kernels."  # the profiler range adq_fx.kernels puts around a compiled kernel
 
 
 def adq_fx_frames(event: Any) -> str | None:
@@ -298,13 +309,24 @@ def adq_fx_frames(event: Any) -> str | None:
     return " > ".join(reversed(frames)) if frames else None
 
 
+def _inside_compiled_kernel(event: Any) -> bool:
+    event = event.cpu_parent
+    while event is not None:
+        if event.name.startswith(COMPILED_KERNEL):
+            return True
+        event = event.cpu_parent
+    return False
+
+
 def self_time_by_adq_fx_frame(events: list[Any]) -> tuple[dict[str, float], float]:
     """Self CPU time (us) of the ops, summed by the adq_fx code that ran them, and the total.
 
     Forward ops (and the Python backward of adq_fx's autograd Functions) are attributed by
     their Python stack; autograd's own backward ops by the forward op that recorded the
-    autograd node (same sequence number)."""
-    ops = [e for e in events if not e.is_python_function]
+    autograd node (same sequence number). A compiled adq_fx kernel runs no aten op (its
+    time sits in Python frames of the generated code), so it counts by its whole
+    ``adq_fx.kernels.*`` range instead."""
+    ops = [e for e in events if not e.is_python_function and not _inside_compiled_kernel(e)]
     forward_owner: dict[int, str] = {}
     for event in ops:
         if event.sequence_nr >= 0 and not event.name.startswith(BACKWARD):
@@ -312,7 +334,13 @@ def self_time_by_adq_fx_frame(events: list[Any]) -> tuple[dict[str, float], floa
             if frames is not None:
                 forward_owner.setdefault(event.sequence_nr, frames)
     by_frame: dict[str, float] = defaultdict(float)
+    total = 0.0
     for event in ops:
+        if event.name.startswith(COMPILED_KERNEL):
+            by_frame[f"compiled {event.name}"] += event.cpu_time_total
+            total += event.cpu_time_total
+            continue
+        total += event.self_cpu_time_total
         label = adq_fx_frames(event)
         if label is None:
             node = event
@@ -322,7 +350,7 @@ def self_time_by_adq_fx_frame(events: list[Any]) -> tuple[dict[str, float], floa
             label = f"backward of {owner}" if owner else None
         if label is not None:
             by_frame[label] += event.self_cpu_time_total
-    return by_frame, sum(e.self_cpu_time_total for e in ops)
+    return by_frame, total
 
 
 def profile(args: argparse.Namespace) -> None:
@@ -333,6 +361,8 @@ def profile(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    kernels = args.kernels[0] if args.kernels else ("compiled" if device.type == "cpu" else "eager")
+    adq_fx.set_kernel_backend(kernels)
     for network in args.models:
         setup = set_up(network, args.profile, False, device, args.channels_last)
         for _ in range(PROFILE_WARMUP):
@@ -342,13 +372,15 @@ def profile(args: argparse.Namespace) -> None:
             for _ in range(PROFILE_STEPS):
                 setup.step()
             sync(device)
-        print(f"\n### {network}, {args.profile}, batch {setup.batch}, {torch.get_num_threads()} threads: "
+        print(f"\n### {network}, {args.profile} ({kernels} kernels), batch {setup.batch}, "
+              f"{torch.get_num_threads()} threads: "
               f"{PROFILE_STEPS} steps after {PROFILE_WARMUP} warm-up\n")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
         by_frame, total = self_time_by_adq_fx_frame(prof.events())
         if by_frame:
             print("\nself CPU time of the ops adq_fx code ran (forward by Python stack, autograd backward by "
-                  "its forward op), by the two innermost adq_fx frames:\n")
+                  "its forward op), by the two innermost adq_fx frames; compiled kernels by their whole "
+                  "time:\n")
             print("| adq_fx frame | self CPU ms / step | % of all self CPU |\n|---|---|---|")
             for frame, us in sorted(by_frame.items(), key=lambda item: -item[1])[:15]:
                 print(f"| {frame} | {us / 1e3 / PROFILE_STEPS:.1f} | {100 * us / total:.1f} |")
@@ -372,7 +404,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                       "published table: use another path for partial or exploratory runs)")
     parser.add_argument("--profile", choices=VARIANTS, metavar="VARIANT",
                         help="profile a few steps of this variant instead of timing")
-    parser.add_argument("--child", nargs=3, metavar=("MODEL", "VARIANT", "PRECISION"), help=argparse.SUPPRESS)
+    parser.add_argument("--kernels", nargs="+", choices=["eager", "compiled"],
+                        help="adq_fx kernel backends to time the quantized variants with (default: both on "
+                             "CPU, eager on CUDA; see adq_fx.set_kernel_backend)")
+    parser.add_argument("--child", nargs=4, metavar=("MODEL", "VARIANT", "PRECISION", "KERNELS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS

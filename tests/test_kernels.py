@@ -1,0 +1,192 @@
+"""The compiled kernels give what the eager path gives; failures fall back or raise as documented."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import warnings
+from collections.abc import Iterator
+
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import adq_fx
+from adq_fx import functional as F
+from adq_fx import kernels
+from tests.models import TinyResNet, images
+from tests.test_passes import train
+
+FEW = settings(max_examples=20, deadline=None)
+anything = st.floats(width=32, allow_nan=True, allow_infinity=True)
+finite = st.floats(min_value=-8.0, max_value=8.0, width=32)
+
+
+# The compiled backend needs a C++ compiler (torch.compile's CPU code generator); the
+# equivalence tests need it, the fallback tests below do not.
+needs_compiler = pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")),
+    reason="no C++ compiler: the compiled kernels cannot be built here (auto falls back to eager)",
+)
+
+
+@pytest.fixture
+def backend(monkeypatch) -> Iterator[None]:
+    """A fresh "auto" state (no failure seen, compiled kernels dropped), restored afterwards."""
+    previous = kernels.get_kernel_backend()
+    monkeypatch.setattr(kernels, "_auto_failure", None)
+    monkeypatch.setattr(kernels, "_compiled", {})
+    kernels.set_kernel_backend("auto")
+    yield
+    kernels.set_kernel_backend(previous)
+
+
+def both_backends(fn, *args):  # type: ignore[no-untyped-def]
+    results = []
+    for name in ("eager", "compiled"):
+        previous = kernels.set_kernel_backend(name)
+        try:
+            results.append(fn(*args))
+        finally:
+            kernels.set_kernel_backend(previous)
+    return results
+
+
+@needs_compiler
+@FEW
+@given(st.lists(anything, min_size=1, max_size=64), st.lists(finite, min_size=1, max_size=20), st.booleans())
+@example(values=[0.0, 1.0, 0.5, math.nan, math.inf, -math.inf], boundaries=[0.0, 1.0, 1.0], right=True)
+@example(values=[0.0, 1.0, 0.5, math.nan, math.inf, -math.inf], boundaries=[0.0, 1.0, 1.0], right=False)
+def test_compiled_search_is_bucketize_for_any_value_nan_and_inf_included(values, boundaries, right) -> None:
+    v, b = torch.tensor(values), torch.tensor(sorted(boundaries))
+    eager, compiled = both_backends(lambda: kernels.bucketize(v, b, right=right, out_int32=True))
+    assert torch.equal(eager, torch.bucketize(v, b, right=right, out_int32=True))
+    assert compiled.dtype == torch.int32 and torch.equal(compiled, eager), (v, b, compiled, eager)
+
+
+@needs_compiler
+def test_compiled_search_keeps_shape_layout_and_index_dtype() -> None:
+    x = torch.randn(2, 5, 3, 4).to(memory_format=torch.channels_last)
+    b = torch.linspace(-1, 1, 7)
+    eager, compiled = both_backends(lambda: kernels.bucketize(x, b))
+    assert compiled.dtype == torch.int64 and compiled.shape == x.shape
+    assert compiled.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(compiled, eager)
+    strided = torch.randn(6, 8)[:, ::2]  # neither contiguous nor channels_last: a copy, same answer
+    eager, compiled = both_backends(lambda: kernels.bucketize(strided, b, right=True))
+    assert torch.equal(compiled, eager)
+
+
+@needs_compiler
+@FEW
+@given(st.integers(min_value=2, max_value=4), st.integers(min_value=1, max_value=300), st.data())
+def test_compiled_threshold_quantize_forward_equals_eager_and_gradients_agree(bits, size, data) -> None:
+    n = 2**bits - 1
+    seed = data.draw(st.integers(min_value=0, max_value=2**16))
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(size, generator=generator) * 2
+    upstream = torch.randn(size, generator=generator)
+    params = [torch.tensor(0.1), torch.rand(n, generator=generator) * 0.5 + 0.01, torch.tensor(1.3),
+              torch.tensor(0.7)]
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        leaves = [x.clone().requires_grad_(), *(p.clone().requires_grad_() for p in params)]
+        out = F.threshold_quantize(*leaves, None, 1e-3)
+        return out.detach(), list(torch.autograd.grad((out * upstream).sum(), leaves))
+
+    (eager_out, eager_grads), (compiled_out, compiled_grads) = both_backends(run)
+    assert torch.equal(compiled_out, eager_out)
+    names = ["x", "start", "intervals", "beta1", "beta2"]
+    for name, a, b in zip(names, compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@needs_compiler
+def test_compiled_position_sums_keep_channels_last_and_match_index_add() -> None:
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.randint(0, 16, (4, 3, 5, 5), generator=generator, dtype=torch.int32)
+    positions = positions.to(memory_format=torch.channels_last)
+    grad = torch.randn(4, 3, 5, 5, generator=generator).to(memory_format=torch.channels_last)
+    values = torch.rand(4, 3, 5, 5, generator=generator).to(memory_format=torch.channels_last)
+    slope = torch.rand(16, generator=generator)
+    eager, compiled = both_backends(kernels.position_sums, positions, grad, values, slope, 16)
+    assert compiled[0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    flat_positions = positions.reshape(-1).long()
+    per_position = torch.zeros(16).index_put_((flat_positions,), grad.reshape(-1), accumulate=True)
+    torch.testing.assert_close(eager[1], per_position)
+
+
+@needs_compiler
+def test_training_and_conversion_under_the_compiled_backend_match_eager() -> None:
+    x = images(4)
+    models = []
+    for name in ("eager", "compiled"):
+        previous = kernels.set_kernel_backend(name)
+        try:
+            torch.manual_seed(0)
+            prepared = adq_fx.prepare_adq(TinyResNet().eval(), adq_fx.default_qconfig_mapping(3), x)
+            train(prepared, x, steps=2, cross_entropy=True)
+            with torch.no_grad():
+                trained, converted = prepared(x), adq_fx.convert_adq(prepared)(x)
+        finally:
+            kernels.set_kernel_backend(previous)
+        assert torch.equal(converted, trained), name
+        models.append((prepared, trained))
+    (eager_model, eager_out), (compiled_model, compiled_out) = models
+    torch.testing.assert_close(compiled_out, eager_out, rtol=1e-4, atol=1e-4)
+    eager_state = eager_model.state_dict().values()
+    for (key, a), b in zip(compiled_model.state_dict().items(), eager_state, strict=True):
+        if isinstance(a, torch.Tensor) and a.dtype.is_floating_point:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, key=key: f"{key}: {m}")
+
+
+def _broken_compile(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+    def fail(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no C++ compiler here")
+    return fail
+
+
+def test_auto_falls_back_to_eager_with_one_warning_when_compiling_fails(backend, monkeypatch) -> None:
+    monkeypatch.setattr(torch, "compile", _broken_compile)
+    big = torch.randn(kernels.AUTO_MIN_ELEMENTS)
+    b = torch.linspace(-1, 1, 5)
+    with pytest.warns(RuntimeWarning, match=r"no C\+\+ compiler here.*set_kernel_backend"):
+        codes = kernels.bucketize(big, b)
+    assert torch.equal(codes, torch.bucketize(big, b))
+    assert kernels._auto_failure is not None
+    with warnings.catch_warnings():  # the process stays eager: no second compile, no second warning
+        warnings.simplefilter("error")
+        assert torch.equal(kernels.bucketize(big, b, right=True), torch.bucketize(big, b, right=True))
+
+
+def test_compiled_backend_raises_when_compiling_fails(backend, monkeypatch) -> None:
+    monkeypatch.setattr(torch, "compile", _broken_compile)
+    kernels.set_kernel_backend("compiled")
+    with pytest.raises(RuntimeError, match=r"_count_below failed.*set_kernel_backend\('eager'\)"):
+        kernels.bucketize(torch.randn(3), torch.tensor([0.0]))
+
+
+def test_auto_compiles_large_cpu_tensors_only(backend, monkeypatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(kernels, "_run_compiled", lambda kernel, args, dynamic: calls.append(args[0].numel()))
+    b = torch.tensor([0.0, 1.0])
+    small, large = torch.randn(kernels.AUTO_MIN_ELEMENTS - 1), torch.randn(kernels.AUTO_MIN_ELEMENTS)
+    kernels.bucketize(small, b)
+    assert calls == []
+    codes = kernels.bucketize(large, b)  # the stub returns None, so eager gives the answer
+    assert calls == [large.numel()] and torch.equal(codes, torch.bucketize(large, b))
+    kernels.set_kernel_backend("eager")
+    kernels.bucketize(large, b)
+    assert calls == [large.numel()]
+
+
+def test_set_kernel_backend_validates_and_returns_the_previous_choice(backend) -> None:
+    kernels.set_kernel_backend("auto")
+    assert adq_fx.set_kernel_backend("eager") == "auto"
+    assert adq_fx.get_kernel_backend() == "eager"
+    with pytest.raises(ValueError, match=r"must be one of .*'auto', 'eager', 'compiled'.*got 'fast'"):
+        adq_fx.set_kernel_backend("fast")  # type: ignore[arg-type]
+    assert adq_fx.get_kernel_backend() == "eager"
