@@ -66,7 +66,10 @@ def speed_block(device_type: str) -> str:
     return (f"{table}\n\n{describe(data['machine'])}; {settings['warmup']} warm-up + "
             f"{settings['repeats']} timed steps per row, median and interquartile range; ADQ and LSQ at "
             f"{settings['bits']} bits (first conv and last FC float); torch.ao at its default 8-bit QAT "
-            f"qconfig; memory: {settings['memory']}.{note}")
+            f"qconfig; adq_fx kernels: `eager` = torch ops (`torch.bucketize`, `index_add_`), `compiled` = "
+            f"the fused torch.compile kernels that `auto`, the default, picks for large CPU tensors "
+            f"(first step: includes compiling or loading them from torch.compile's disk cache); "
+            f"memory: {settings['memory']}.{note}")
 
 
 def ablation_block(schedule: str) -> str:

@@ -17,6 +17,7 @@ def _script(name: str):  # type: ignore[no-untyped-def]
     try:
         spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         return module
     finally:
@@ -52,3 +53,20 @@ def test_ablation_plans_valid_training_configs(schedule, tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("A_s2", "C_s2", "E_s2", "F_s2", "LSQ-4_s0", "ADQ-2_s0"):
         assert name in done.stdout
+
+
+def test_speed_table_names_the_kernel_backend_and_ratios_to_float() -> None:
+    speed = _script("qat_speed")
+    rows = [
+        {"model": "m", "variant": "float", "precision": "fp32", "kernels": "eager", "batch": 2,
+         "median_ms": 100.0, "iqr_ms": 1.0, "peak_rss_mib": 10.0, "warmup_times_ms": [300.0]},
+        {"model": "m", "variant": "adq", "precision": "fp32", "kernels": "compiled", "batch": 2,
+         "median_ms": 130.0, "iqr_ms": 2.0, "peak_rss_mib": 12.0, "warmup_times_ms": [4000.0]},
+        {"model": "m", "variant": "adq", "precision": "fp32", "kernels": "eager", "batch": 2,
+         "error": "exit 1"},
+    ]
+    table = speed.markdown(rows, "cpu").splitlines()
+    assert table[0].startswith("| model | batch | variant | adq_fx kernels | median ms")
+    assert table[2] == "| m | 2 | float | — | 100.0 | 1.0 | 1.00 | 300 | 10 |"
+    assert table[3] == "| m | 2 | adq | compiled | 130.0 | 2.0 | 1.30 | 4000 | 12 |"
+    assert table[4] == "| m | 2 | adq | eager | failed | — | — | — | — |"
