@@ -83,6 +83,9 @@ class ActivationThresholdConfig:
     signed=None detects at prepare time whether the input can be negative
     (graph first, then the example inputs); True/False overrides it. A signed
     input gets a learnable per-channel shift in front (and removed behind).
+    init="uniform" starts as N2UQ does, a uniform quantizer on [0, 2];
+    init="first_batch" scales that range to the first batch the quantizer sees
+    (LSQ's rule, 2·mean|x|·sqrt(2^b - 1), as LSQ and ASQ activations start).
     """
 
     method: ClassVar[str] = "n2uq_thresholds"
@@ -90,11 +93,14 @@ class ActivationThresholdConfig:
     bits: int = 3
     signed: bool | None = None
     min_interval: float = 1e-3
+    init: Literal["uniform", "first_batch"] = "uniform"
 
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
         _check_signed(name, self.signed)
+        if self.init not in ("uniform", "first_batch"):
+            raise ValueError(f"{name}(init={self.init!r}) must be 'uniform' or 'first_batch'.")
         if not self.min_interval > 0:
             raise ValueError(f"{name}(min_interval={self.min_interval!r}) must be positive.")
 

@@ -119,6 +119,12 @@ CONFIGS: dict[str, Ablation] = {a.name: a for a in [
     Ablation("ASQ+POST-3", "POST weights + ASQ activations, fixed 3-bit",
              {"weight_quantizer": "post", "activation_quantizer": "asq", "target_bits": 3}, 92.3,
              "ASQ paper (as cited)"),
+    # Diagnostics, not in any paper: D and LSQ-3 with their weight or activation halves swapped,
+    # to locate which half of the quantizer a gap between them comes from.
+    Ablation("ADQw+LSQa-3", "diagnostic: ADQ weights + LSQ activations, fixed 3-bit",
+             {"activation_quantizer": "lsq", "target_bits": 3}, None, "—"),
+    Ablation("LSQw+N2UQa-3", "diagnostic: LSQ weights + N2UQ (LTQ) activations, fixed 3-bit",
+             {"weight_quantizer": "lsq", "activation_quantizer": "n2uq", "target_bits": 3}, None, "—"),
 ]}
 FLOAT_DESCRIPTION = "float ResNet-20 (the start of every QAT run)"
 FLOAT_PAPER = (92.6, "ASQ paper, LSQ's FP (as cited)")  # the ADQ paper gives no FP figure for ResNet-20

@@ -11,9 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from adq_fx import LSQActivationConfig, commitment_loss, default_qconfig_mapping, prepare_adq
+from adq_fx import (
+    ActivationThresholdConfig,
+    LSQActivationConfig,
+    commitment_loss,
+    default_qconfig_mapping,
+    prepare_adq,
+)
 from adq_fx import functional as AF
-from adq_fx.quantizers import LSQActivationQuantizer
+from adq_fx.quantizers import LSQActivationQuantizer, ThresholdActivationQuantizer
 from tests.models import TinyResNet, images
 
 STEPS = 3
@@ -68,6 +74,13 @@ def lsq_first_batch(rank: int) -> torch.Tensor:
     return quantizer.step.detach().clone()
 
 
+def threshold_first_batch(rank: int) -> torch.Tensor:
+    config = ActivationThresholdConfig(bits=3, init="first_batch")
+    quantizer = ThresholdActivationQuantizer(config, signed=False, num_channels=3, channel_dim=1)
+    quantizer(images(4, seed=10 + rank).abs())
+    return quantizer.beta1.detach().clone()
+
+
 def run(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
@@ -77,7 +90,7 @@ def run(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         shard = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
         train(DistributedDataParallel(prepared), prepared, x[shard], y[shard])
         result = {"trained": codebooks(prepared), "update": rank_specific_update(prepared, rank),
-                  "lsq_step": lsq_first_batch(rank)}
+                  "lsq_step": lsq_first_batch(rank), "threshold_beta1": threshold_first_batch(rank)}
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -7,9 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from adq_fx import LSQActivationConfig
+from adq_fx import ActivationThresholdConfig, LSQActivationConfig
 from adq_fx import functional as AF
-from adq_fx.quantizers import LSQActivationQuantizer
+from adq_fx.quantizers import LSQActivationQuantizer, ThresholdActivationQuantizer
 from tests import ddp_worker
 from tests.models import images
 
@@ -75,3 +75,15 @@ def test_lsq_step_init_is_the_mean_over_ranks(ranks) -> None:
         steps.append(q.step.detach())
     assert not torch.equal(steps[0], steps[1])
     assert torch.allclose(ranks[0]["lsq_step"], (steps[0] + steps[1]) / 2)
+
+
+def test_threshold_first_batch_scale_is_set_from_the_mean_over_ranks(ranks) -> None:
+    assert torch.equal(ranks[0]["threshold_beta1"], ranks[1]["threshold_beta1"])
+    clips = []
+    for rank in range(WORLD):
+        q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init="first_batch"), signed=False,
+                                         num_channels=3, channel_dim=1)
+        q(images(4, seed=10 + rank).abs())
+        clips.append(2 / q.beta1.detach())
+    assert not torch.allclose(clips[0], clips[1])
+    torch.testing.assert_close(ranks[0]["threshold_beta1"], 2 / ((clips[0] + clips[1]) / 2))

@@ -12,6 +12,7 @@ from adq_fx import (
     ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
+    LSQActivationConfig,
     WeightCodebookConfig,
     convert_adq,
     default_qconfig_mapping,
@@ -305,3 +306,20 @@ def test_summaries_refuse_a_model_without_quantized_layers() -> None:
     expected = "commitment_loss: TinyResNet has no adq_fx QAT layer; call prepare_adq"
     with pytest.raises(ValueError, match=expected):
         commitment_loss(TinyResNet())
+
+
+@pytest.mark.parametrize("activation", [ActivationThresholdConfig(bits=3, init="first_batch"),
+                                        LSQActivationConfig(bits=3)], ids=["thresholds", "lsq"])
+def test_convert_before_a_first_batch_init_has_seen_data_names_the_quantizer(activation) -> None:
+    x = images(2)
+    config = ADQConfig(weight=WeightCodebookConfig(bits=3), activation=activation)
+    mapping = ADQConfigMapping().set_global(config)
+    prepared = prepare_adq(TinyResNet().eval(), mapping, x)
+    with pytest.raises(ValueError, match=r"input quantizer '[\w.]+_input_quantizer' .*has seen none; run the "
+                                         r"prepared model on data"):
+        convert_adq(prepared)
+    with torch.no_grad():
+        prepared.eval()(x)  # one calibration forward is enough
+    converted = convert_adq(prepared)
+    with torch.no_grad():
+        assert torch.equal(converted(x), prepared(x))

@@ -301,6 +301,7 @@ def test_loading_a_threshold_state_with_other_bits_names_the_module() -> None:
         (lambda: WeightCodebookConfig(eps=0.0), "eps=0.0"),
         (lambda: ActivationThresholdConfig(bits=0), "bits=0"),
         (lambda: ActivationThresholdConfig(min_interval=0.0), "min_interval=0.0"),
+        (lambda: ActivationThresholdConfig(init="lsq"), "init='lsq'"),
     ],
 )
 def test_invalid_configs_raise_naming_the_field(make, field: str) -> None:
@@ -315,3 +316,48 @@ def test_full_levels_without_pinning_is_valid() -> None:
     assert config.num_levels == 4
     assert WeightCodebookConfig(bits=2).num_levels == 3
     assert ActivationThresholdConfig(bits=2).num_levels == 4
+
+
+# ------------------------------------------------------------------- first-batch threshold init
+def _first_batch_quantizer(signed: bool = False) -> ThresholdActivationQuantizer:
+    config = ActivationThresholdConfig(bits=3, init="first_batch")
+    return ThresholdActivationQuantizer(config, signed=signed, num_channels=2, channel_dim=1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(min_value=0.01, max_value=100.0), st.integers(min_value=0, max_value=2**16), st.booleans())
+def test_first_batch_init_stretches_the_uniform_quantizer_over_lsq_range(scale, seed, signed) -> None:
+    x = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(seed)).abs() * scale
+    q = _first_batch_quantizer(signed)
+    out = q(x)
+    shifted = x if q.shift is None else x + q.shift.view(1, -1, 1, 1)
+    clip = 2 * shifted.abs().mean() * 7**0.5  # LSQ's 2·mean|x|·sqrt(n), n = 7 intervals at 3 bits
+    torch.testing.assert_close(q.beta1.detach(), 2 / clip)
+    torch.testing.assert_close(q.beta2.detach(), clip / 2)
+    assert bool(q.initialized)
+    # still N2UQ's uniform quantizer, on [0, clip] of the input, returning input units
+    codes = (q.beta1 * shifted[..., None] >= q.thresholds()).sum(-1)
+    expected = q.beta2 * (codes.float() * (2.0 / 7))
+    expected = expected if q.shift is None else expected - q.shift.view(1, -1, 1, 1)
+    assert torch.equal(out.detach(), expected.detach())
+    assert 0 < int(codes.max()) <= 7  # the range covers the data: codes are used
+
+
+def test_first_batch_init_runs_once_and_survives_a_state_dict_round_trip() -> None:
+    q = _first_batch_quantizer()
+    q(torch.rand(2, 2, 4, 4))
+    beta1 = q.beta1.detach().clone()
+    q(torch.rand(2, 2, 4, 4) * 50)  # a second batch does not re-initialise
+    assert torch.equal(q.beta1.detach(), beta1)
+    fresh = _first_batch_quantizer()
+    fresh.load_state_dict(q.state_dict())
+    fresh(torch.rand(2, 2, 4, 4) * 50)  # loaded: already initialised
+    assert torch.equal(fresh.beta1.detach(), beta1)
+
+
+def test_uniform_init_keeps_the_reference_start_and_its_state_dict_keys() -> None:
+    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3), signed=False, num_channels=2,
+                                     channel_dim=1)
+    q(torch.rand(2, 2, 4, 4) * 50)
+    assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0
+    assert "initialized" not in q.state_dict()  # checkpoints of the default quantizer are unchanged

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import adq_fx
 from adq_fx.cli import main
 from adq_fx.train.config import TrainConfig
 from adq_fx.train.data import random_crop_flip
@@ -136,6 +137,24 @@ def test_train_config_validation() -> None:
         TrainConfig(weight_quantizer="pact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"activation_quantizer='adq'\) must be 'n2uq', 'lsq' or 'asq'"):
         TrainConfig(activation_quantizer="adq")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"threshold_init='lsq'\) must be 'uniform' or 'first_batch'"):
+        TrainConfig(threshold_init="lsq")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"kernels='fast'\) must be one of"):
+        TrainConfig(kernels="fast")  # type: ignore[arg-type]
+
+
+def test_a_run_uses_its_kernel_backend_and_first_batch_thresholds_then_restores_the_backend(tmp_path) -> None:
+    before = adq_fx.get_kernel_backend()
+    results = run_training(_config(tmp_path, float_epochs=1, epochs=1, kernels="eager",
+                                   threshold_init="first_batch"))
+    assert results["machine"]["kernels"] == "eager"
+    assert adq_fx.get_kernel_backend() == before
+    assert results["converted_accuracy"] == results["qat_accuracy"]
+    state = torch.load(tmp_path / "qat_last.pt", weights_only=False)["model"]
+    initialised = {k: v for k, v in state.items() if k.endswith("input_quantizer.initialized")}
+    assert initialised and all(bool(v) for v in initialised.values())
+    betas = [v for k, v in state.items() if k.endswith("input_quantizer.beta1")]
+    assert betas and all(v.item() != 1.0 for v in betas)  # scaled from data, not N2UQ's fixed start
 
 
 def test_cli_train(tmp_path, capsys) -> None:

@@ -33,6 +33,7 @@ def convert_adq(prepared: fx.GraphModule) -> fx.GraphModule:
         module = modules[node.target]
         if isinstance(module, ActivationQuantizer):
             _check_feeds_one_layer(node, modules)
+            _check_initialized(node, module)
             continue
         if not isinstance(module, QAT_TYPES):
             continue
@@ -54,6 +55,16 @@ def convert_adq(prepared: fx.GraphModule) -> fx.GraphModule:
     gm.graph.lint()
     gm.recompile()
     return gm.eval()
+
+
+def _check_initialized(node: fx.Node, quantizer: ActivationQuantizer) -> None:
+    """A quantizer with a first-batch init that saw no batch would convert with its placeholder scales."""
+    if not getattr(quantizer, "_ready", True):
+        raise ValueError(
+            f"convert_adq: input quantizer {node.target!r} ({type(quantizer).__name__}) sets its scale "
+            "from the first batch it sees and has seen none; run the prepared model on data (train, "
+            "or one calibration forward) before converting."
+        )
 
 
 def _check_feeds_one_layer(node: fx.Node, modules: dict[str, nn.Module]) -> None:

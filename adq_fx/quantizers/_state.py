@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 
 def check_saved_layout(prefix: str, state_dict: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -35,3 +36,36 @@ class CheckedLayout(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         check_saved_layout(prefix, state_dict, self.layout())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class FirstBatchInit(nn.Module):
+    """A data-driven init run on the first batch the module sees (train or eval).
+
+    Whether it ran is saved as the ``initialized`` buffer, so a loaded checkpoint
+    is not initialised again; a Python mirror avoids a host sync per step.
+    Subclasses call ``_track_first_batch()`` in ``__init__`` (only when they use a
+    data init, so other checkpoints keep their keys) and ``_initialize_once(x)``
+    first thing in ``forward``, and implement ``initialize(x)``.
+    """
+
+    initialized: Tensor
+    _ready: bool = True  # modules that never track a first batch are always ready
+
+    def _track_first_batch(self) -> None:
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._ready = False
+
+    def initialize(self, x: Tensor) -> None:
+        raise NotImplementedError
+
+    def _initialize_once(self, x: Tensor) -> None:
+        if not self._ready:
+            with torch.no_grad():
+                self.initialize(x)
+            self.initialized.fill_(True)
+            self._ready = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if "initialized" in self._buffers:
+            self._ready = bool(self.initialized)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .. import functional as F
 from ..config import ASQActivationConfig, LSQActivationConfig, LSQWeightConfig
 from ._distributed import all_reduce_mean_
+from ._state import FirstBatchInit
 from .base import ActivationQuantizer, WeightQuantizer, as_float
 
 
@@ -49,15 +50,13 @@ class LSQWeightQuantizer(WeightQuantizer):
                               self.grad_scale)
 
 
-class FirstBatchStepQuantizer(ActivationQuantizer):
+class FirstBatchStepQuantizer(FirstBatchInit, ActivationQuantizer):
     """A per-tensor step initialised 2·mean|x|/sqrt(Q_P) from the first batch seen (train or eval).
 
     Under DDP the initial step is averaged over ranks so all ranks start equal.
     Whether it has been initialised is saved, so a loaded checkpoint is not
     re-initialised. Shared by LSQ and ASQ activations.
     """
-
-    initialized: Tensor
 
     def __init__(self, config: LSQActivationConfig | ASQActivationConfig, *, signed: bool,
                  channel_dim: int) -> None:
@@ -67,30 +66,21 @@ class FirstBatchStepQuantizer(ActivationQuantizer):
         self.channel_dim = channel_dim
         self.q_negative, self.q_positive = F.lsq_range(config.bits, signed=signed)
         self.step = nn.Parameter(torch.ones(()))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
-        self._ready = False  # a Python mirror of `initialized`: no host sync per step
+        self._track_first_batch()
 
-    @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
         step = F.lsq_initial_step(x, self.q_positive)
         all_reduce_mean_(step)
         self.step.copy_(step)
-        self.initialized.fill_(True)
-        self._ready = True
 
     def prepared_input(self, x: Tensor) -> Tensor:
         """x in the step's dtype, after initialising the step on the first call."""
         x = as_float(x, self.step)
-        if not self._ready:
-            self.initialize(x)
+        self._initialize_once(x)
         return x
 
     def step_grad_scale(self, x: Tensor) -> float:
         return 1.0 / math.sqrt(self.q_positive * x.numel()) if self.config.grad_scale else 1.0
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._ready = bool(self.initialized)
 
 
 class LSQActivationQuantizer(FirstBatchStepQuantizer):

@@ -7,16 +7,24 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..config import ActivationThresholdConfig
+from ._distributed import all_reduce_mean_
+from ._state import FirstBatchInit
 from .base import ActivationQuantizer, as_float
 
 
-class ThresholdActivationQuantizer(ActivationQuantizer):
+class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     """Per-tensor thresholds (start, interval lengths, input and output scale).
 
     Init as N2UQ: start 0, all intervals 2/n, beta1 = beta2 = 1, i.e. a uniform
     quantizer on [0, 2]. A signed input gets a learnable per-channel shift b:
     y = LTQ(x + b) - b, b initialised to 1 so the thresholds first cover [-1, 1]
     and the layer's function is unchanged at init.
+
+    With ``init="first_batch"`` the first batch seen (train or eval) sets
+    beta1 = 2 / r and beta2 = r / 2 for LSQ's clipping range
+    r = 2·mean|x + b|·sqrt(n): the same uniform quantizer, stretched over [0, r]
+    of the input and returning values in the input's units (averaged over
+    ranks under DDP, and saved, so a loaded checkpoint keeps its scales).
     """
 
     shift: nn.Parameter | None
@@ -34,6 +42,16 @@ class ThresholdActivationQuantizer(ActivationQuantizer):
         self.beta1 = nn.Parameter(torch.ones(()))
         self.beta2 = nn.Parameter(torch.ones(()))
         self.shift = nn.Parameter(torch.ones(num_channels)) if signed else None
+        if config.init == "first_batch":
+            self._track_first_batch()
+
+    def initialize(self, x: Tensor) -> None:
+        shift = self.broadcast_shift(x.dim())
+        shifted = x if shift is None else x + shift
+        clip = (2 * shifted.float().abs().mean() * self.intervals.numel() ** 0.5).clamp_min(1e-8)
+        all_reduce_mean_(clip)
+        self.beta1.copy_(2 / clip)
+        self.beta2.copy_(clip / 2)
 
     def broadcast_shift(self, dims: int) -> Tensor | None:
         """The per-channel shift shaped to broadcast against an input of ``dims`` dims."""
@@ -44,6 +62,7 @@ class ThresholdActivationQuantizer(ActivationQuantizer):
 
     def forward(self, x: Tensor) -> Tensor:
         x = as_float(x, self.beta1)
+        self._initialize_once(x)
         return F.threshold_quantize(
             x, self.start, self.intervals, self.beta1, self.beta2,
             self.broadcast_shift(x.dim()), self.config.min_interval,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
 from ..config import SUPPORTED_BITS
+from ..kernels import KERNEL_BACKENDS, KernelBackend
 
 WeightQuantizerName = Literal["adq", "n2uq", "lsq", "post"]
 ActivationQuantizerName = Literal["n2uq", "lsq", "asq"]
@@ -31,6 +32,8 @@ class TrainConfig:
     # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
     weight_quantizer: WeightQuantizerName = "adq"
     activation_quantizer: ActivationQuantizerName = "n2uq"
+    # n2uq activations: N2UQ's fixed [0, 2] start or scaled to the first batch (ActivationThresholdConfig)
+    threshold_init: Literal["uniform", "first_batch"] = "uniform"
     target_bits: float = 3.0
     bit_options: tuple[int, ...] = (2, 3, 4)
     mixed_precision: bool = False
@@ -60,6 +63,7 @@ class TrainConfig:
     bf16: bool | None = None  # None: on when training on CUDA
     channels_last: bool | None = None  # None: on when training on CUDA
     compile: bool = False
+    kernels: KernelBackend = "auto"  # adq_fx.set_kernel_backend for the run
     resume: bool = False
     stop_after_epochs: int | None = None  # run a long schedule in pieces: stop, then --resume
     progress: bool = True
@@ -80,6 +84,11 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 listed = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
                 raise ValueError(f"TrainConfig({name}={getattr(self, name)!r}) must be {listed}.")
+        if self.threshold_init not in ("uniform", "first_batch"):
+            raise ValueError(f"TrainConfig(threshold_init={self.threshold_init!r}) must be 'uniform' or "
+                             "'first_batch'.")
+        if self.kernels not in KERNEL_BACKENDS:
+            raise ValueError(f"TrainConfig(kernels={self.kernels!r}) must be one of {KERNEL_BACKENDS}.")
         if any(b not in SUPPORTED_BITS for b in self.bit_options):
             raise ValueError(f"TrainConfig(bit_options={self.bit_options}): each must be in 2..8.")
         for name in ("lr", "float_lr", "batch_size", "kd_temperature"):

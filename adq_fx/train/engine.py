@@ -35,6 +35,7 @@ from .. import (
 )
 from ..config import WeightConfig
 from ..environment import machine_info
+from ..kernels import get_kernel_backend, set_kernel_backend
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
 from ..quantizers import ThresholdActivationQuantizer
@@ -175,7 +176,11 @@ class Runner:
                 commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed)
         else:
             weight = BASELINE_WEIGHTS[cfg.weight_quantizer](bits=3)
-        return ADQConfig(weight=weight, activation=ACTIVATIONS[cfg.activation_quantizer](bits=3))
+        if cfg.activation_quantizer == "n2uq":
+            activation = ActivationThresholdConfig(bits=3, init=cfg.threshold_init)
+        else:
+            activation = ACTIVATIONS[cfg.activation_quantizer](bits=3)
+        return ADQConfig(weight=weight, activation=activation)
 
     def bit_plan(self, model: nn.Module) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
         """Fixed bits, or eq. (8) sensitivities on the float model + allocate_bits (weights = activations)."""
@@ -202,13 +207,17 @@ class Runner:
 def run_training(config: TrainConfig) -> dict[str, Any]:
     """Run the whole recipe; write results.json, checkpoints and plots under config.out_dir."""
     started = time.perf_counter()
-    runner = Runner(config)
+    previous_kernels = set_kernel_backend(config.kernels)
     try:
-        return _run_phases(runner, started)
-    except StopRequested as stop:
-        return {"stopped": True, "reason": str(stop), "config": asdict(config)}
+        runner = Runner(config)
+        try:
+            return _run_phases(runner, started)
+        except StopRequested as stop:
+            return {"stopped": True, "reason": str(stop), "config": asdict(config)}
+        finally:
+            runner.dist.close()
     finally:
-        runner.dist.close()
+        set_kernel_backend(previous_kernels)
 
 
 def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
@@ -239,7 +248,8 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     results = {
         "config": asdict(config),
         "machine": {**machine_info(runner.device), "bf16": runner.bf16,
-                    "channels_last": runner.channels_last, "world_size": runner.dist.world_size},
+                    "channels_last": runner.channels_last, "world_size": runner.dist.world_size,
+                    "kernels": get_kernel_backend()},
         "data": {"name": runner.data.name, "train": len(runner.data.train_x),
                  "test": len(runner.data.test_x)},
         "float_accuracy": float_acc, "qat_accuracy": qat_acc, "converted_accuracy": converted_acc,
