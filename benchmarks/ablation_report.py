@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import CLAIMS, CONFIGS, FLOAT_NAME, REPO, default_results_dir
+from ablation import CLAIMS, CONFIGS, DIAGNOSTICS, FLOAT_NAME, REPO, default_results_dir
 
 ORDER = [FLOAT_NAME, *CONFIGS]
 ALPHA = 0.05
@@ -58,7 +58,7 @@ def fmt(values: list[float]) -> str:
 
 def accuracy(record: dict[str, Any]) -> float:
     """The converted model's accuracy; the float model's for the FP row."""
-    return record.get("converted_accuracy", record["float_accuracy"])
+    return record["converted_accuracy"] if "converted_accuracy" in record else record["float_accuracy"]
 
 
 def config_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -127,23 +127,38 @@ def paired(runs: dict[str, list[dict[str, Any]]], first: str, second: str) -> st
     return f"{text} (p = {stats.ttest_rel([a[s] for s in common], [b[s] for s in common]).pvalue:.3f})"
 
 
-def claims_table(runs: dict[str, list[dict[str, Any]]]) -> tuple[list[str], set[str]]:
-    lines = ["| claim | paper Δ | ours Δ (mean) | seeds | pooled std | Welch's t-test | beyond noise? | "
+def comparison_table(runs: dict[str, list[dict[str, Any]]],
+                     rows: list[tuple[str, str, str, float | None]]) -> tuple[list[str], set[str]]:
+    """One line per (label, minuend, subtrahend, the paper's difference or None)."""
+    lines = ["| comparison | paper Δ | ours Δ (mean) | seeds | pooled std | Welch's t-test | beyond noise? | "
              "paired Δ by seed (paired t) |", "|---|---|---|---|---|---|---|---|"]
     rules = set()
-    for label, first, second, paper in CLAIMS:
+    for label, first, second, paper in rows:
+        paper_cell = "—" if paper is None else f"{paper:+.2f}"
         if first not in runs or second not in runs:
-            lines.append(f"| {label} | {paper:+.2f} | not run | | | | | |")
+            lines.append(f"| {label} | {paper_cell} | not run | | | | | |")
             continue
         a = [accuracy(r) for r in runs[first]]
         b = [accuracy(r) for r in runs[second]]
         pooled, statistic, beyond, rule = noise_test(a, b)
         rules.add(rule)
         verdict = {None: "—", True: "yes", False: "no"}[beyond]
-        lines.append(f"| {label} | {paper:+.2f} | {statistics.fmean(a) - statistics.fmean(b):+.2f} | "
+        lines.append(f"| {label} | {paper_cell} | {statistics.fmean(a) - statistics.fmean(b):+.2f} | "
                      f"{len(a)} vs {len(b)} | {pooled} | {statistic} | {verdict} | "
                      f"{paired(runs, first, second)} |")
     return lines, rules
+
+
+def tables(runs: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]]) -> list[str]:
+    """The configuration table, the claims, the diagnostics that ran, and the footnotes."""
+    claims, rules = comparison_table(runs, CLAIMS)
+    lines = [*config_table(runs), "", "**Claims**", "", *claims]
+    diagnostics = [row for row in DIAGNOSTICS if row[1] in runs and row[2] in runs]
+    if diagnostics:
+        table, more_rules = comparison_table(runs, diagnostics)
+        rules |= more_rules
+        lines += ["", "**Diagnostics** (not in the papers: where a gap comes from)", "", *table]
+    return [*lines, *footer(runs, sessions, rules)]
 
 
 def header(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -268,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     schedules = {r["ablation"]["schedule"] for records in runs.values() for r in records}
     if len(schedules) > 1:
         raise SystemExit(f"{results_dir} mixes schedules {sorted(schedules)}; keep one schedule per dir.")
-    claims, rules = claims_table(runs)
-    lines = [*header(runs), *config_table(runs), "", "### Claims", "", *claims,
-             *footer(runs, sessions, rules)]
+    lines = [*header(runs), *tables(runs, sessions)]
     if not args.no_plot:
         if args.plot:
             path = Path(args.plot)

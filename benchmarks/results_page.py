@@ -77,11 +77,9 @@ def ablation_block(schedule: str) -> str:
     runs, sessions = ablation_report.load(results_dir) if results_dir.exists() else ({}, [])
     if not runs:
         return f"_No {schedule}-schedule results: run `python benchmarks/ablation.py --schedule {schedule}`._"
-    claims, rules = ablation_report.claims_table(runs)
     plot = RESULTS / f"ablation_{schedule}.png"
     ablation_report.plot(runs, plot)
-    lines = [*ablation_report.header(runs)[1:], *ablation_report.config_table(runs), "", *claims,
-             *ablation_report.footer(runs, sessions, rules), "",
+    lines = [*ablation_report.header(runs)[1:], *ablation_report.tables(runs, sessions), "",
              f"![accuracy vs bits](../benchmarks/results/{plot.name})"]
     return "\n".join(lines).strip()
 

@@ -70,3 +70,19 @@ def test_speed_table_names_the_kernel_backend_and_ratios_to_float() -> None:
     assert table[2] == "| m | 2 | float | — | 100.0 | 1.0 | 1.00 | 300 | 10 |"
     assert table[3] == "| m | 2 | adq | compiled | 130.0 | 2.0 | 1.30 | 4000 | 12 |"
     assert table[4] == "| m | 2 | adq | eager | failed | — | — | — | — |"
+
+
+def test_comparison_table_reports_differences_and_the_noise_rule() -> None:
+    report = _script("ablation_report")
+
+    def runs(values: list[float]) -> list[dict]:
+        return [{"converted_accuracy": v, "ablation": {"seed": s}} for s, v in enumerate(values)]
+
+    data = {"X": runs([71.0, 71.5, 72.0]), "Y": runs([70.0, 70.5, 71.0]), "Z": runs([69.0])}
+    lines, rules = report.comparison_table(data, [("X − Y", "X", "Y", None), ("X − Z", "X", "Z", 1.5),
+                                                  ("X − W", "X", "W", None)])
+    assert lines[2].startswith("| X − Y | — | +1.00 | 3 vs 3 | 0.50 |")
+    assert "1.00 ± 0.00" in lines[2]  # paired by seed: the same +1 for every seed
+    assert lines[3] == "| X − Z | +1.50 | +2.50 | 3 vs 1 | — | — | — | — |"  # one seed: no test
+    assert lines[4] == "| X − W | — | not run | | | | | |"
+    assert "needs ≥ 2 seeds on each side" in rules
