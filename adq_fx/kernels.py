@@ -52,6 +52,10 @@ _PAD_MULTIPLE = 8
 
 #: Compiled variants allowed per kernel (boundary sizes x dtypes x layouts of small inputs).
 _RECOMPILE_LIMIT = 64
+# torch renamed cache_size_limit to recompile_limit; take whichever this version has.
+_RECOMPILE_LIMIT_NAME = (
+    "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+)
 
 _backend: KernelBackend = "auto"
 _auto_failure: str | None = None  # why "auto" gave up compiling, once it has
@@ -149,7 +153,7 @@ def _run_compiled(kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic:
         with (
             torch.profiler.record_function(f"adq_fx.kernels.{kernel.__name__}"),  # its time, by name
             torch.no_grad(),
-            torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT),
+            torch._dynamo.config.patch(**{_RECOMPILE_LIMIT_NAME: _RECOMPILE_LIMIT}),
         ):
             return _compiled[kernel](*args)
     except Exception as error:  # any failure to compile means: use the eager path
