@@ -190,3 +190,18 @@ def test_set_kernel_backend_validates_and_returns_the_previous_choice(backend) -
     with pytest.raises(ValueError, match=r"must be one of .*'auto', 'eager', 'compiled'.*got 'fast'"):
         adq_fx.set_kernel_backend("fast")  # type: ignore[arg-type]
     assert adq_fx.get_kernel_backend() == "eager"
+
+
+@needs_compiler
+def test_compiled_threshold_forward_keeps_channels_last_and_matches_under_bf16_autocast() -> None:
+    x = (torch.randn(2, 3, 5, 5) * 2).to(memory_format=torch.channels_last)
+    boundaries = F.interleaved_boundaries(torch.tensor(0.1), torch.full((7,), 0.3), 1e-3)
+    table = torch.arange(8, dtype=torch.float32) * 0.25
+    eager, compiled = both_backends(kernels.threshold_forward, x, boundaries, torch.tensor(1.3), table)
+    for a, b in zip(compiled, eager, strict=True):
+        assert a.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the quantizers compare in fp32 under autocast too
+        under_autocast = both_backends(kernels.threshold_forward, x, boundaries, torch.tensor(1.3), table)
+    for a, b in zip(under_autocast[1], eager, strict=True):
+        assert torch.equal(a, b)
