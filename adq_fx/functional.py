@@ -164,47 +164,61 @@ class _CodebookQuantize(torch.autograd.Function):
     The straight-through gradient of the chain w -> w/s -> ŵ' -> s·ŵ' is the
     identity, so backward passes the upstream gradient through unchanged instead
     of running the chain's elementwise passes; the commitment gradient
-    ``2 (w' - ŵ') / (N s)`` is added in the same pass. Also returns the
-    normalised weights and codes (no gradient) for the EMA update.
+    ``2 (w' - ŵ') / (N s)`` is added in the same pass. Also returns the EMA
+    step's cluster statistics of the same assignment (no gradient). The forward
+    is one fused pass where :mod:`adq_fx.kernels` compiles it, these ops otherwise.
     """
 
     @staticmethod
-    def forward(ctx, weight, scale, codebook, with_commitment):  # type: ignore[no-untyped-def]
-        normalised = normalise(weight, scale)
-        codes = nearest_codes(normalised, codebook)
-        target = gather(codebook, codes)
-        quantized = denormalise(target, scale)
-        residual = normalised - target if with_commitment else None
-        commitment = residual.pow(2).mean() if residual is not None else weight.new_zeros(())
+    def forward(ctx, weight, scale, codebook, with_commitment, with_statistics):  # type: ignore[no-untyped-def]
+        fused = kernels.codebook_forward(weight, scale, codebook, codebook_midpoints(codebook),
+                                         with_commitment=with_commitment, with_statistics=with_statistics)
+        if fused is not None:
+            quantized, residual, commitment, statistics = fused  # one compiled pass
+        else:
+            normalised = normalise(weight, scale)
+            codes = nearest_codes(normalised, codebook)
+            target = gather(codebook, codes)
+            quantized = denormalise(target, scale)
+            residual = normalised - target if with_commitment else None
+            commitment = residual.pow(2).mean() if residual is not None else weight.new_zeros(())
+            statistics = cluster_statistics(normalised, codes, codebook.numel()) if with_statistics else None
+        if statistics is None:  # two distinct empty outputs: autograd outputs must not alias
+            statistics = (codebook.new_empty(0), codebook.new_empty(0))
+        counts, sums = statistics
         ctx.save_for_backward(residual, scale)
-        ctx.mark_non_differentiable(normalised, codes)
+        ctx.mark_non_differentiable(counts, sums)
         ctx.set_materialize_grads(False)  # an unused commitment output costs nothing in backward
-        return quantized, commitment, normalised, codes
+        return quantized, commitment, counts, sums
 
     @staticmethod
-    def backward(ctx, grad_quantized, grad_commitment, _grad_normalised, _grad_codes):  # type: ignore[no-untyped-def]
+    def backward(ctx, grad_quantized, grad_commitment, _grad_counts, _grad_sums):  # type: ignore[no-untyped-def]
         residual, scale = ctx.saved_tensors
         grad = grad_quantized
         if ctx.needs_input_grad[0] and grad_commitment is not None and residual is not None:
             coefficient = 2.0 * grad_commitment / residual.numel()
             per_channel = broadcast_channels(coefficient / scale, residual.dim(), 0)
             grad = torch.addcmul(grad, residual, per_channel) if grad is not None else residual * per_channel
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def codebook_quantize(
-    weight: Tensor, scale: Tensor, codebook: Tensor, *, with_commitment: bool = True
+    weight: Tensor, scale: Tensor, codebook: Tensor, *, with_commitment: bool = True,
+    with_statistics: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(quantized weight with the STE, commitment mean((sg(ŵ') - w')^2), normalised weight, codes).
+    """(quantized weight with the STE, commitment mean((sg(ŵ') - w')^2), step counts, step sums).
 
     ``with_commitment=False`` (evaluation) skips the commitment term and returns 0 for it.
+    ``with_statistics=True`` also returns :func:`cluster_statistics` of this assignment
+    (eqs. 5-6 increments); otherwise both are empty.
 
     >>> w = torch.tensor([[0.2, -1.1]], requires_grad=True)
-    >>> q, c, _, codes = codebook_quantize(w, torch.tensor([1.0]), torch.tensor([-1.0, 0.0, 1.0]))
-    >>> q.tolist(), round(c.item(), 4), codes.tolist(), torch.autograd.grad(q.sum(), w)[0].tolist()
-    ([[0.0, -1.0]], 0.025, [[1, 0]], [[1.0, 1.0]])
+    >>> q, c, counts, sums = codebook_quantize(w, torch.tensor([1.0]), torch.tensor([-1.0, 0.0, 1.0]),
+    ...                                        with_statistics=True)
+    >>> q.tolist(), round(c.item(), 4), counts.tolist(), torch.autograd.grad(q.sum(), w)[0].tolist()
+    ([[0.0, -1.0]], 0.025, [1.0, 1.0, 0.0], [[1.0, 1.0]])
     """
-    return _CodebookQuantize.apply(weight, scale, codebook, with_commitment)
+    return _CodebookQuantize.apply(weight, scale, codebook, with_commitment, with_statistics)
 
 
 def ema_kmeans_step(

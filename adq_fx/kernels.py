@@ -128,6 +128,34 @@ def position_sums(
     return unflatten(scaled), grad_sums, product_sums
 
 
+def codebook_forward(
+    weight: Tensor, scale: Tensor, codebook: Tensor, midpoints: Tensor, *, with_commitment: bool,
+    with_statistics: bool,
+) -> tuple[Tensor, Tensor | None, Tensor, tuple[Tensor, Tensor] | None] | None:
+    """The ADQ weight forward in one pass, or None where the caller's eager code should run.
+
+    Returns ``scale * codebook[code]`` of ``weight / scale`` (weight's shape and layout), the
+    residual ``w/s - codebook[code]`` (None without ``with_commitment``), the commitment
+    mean of its square (0 without), and per codebook entry the count and the sum of the
+    normalised weights that chose it (None without ``with_statistics``). ``midpoints`` are
+    the codebook's decision boundaries (``functional.codebook_midpoints``).
+    """
+    if not _use_compiled(weight):
+        return None
+    weight, scale, codebook = weight.detach(), scale.detach(), codebook.detach()
+    (flat,), unflatten = flatten_alike(weight)
+    rows = flat.view(weight.shape[0], -1)  # one row per output channel (outermost in both layouts)
+    args = (rows, scale, _pad(midpoints.detach().contiguous()), codebook, with_commitment, with_statistics)
+    result = _run_compiled(_fused_codebook_forward, args, dynamic=(rows, scale))
+    if result is None:
+        return None
+    quantized, residual, commitment, counts, sums = result
+    return (unflatten(quantized.reshape(-1)),
+            unflatten(residual.reshape(-1)) if with_commitment else None,
+            commitment if with_commitment else weight.new_zeros(()),
+            (counts, sums) if with_statistics else None)
+
+
 # ------------------------------------------------------------------------ dispatch
 def _use_compiled(t: Tensor) -> bool:
     if _backend == "eager" or torch.compiler.is_compiling():
@@ -148,7 +176,8 @@ def _run_compiled(kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic:
     if kernel not in _compiled:
         _compiled[kernel] = torch.compile(kernel, fullgraph=True)
     for t in dynamic:
-        torch._dynamo.maybe_mark_dynamic(t, 0)  # one kernel for every activation size
+        for dim in range(t.dim()):
+            torch._dynamo.maybe_mark_dynamic(t, dim)  # one kernel for every tensor size
     try:
         with (
             torch.profiler.record_function(f"adq_fx.kernels.{kernel.__name__}"),  # its time, by name
@@ -205,6 +234,24 @@ def _fused_threshold_forward(
     return positions, code_table[positions >> 1]
 
 
+def _fused_codebook_forward(
+    rows: Tensor, scale: Tensor, padded_midpoints: Tensor, codebook: Tensor, with_commitment: bool,
+    with_statistics: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    normalised = rows / scale[:, None]
+    codes = _count_below(normalised, padded_midpoints)
+    target = codebook[codes]
+    quantized = scale[:, None] * target
+    residual = normalised - target if with_commitment else None
+    commitment = residual.pow(2).mean() if residual is not None else None
+    counts = sums = None
+    if with_statistics:
+        levels = range(codebook.numel())
+        counts = torch.stack([(codes == k).sum(dtype=torch.float32) for k in levels])
+        sums = torch.stack([torch.where(codes == k, normalised, 0).sum() for k in levels])
+    return quantized, residual, commitment, counts, sums
+
+
 def _fused_position_sums(
     positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, num_positions: int
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -219,6 +266,7 @@ __all__ = [
     "KERNEL_BACKENDS",
     "KernelBackend",
     "bucketize",
+    "codebook_forward",
     "get_kernel_backend",
     "position_sums",
     "set_kernel_backend",

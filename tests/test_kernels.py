@@ -205,3 +205,33 @@ def test_compiled_threshold_forward_keeps_channels_last_and_matches_under_bf16_a
         under_autocast = both_backends(kernels.threshold_forward, x, boundaries, torch.tensor(1.3), table)
     for a, b in zip(under_autocast[1], eager, strict=True):
         assert torch.equal(a, b)
+
+
+@needs_compiler
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_codebook_forward_equals_eager(bits, channels_last) -> None:
+    generator = torch.Generator().manual_seed(bits)
+    weight = torch.randn(6, 4, 3, 3, generator=generator) * 0.1
+    if channels_last:
+        weight = weight.to(memory_format=torch.channels_last)
+    scale = F.per_channel_rms(weight)
+    codebook = F.quantile_codebook(F.normalise(weight, scale), bits)
+    upstream = torch.randn(weight.shape, generator=generator)
+
+    def run() -> tuple[list[torch.Tensor], torch.Tensor]:
+        w = weight.clone().requires_grad_()
+        quantized, commitment, counts, sums = F.codebook_quantize(w, scale, codebook, with_statistics=True)
+        grad = torch.autograd.grad((quantized * upstream).sum() + commitment, w)[0]
+        return [quantized.detach(), commitment.detach(), counts, sums], grad
+
+    (eager, eager_grad), (compiled, compiled_grad) = both_backends(run)
+    assert torch.equal(compiled[0], eager[0])  # the quantized weight, bit for bit
+    assert compiled[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert torch.equal(compiled[2], eager[2])  # counts per entry
+    assert compiled[2].sum() == weight.numel()
+    torch.testing.assert_close(compiled[1], eager[1])
+    torch.testing.assert_close(compiled[3], eager[3])
+    torch.testing.assert_close(compiled_grad, eager_grad)
+    codes = F.nearest_codes(F.normalise(weight, scale), codebook)  # what convert_adq stores
+    assert torch.equal(F.denormalise(codebook[codes.long()], scale), compiled[0])

@@ -58,23 +58,27 @@ class CodebookWeightQuantizer(WeightQuantizer):
         return self.scale
 
     def forward(self, weight: Tensor) -> Tensor:
-        quantized, commitment, normalised, codes = F.codebook_quantize(
-            weight, self.scale, self.codebook, with_commitment=self.training)
-        if self.training:
-            if not torch.compiler.is_compiling():
-                self._pending_commitment = (commitment, weight._version)  # for commitment() this step
-            if self.config.learn_codebook:
-                self.update_codebook(normalised, codes)
+        learn = self.training and self.config.learn_codebook
+        quantized, commitment, step_counts, step_sums = F.codebook_quantize(
+            weight, self.scale, self.codebook, with_commitment=self.training, with_statistics=learn)
+        if self.training and not torch.compiler.is_compiling():
+            self._pending_commitment = (commitment, weight._version)  # for commitment() this step
+        if learn:
+            self.apply_statistics(step_counts, step_sums)
         return quantized
 
     @torch.no_grad()
     def update_codebook(self, weight_normalised: Tensor, codes: Tensor) -> None:
-        """One EMA k-means step (eqs. 5-7), in place, like BatchNorm's running stats.
+        """One EMA k-means step (eqs. 5-7) for this assignment, in place, like BatchNorm's running stats."""
+        self.apply_statistics(*F.cluster_statistics(weight_normalised, codes, self.codebook.numel()))
 
-        Under DDP the step's cluster statistics are averaged over ranks first, so
-        every rank applies the same update and holds the same codebook.
+    @torch.no_grad()
+    def apply_statistics(self, step_counts: Tensor, step_sums: Tensor) -> None:
+        """The EMA step from one step's cluster statistics (counts and sums per entry).
+
+        Under DDP the statistics are averaged over ranks first, so every rank
+        applies the same update and holds the same codebook.
         """
-        step_counts, step_sums = F.cluster_statistics(weight_normalised, codes, self.codebook.numel())
         all_reduce_mean_(step_counts, step_sums)
         codebook, counts, sums = F.ema_kmeans_step(
             self.codebook, self.ema_counts, self.ema_sums, step_counts, step_sums,
