@@ -447,10 +447,10 @@ class _ThresholdQuantize(torch.autograd.Function):
 
     One search over :func:`interleaved_boundaries` gives each element's search
     position p; the forward output follows from the code p >> 1, and backward
-    needs only p, x and two per-position sums of the upstream gradient (Σ g and
-    Σ g·x): every parameter gradient follows from those 2n+2-entry vectors in
-    closed form, and the input gradient is one more lookup. The per-element work
-    is one pass each way (:mod:`adq_fx.kernels`) instead of autograd's twenty.
+    needs only p, x and, from the upstream gradient g, Σ g and Σ g·x per interval
+    and Σ g·level: every parameter gradient follows from those in closed form,
+    and the input gradient is one more lookup. The per-element work is one pass
+    each way (:mod:`adq_fx.kernels`) instead of autograd's twenty.
     """
 
     @staticmethod
@@ -479,17 +479,14 @@ class _ThresholdQuantize(torch.autograd.Function):
         zero = slope.new_zeros(1)  # positions 0 and 2n+1 lie outside (d_0, d_n)
         input_slope = torch.cat([zero, (slope * beta1).repeat_interleave(2), zero]).to(grad_out.dtype)
         shifted = x if shift is None else x + shift
-        # d(out)/dx per element, and per search position: Σ g and Σ g·(x + shift).
-        grad_x, g_sum, gx_sum = kernels.position_sums(positions, grad_out, shifted, input_slope, 2 * n + 2)
-        # Per interval k (positions 2k+1 and 2k+2 are inside it).
-        g_k = g_sum[1:-1].view(n, 2).sum(1)
-        gx_k = gx_sum[1:-1].view(n, 2).sum(1)
+        levels = _per_position(code_levels(torch.arange(n + 1, device=x.device), n, grad_out.dtype))
+        # d(out)/dx per element; per interval k, Σ g and Σ g·(x + shift); Σ g·level (β2's gradient).
+        grad_x, g_k, gx_k, g_level = kernels.interval_sums(positions, grad_out, shifted, input_slope, levels)
         grad_u_k = slope * g_k
         # Σ_i∈k grad_u_i·ramp_i with ramp = (u - d_k) / a_k, u = beta1·(x + shift).
         ramp_k = slope / lengths * (beta1 * gx_k - edges[:-1] * g_k)
         beyond = grad_u_k.flip(0).cumsum(0).flip(0) - grad_u_k  # Σ over intervals after k
         grad_lengths = -(beyond + ramp_k) * (intervals > ctx.min_interval)
-        levels = code_levels(torch.arange(n + 1, device=x.device), n, g_sum.dtype)
         grad_shift = None
         if shift is not None:
             grad_shift = _sum_to_shape(grad_x, shift.shape) - _sum_to_shape(grad_out, shift.shape)
@@ -498,7 +495,7 @@ class _ThresholdQuantize(torch.autograd.Function):
             -grad_u_k.sum().reshape(start.shape),
             grad_lengths.to(intervals.dtype),
             (slope * gx_k).sum().reshape(beta1.shape),
-            (g_sum * _per_position(levels)).sum().reshape(beta2.shape),
+            g_level.reshape(beta2.shape),
             grad_shift,
             None,
         )

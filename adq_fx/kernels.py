@@ -110,22 +110,26 @@ def threshold_forward(
     return positions, gather(code_table, positions >> 1)
 
 
-def position_sums(
-    positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, num_positions: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def interval_sums(
+    positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, level_table: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For the threshold quantizer's backward, from one pass over the activation:
-    ``grad * slope_table[positions]`` (in grad's shape) and, per search position,
-    Σ grad and Σ grad·values (``num_positions`` each)."""
+    ``grad * slope_table[positions]`` (in grad's shape); per interval k (search positions
+    2k+1 and 2k+2), Σ grad and Σ grad·values; and Σ grad·level_table[positions]."""
+    num_intervals = (slope_table.numel() - 2) // 2
     flats, unflatten = flatten_alike(positions.detach(), grad.detach(), values.detach())
     if _use_compiled(grad):
-        result = _run_compiled(_fused_position_sums, (*flats, slope_table, num_positions), dynamic=flats)
+        args = (*flats, slope_table, level_table, num_intervals)
+        result = _run_compiled(_fused_interval_sums, args, dynamic=flats)
         if result is not None:
-            return unflatten(result[0]), result[1], result[2]
+            return unflatten(result[0]), result[1], result[2], result[3]
     flat_positions, flat_grad, flat_values = flats
+    num_positions = slope_table.numel()
     grad_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad)
     product_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad * flat_values)
     scaled = flat_grad * slope_table.index_select(0, flat_positions)
-    return unflatten(scaled), grad_sums, product_sums
+    return (unflatten(scaled), grad_sums[1:-1].view(num_intervals, 2).sum(1),
+            product_sums[1:-1].view(num_intervals, 2).sum(1), (grad_sums * level_table).sum())
 
 
 def codebook_forward(
@@ -252,13 +256,15 @@ def _fused_codebook_forward(
     return quantized, residual, commitment, counts, sums
 
 
-def _fused_position_sums(
-    positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, num_positions: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def _fused_interval_sums(
+    positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, level_table: Tensor,
+    num_intervals: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     product = grad * values
-    grad_sums = torch.stack([torch.where(positions == p, grad, 0).sum() for p in range(num_positions)])
-    product_sums = torch.stack([torch.where(positions == p, product, 0).sum() for p in range(num_positions)])
-    return grad * slope_table[positions], grad_sums, product_sums
+    interval = (positions - 1) >> 1  # -1 below d_0, num_intervals above d_n: matched by no k
+    grad_sums = torch.stack([torch.where(interval == k, grad, 0).sum() for k in range(num_intervals)])
+    product_sums = torch.stack([torch.where(interval == k, product, 0).sum() for k in range(num_intervals)])
+    return grad * slope_table[positions], grad_sums, product_sums, (grad * level_table[positions]).sum()
 
 
 __all__ = [
@@ -268,7 +274,7 @@ __all__ = [
     "bucketize",
     "codebook_forward",
     "get_kernel_backend",
-    "position_sums",
+    "interval_sums",
     "set_kernel_backend",
     "threshold_forward",
 ]

@@ -103,20 +103,26 @@ def test_compiled_threshold_quantize_forward_equals_eager_and_gradients_agree(bi
 
 
 @needs_compiler
-def test_compiled_position_sums_keep_channels_last_and_match_index_add() -> None:
+def test_compiled_interval_sums_keep_channels_last_and_match_the_definition() -> None:
     generator = torch.Generator().manual_seed(0)
     positions = torch.randint(0, 16, (4, 3, 5, 5), generator=generator, dtype=torch.int32)
     positions = positions.to(memory_format=torch.channels_last)
     grad = torch.randn(4, 3, 5, 5, generator=generator).to(memory_format=torch.channels_last)
     values = torch.rand(4, 3, 5, 5, generator=generator).to(memory_format=torch.channels_last)
-    slope = torch.rand(16, generator=generator)
-    eager, compiled = both_backends(kernels.position_sums, positions, grad, values, slope, 16)
+    slope, levels = torch.rand(16, generator=generator), torch.rand(16, generator=generator)
+    eager, compiled = both_backends(kernels.interval_sums, positions, grad, values, slope, levels)
     assert compiled[0].is_contiguous(memory_format=torch.channels_last)
     for a, b in zip(compiled, eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    flat_positions = positions.reshape(-1).long()
-    per_position = torch.zeros(16).index_put_((flat_positions,), grad.reshape(-1), accumulate=True)
-    torch.testing.assert_close(eager[1], per_position)
+    p, g, v = positions.long(), grad, values  # the definition, elementwise
+    torch.testing.assert_close(eager[0], g * slope[p])
+    inside = (p >= 1) & (p <= 14)
+    interval = (p - 1).clamp(0, 13) // 2
+    per_interval = torch.stack([(g * (inside & (interval == k))).sum() for k in range(7)])
+    per_interval_product = torch.stack([(g * v * (inside & (interval == k))).sum() for k in range(7)])
+    torch.testing.assert_close(eager[1], per_interval)
+    torch.testing.assert_close(eager[2], per_interval_product)
+    torch.testing.assert_close(eager[3], (g * levels[p]).sum())
 
 
 @needs_compiler
