@@ -27,6 +27,10 @@ Backends (:func:`set_kernel_backend`):
   path is not measured there yet.
 - ``"eager"``: always eager.
 - ``"compiled"``: always compiled, any device and size; a failure raises.
+
+Either way, tables of more than :data:`MAX_COMPILED_TABLE` boundaries (6 bits and
+up) stay eager: counting compares each element with every boundary, which beats a
+binary search only for the short tables of 2-5 bits.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ KERNEL_BACKENDS: tuple[str, ...] = get_args(KernelBackend)
 #: "auto" compiles for tensors this large: a ResNet's activations at training batch
 #: sizes, not a toy model's (where compiling would cost more than it saves).
 AUTO_MIN_ELEMENTS = 1 << 18
+#: The compiled kernels compare each element with every boundary: worth it for the 2-5 bit
+#: tables this library is for (at most 63 boundaries), not for 8-bit ones (511).
+MAX_COMPILED_TABLE = 64
 #: Boundaries are padded (with NaN, which no comparison counts) to a multiple of
 #: this, so a network compiles a few kernel variants, not one per boundary count.
 _PAD_MULTIPLE = 8
@@ -80,7 +87,7 @@ def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_in
     """``torch.bucketize(values, boundaries, right=right, out_int32=out_int32)`` for a sorted
     1-D ``boundaries``, no gradient; the result keeps the layout of ``values``."""
     values, boundaries = values.detach(), boundaries.detach().contiguous()
-    if _use_compiled(values):
+    if _use_compiled(values, boundaries.numel()):
         (flat,), unflatten = flatten_alike(values)
         kernel = _count_at_or_below if right else _count_below
         codes = _run_compiled(kernel, (flat, _pad(boundaries)), dynamic=(flat,))
@@ -96,14 +103,19 @@ def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_in
 def threshold_forward(
     x: Tensor, boundaries: Tensor, beta1: Tensor, code_table: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Search positions (int32) of ``beta1 * x`` among ``boundaries`` (bucketize, right=True),
-    and the output ``code_table[position >> 1]``, in x's layout."""
+    """Search positions of ``beta1 * x`` among ``boundaries`` (bucketize, right=True), and the
+    output ``code_table[position >> 1]``, in x's layout.
+
+    The compiled kernel stores positions as uint8 when they fit (up to 7 bits), a quarter of
+    the memory traffic and of the memory saved for backward; the eager path as int32.
+    """
     x, boundaries = x.detach(), boundaries.detach().contiguous()
     beta1, code_table = beta1.detach(), code_table.detach()
-    if _use_compiled(x):
+    if _use_compiled(x, boundaries.numel()):
         (flat,), unflatten = flatten_alike(x)
-        result = _run_compiled(_fused_threshold_forward, (flat, _pad(boundaries), beta1, code_table),
-                               dynamic=(flat,))
+        small = boundaries.numel() <= torch.iinfo(torch.uint8).max  # positions 0..numel
+        args = (flat, _pad(boundaries), beta1, code_table, torch.uint8 if small else torch.int32)
+        result = _run_compiled(_fused_threshold_forward, args, dynamic=(flat,))
         if result is not None:
             return unflatten(result[0]), unflatten(result[1])
     positions = bucketize(beta1 * x, boundaries, right=True, out_int32=True)
@@ -118,12 +130,13 @@ def interval_sums(
     2k+1 and 2k+2), Σ grad and Σ grad·values; and Σ grad·level_table[positions]."""
     num_intervals = (slope_table.numel() - 2) // 2
     flats, unflatten = flatten_alike(positions.detach(), grad.detach(), values.detach())
-    if _use_compiled(grad):
+    if _use_compiled(grad, num_intervals):
         args = (*flats, slope_table, level_table, num_intervals)
         result = _run_compiled(_fused_interval_sums, args, dynamic=flats)
         if result is not None:
             return unflatten(result[0]), result[1], result[2], result[3]
     flat_positions, flat_grad, flat_values = flats
+    flat_positions = flat_positions.int()  # index_add_ takes int32/int64 (compiled forwards store uint8)
     num_positions = slope_table.numel()
     grad_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad)
     product_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad * flat_values)
@@ -144,7 +157,7 @@ def codebook_forward(
     normalised weights that chose it (None without ``with_statistics``). ``midpoints`` are
     the codebook's decision boundaries (``functional.codebook_midpoints``).
     """
-    if not _use_compiled(weight):
+    if not _use_compiled(weight, midpoints.numel()):
         return None
     weight, scale, codebook = weight.detach(), scale.detach(), codebook.detach()
     (flat,), unflatten = flatten_alike(weight)
@@ -161,7 +174,10 @@ def codebook_forward(
 
 
 # ------------------------------------------------------------------------ dispatch
-def _use_compiled(t: Tensor) -> bool:
+def _use_compiled(t: Tensor, table_size: int) -> bool:
+    """Whether ``t`` goes through a compiled kernel, given the boundaries (or intervals) per element."""
+    if table_size > MAX_COMPILED_TABLE:
+        return False  # a count over hundreds of boundaries loses to bucketize's binary search
     if _backend == "eager" or torch.compiler.is_compiling():
         return False  # inside a user's torch.compile, the eager ops join the user's graph
     if _backend == "compiled":
@@ -232,10 +248,10 @@ def _count_at_or_below(flat: Tensor, padded: Tensor) -> Tensor:
 
 
 def _fused_threshold_forward(
-    flat: Tensor, padded: Tensor, beta1: Tensor, code_table: Tensor
+    flat: Tensor, padded: Tensor, beta1: Tensor, code_table: Tensor, position_dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
     positions = _count_at_or_below(beta1 * flat, padded)
-    return positions, code_table[positions >> 1]
+    return positions.to(position_dtype), code_table[positions >> 1]
 
 
 def _fused_codebook_forward(
@@ -260,6 +276,7 @@ def _fused_interval_sums(
     positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, level_table: Tensor,
     num_intervals: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    positions = positions.int()  # uint8 from the compiled forward; as an index uint8 would mean a mask
     product = grad * values
     interval = (positions - 1) >> 1  # -1 below d_0, num_intervals above d_n: matched by no k
     grad_sums = torch.stack([torch.where(interval == k, grad, 0).sum() for k in range(num_intervals)])
@@ -270,6 +287,7 @@ def _fused_interval_sums(
 __all__ = [
     "AUTO_MIN_ELEMENTS",
     "KERNEL_BACKENDS",
+    "MAX_COMPILED_TABLE",
     "KernelBackend",
     "bucketize",
     "codebook_forward",

@@ -189,6 +189,19 @@ def test_auto_compiles_large_cpu_tensors_only(backend, monkeypatch) -> None:
     assert calls == [large.numel()]
 
 
+def test_long_tables_stay_eager_even_when_compiled_is_forced(backend, monkeypatch) -> None:
+    def refuse(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a long table must not reach a compiled kernel")
+
+    monkeypatch.setattr(kernels, "_run_compiled", refuse)
+    kernels.set_kernel_backend("compiled")
+    values = torch.randn(100)
+    long_table = torch.linspace(-2, 2, kernels.MAX_COMPILED_TABLE + 1)  # e.g. 8-bit thresholds: 511
+    assert torch.equal(kernels.bucketize(values, long_table), torch.bucketize(values, long_table))
+    positions, _ = kernels.threshold_forward(values, long_table, torch.tensor(1.0), torch.zeros(33))
+    assert torch.equal(positions, torch.bucketize(values, long_table, right=True, out_int32=True))
+
+
 def test_set_kernel_backend_validates_and_returns_the_previous_choice(backend) -> None:
     kernels.set_kernel_backend("auto")
     assert adq_fx.set_kernel_backend("eager") == "auto"
@@ -204,13 +217,14 @@ def test_compiled_threshold_forward_keeps_channels_last_and_matches_under_bf16_a
     boundaries = F.interleaved_boundaries(torch.tensor(0.1), torch.full((7,), 0.3), 1e-3)
     table = torch.arange(8, dtype=torch.float32) * 0.25
     eager, compiled = both_backends(kernels.threshold_forward, x, boundaries, torch.tensor(1.3), table)
+    assert compiled[0].dtype == torch.uint8 and eager[0].dtype == torch.int32  # 15 boundaries fit a byte
     for a, b in zip(compiled, eager, strict=True):
         assert a.is_contiguous(memory_format=torch.channels_last)
-        assert torch.equal(a, b)
+        assert torch.equal(a.to(b.dtype), b)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the quantizers compare in fp32 under autocast too
         under_autocast = both_backends(kernels.threshold_forward, x, boundaries, torch.tensor(1.3), table)
     for a, b in zip(under_autocast[1], eager, strict=True):
-        assert torch.equal(a, b)
+        assert torch.equal(a.to(b.dtype), b)
 
 
 @needs_compiler
