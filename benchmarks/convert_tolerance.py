@@ -1,6 +1,7 @@
 """How closely a converted (lookup-table) model reproduces the trained one.
 
-ADQ on four models, then the baselines (LSQ, N2UQ, POST + ASQ) on the residual one.
+ADQ on four models, then the baselines (LSQ, N2UQ, POST + ASQ) on the residual one, then
+resnet18 again with the compiled kernels forced on (adq_fx.set_kernel_backend("compiled")).
 Trains each model a few QAT steps on random data (so codebooks, thresholds and
 BatchNorm statistics have moved off their init), converts, and reports
 max |converted - prepared| and that relative to max |prepared| on fresh
@@ -74,6 +75,13 @@ def main() -> None:
         *(measure(f"TinyResNet, {method}", TinyResNet(), (8, 3, 16, 16), config=config)
           for method, config in METHODS.items()),
     ]
+    # The same resnet18 with adq_fx's compiled kernels forced on (`auto` leaves tensors this small eager).
+    previous = adq_fx.set_kernel_backend("compiled")
+    try:
+        rows.append(measure("torchvision resnet18, 10 classes, compiled kernels",
+                            torchvision.models.resnet18(num_classes=10), (4, 3, 64, 64)))
+    finally:
+        adq_fx.set_kernel_backend(previous)
     result = {"machine": machine_info(), "rows": rows}
     out = Path(__file__).parent / "results" / "convert_tolerance.json"
     out.write_text(json.dumps(result, indent=2))
