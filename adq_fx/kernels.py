@@ -42,7 +42,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from ._layout import flatten_alike, gather, is_channels_last
+from ._layout import flatten_alike, gather
 
 KernelBackend = Literal["auto", "eager", "compiled"]
 KERNEL_BACKENDS: tuple[str, ...] = get_args(KernelBackend)
@@ -87,17 +87,12 @@ def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_in
     """``torch.bucketize(values, boundaries, right=right, out_int32=out_int32)`` for a sorted
     1-D ``boundaries``, no gradient; the result keeps the layout of ``values``."""
     values, boundaries = values.detach(), boundaries.detach().contiguous()
+    (flat,), unflatten = flatten_alike(values)  # elementwise: search in memory order, keep the layout
     if _use_compiled(values, boundaries.numel()):
-        (flat,), unflatten = flatten_alike(values)
-        kernel = _count_at_or_below if right else _count_below
-        codes = _run_compiled(kernel, (flat, _pad(boundaries)), dynamic=(flat,))
+        codes = _run_compiled(_count, (flat, _pad(boundaries), right), dynamic=(flat,))
         if codes is not None:
-            codes = unflatten(codes)
-            return codes if out_int32 else codes.long()
-    if is_channels_last(values):  # bucketize is elementwise: search NHWC memory, keep the layout
-        nhwc = torch.bucketize(values.permute(0, 2, 3, 1), boundaries, right=right, out_int32=out_int32)
-        return nhwc.permute(0, 3, 1, 2)
-    return torch.bucketize(values.contiguous(), boundaries, right=right, out_int32=out_int32)
+            return unflatten(codes if out_int32 else codes.long())
+    return unflatten(torch.bucketize(flat.contiguous(), boundaries, right=right, out_int32=out_int32))
 
 
 def threshold_forward(
@@ -230,27 +225,21 @@ def _pad(boundaries: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------- kernels (compiled as written)
-def _count_below(flat: Tensor, padded: Tensor) -> Tensor:
-    """#{b : b < v}, int32: bucketize with right=False. NaN boundaries never count; a NaN
-    value gets the number of real boundaries, as torch.bucketize gives it."""
-    count = (flat > padded[0]).to(torch.int32)
+def _count(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
+    """#{b : b < v} (bucketize's right=False) or #{b : b <= v} (right=True), int32. NaN
+    boundaries never count; a NaN value gets the number of real boundaries, as
+    torch.bucketize gives it."""
+    above = torch.ge if right else torch.gt
+    count = above(flat, padded[0]).to(torch.int32)
     for i in range(1, padded.numel()):  # a static loop: unrolled into one elementwise pass
-        count = count + (flat > padded[i]).to(torch.int32)
-    return torch.where(flat != flat, (padded == padded).sum(dtype=torch.int32), count)
-
-
-def _count_at_or_below(flat: Tensor, padded: Tensor) -> Tensor:
-    """#{b : b <= v}, int32: bucketize with right=True (NaN as in :func:`_count_below`)."""
-    count = (flat >= padded[0]).to(torch.int32)
-    for i in range(1, padded.numel()):
-        count = count + (flat >= padded[i]).to(torch.int32)
+        count = count + above(flat, padded[i]).to(torch.int32)
     return torch.where(flat != flat, (padded == padded).sum(dtype=torch.int32), count)
 
 
 def _fused_threshold_forward(
     flat: Tensor, padded: Tensor, beta1: Tensor, code_table: Tensor, position_dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    positions = _count_at_or_below(beta1 * flat, padded)
+    positions = _count(beta1 * flat, padded, True)
     return positions.to(position_dtype), code_table[positions >> 1]
 
 
@@ -259,7 +248,7 @@ def _fused_codebook_forward(
     with_statistics: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     normalised = rows / scale[:, None]
-    codes = _count_below(normalised, padded_midpoints)
+    codes = _count(normalised, padded_midpoints, False)
     target = codebook[codes]
     quantized = scale[:, None] * target
     residual = normalised - target if with_commitment else None
