@@ -144,10 +144,7 @@ def set_up(network: str, variant: str, bf16: bool, device: torch.device, channel
         x = x.contiguous(memory_format=torch.channels_last)
     prepared, commitment = prepare(variant, model, x[:2])
     prepared.train()
-    try:
-        quantized = len(adq_fx.quantization_map(prepared)) if variant in ("adq", "lsq") else None
-    except Exception:  # a quantizer kind quantization_map does not know yet
-        quantized = None
+    quantized = len(adq_fx.quantization_map(prepared)) if variant in KERNEL_VARIANTS else None
     optimizer = torch.optim.SGD(prepared.parameters(), lr=LR, momentum=MOMENTUM)
 
     def step() -> None:
