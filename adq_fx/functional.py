@@ -457,31 +457,32 @@ class _ThresholdQuantize(torch.autograd.Function):
     def forward(ctx, x, start, intervals, beta1, beta2, shift, min_interval):  # type: ignore[no-untyped-def]
         n = intervals.numel()
         boundaries = interleaved_boundaries(start, intervals, min_interval)
+        levels = code_levels(torch.arange(n + 1, device=x.device), n, x.dtype)  # Δ·q per code
         if shift is None:
             # The output per code, by the reference's own formula: values match it and the
             # converted level table bit for bit.
-            codes = torch.arange(n + 1, device=x.device)
-            code_table = threshold_output(code_levels(codes, n, x.dtype), beta2, None)
+            code_table = threshold_output(levels, beta2, None)
             positions, out = kernels.threshold_forward(x, boundaries, beta1, code_table)
         else:  # a per-channel output table: elementwise
             positions = search_positions(beta1 * (x + shift), boundaries)
             out = threshold_output(code_levels(position_codes(positions), n, x.dtype), beta2, shift)
-        ctx.save_for_backward(x, positions, start, intervals, beta1, beta2, shift)
+        ctx.save_for_backward(x, positions, start, intervals, beta1, beta2, shift, levels)
         ctx.min_interval = min_interval
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
-        x, positions, start, intervals, beta1, beta2, shift = ctx.saved_tensors
-        n, delta = intervals.numel(), 2.0 / intervals.numel()
+        x, positions, start, intervals, beta1, beta2, shift, levels = ctx.saved_tensors
+        delta = 2.0 / intervals.numel()
         edges, lengths = interval_edges(start, intervals, ctx.min_interval)
         slope = beta2 * delta / lengths  # d(output)/du inside interval k
         zero = slope.new_zeros(1)  # positions 0 and 2n+1 lie outside (d_0, d_n)
         input_slope = torch.cat([zero, (slope * beta1).repeat_interleave(2), zero]).to(grad_out.dtype)
         shifted = x if shift is None else x + shift
-        levels = _per_position(code_levels(torch.arange(n + 1, device=x.device), n, grad_out.dtype))
+        level_table = _per_position(levels).to(grad_out.dtype)
         # d(out)/dx per element; per interval k, Σ g and Σ g·(x + shift); Σ g·level (β2's gradient).
-        grad_x, g_k, gx_k, g_level = kernels.interval_sums(positions, grad_out, shifted, input_slope, levels)
+        grad_x, g_k, gx_k, g_level = kernels.interval_sums(positions, grad_out, shifted, input_slope,
+                                                            level_table)
         grad_u_k = slope * g_k
         # Σ_i∈k grad_u_i·ramp_i with ramp = (u - d_k) / a_k, u = beta1·(x + shift).
         ramp_k = slope / lengths * (beta1 * gx_k - edges[:-1] * g_k)
