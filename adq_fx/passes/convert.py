@@ -8,6 +8,7 @@ from torch import fx, nn
 
 from ..nn import LUT_MODULES, encoder_for
 from ..quantizers import ActivationQuantizer
+from ..quantizers._state import FirstBatchInit
 from ._graph import PREPARED_TYPES, QAT_TYPES, modules_of_types, set_submodule
 
 
@@ -59,7 +60,7 @@ def convert_adq(prepared: fx.GraphModule) -> fx.GraphModule:
 
 def _check_initialized(node: fx.Node, quantizer: ActivationQuantizer) -> None:
     """A quantizer with a first-batch init that saw no batch would convert with its placeholder scales."""
-    if not getattr(quantizer, "_ready", True):
+    if isinstance(quantizer, FirstBatchInit) and quantizer.awaiting_first_batch:
         raise ValueError(
             f"convert_adq: input quantizer {node.target!r} ({type(quantizer).__name__}) sets its scale "
             "from the first batch it sees and has seen none; run the prepared model on data (train, "

@@ -55,6 +55,11 @@ class FirstBatchInit(nn.Module):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._ready = False
 
+    @property
+    def awaiting_first_batch(self) -> bool:
+        """True until the data init has run (its parameters are still placeholders)."""
+        return not self._ready
+
     def initialize(self, x: Tensor) -> None:
         raise NotImplementedError
 
