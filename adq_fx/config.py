@@ -7,9 +7,10 @@ it is written, with the field name and the fix, not deep inside a pass.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 SUPPORTED_BITS = range(2, 9)  # codes fit one uint8; Alg. 1 is degenerate at 1 bit
+ThresholdInit = Literal["uniform", "first_batch"]  # how learned thresholds start
 
 
 def _check_bits(owner: str, bits: int) -> None:
@@ -93,13 +94,13 @@ class ActivationThresholdConfig:
     bits: int = 3
     signed: bool | None = None
     min_interval: float = 1e-3
-    init: Literal["uniform", "first_batch"] = "uniform"
+    init: ThresholdInit = "uniform"
 
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
         _check_signed(name, self.signed)
-        if self.init not in ("uniform", "first_batch"):
+        if self.init not in get_args(ThresholdInit):
             raise ValueError(f"{name}(init={self.init!r}) must be 'uniform' or 'first_batch'.")
         if not self.min_interval > 0:
             raise ValueError(f"{name}(min_interval={self.min_interval!r}) must be positive.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
-from ..config import SUPPORTED_BITS
+from ..config import SUPPORTED_BITS, ThresholdInit
 from ..kernels import KERNEL_BACKENDS, KernelBackend
 
 WeightQuantizerName = Literal["adq", "n2uq", "lsq", "post"]
@@ -33,7 +33,7 @@ class TrainConfig:
     weight_quantizer: WeightQuantizerName = "adq"
     activation_quantizer: ActivationQuantizerName = "n2uq"
     # n2uq activations: N2UQ's fixed [0, 2] start or scaled to the first batch (ActivationThresholdConfig)
-    threshold_init: Literal["uniform", "first_batch"] = "uniform"
+    threshold_init: ThresholdInit = "uniform"
     target_bits: float = 3.0
     bit_options: tuple[int, ...] = (2, 3, 4)
     mixed_precision: bool = False
@@ -79,14 +79,12 @@ class TrainConfig:
                 "for a fractional average."
             )
         for name, names in (("weight_quantizer", WeightQuantizerName),
-                            ("activation_quantizer", ActivationQuantizerName)):
+                            ("activation_quantizer", ActivationQuantizerName),
+                            ("threshold_init", ThresholdInit)):
             allowed = get_args(names)
             if getattr(self, name) not in allowed:
                 listed = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
                 raise ValueError(f"TrainConfig({name}={getattr(self, name)!r}) must be {listed}.")
-        if self.threshold_init not in ("uniform", "first_batch"):
-            raise ValueError(f"TrainConfig(threshold_init={self.threshold_init!r}) must be 'uniform' or "
-                             "'first_batch'.")
         if self.kernels not in KERNEL_BACKENDS:
             raise ValueError(f"TrainConfig(kernels={self.kernels!r}) must be one of {KERNEL_BACKENDS}.")
         if any(b not in SUPPORTED_BITS for b in self.bit_options):
