@@ -39,7 +39,10 @@ class WeightCodebookConfig:
     stays unused); levels="full" uses all 2^b codes (quantiles of the whole
     distribution, no zero level). init="quantile" is Alg. 1; init="normal"
     draws sorted N(0, 1) samples (the paper's ablation B). learn_codebook=False
-    freezes the codebook (ablation C).
+    freezes the codebook (ablation C). int8_grid=True keeps every codebook entry
+    on multiples of 1/32 (in units of the channel's RMS, up to ±127/32) while it
+    trains, so ``convert_adq(backend="int8")`` reproduces the trained weights
+    exactly instead of snapping them (docs/design.md, "Integer inference").
     """
 
     method: ClassVar[str] = "adq_codebook"
@@ -53,10 +56,13 @@ class WeightCodebookConfig:
     commitment_beta: float = 0.25
     pin_zero: bool = True
     seed: int = 0
+    int8_grid: bool = False
 
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
+        if not isinstance(self.int8_grid, bool):
+            raise ValueError(f"{name}(int8_grid={self.int8_grid!r}) must be True or False.")
         if self.levels not in ("alg1", "full"):
             raise ValueError(f"{name}(levels={self.levels!r}) must be 'alg1' or 'full'.")
         if self.init not in ("quantile", "normal"):

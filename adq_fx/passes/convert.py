@@ -3,28 +3,65 @@
 from __future__ import annotations
 
 import copy
+import warnings
+from typing import Literal, get_args
 
 from torch import fx, nn
+
+from ..int8 import onednn
 
 from ..nn import LUT_MODULES, encoder_for
 from ..quantizers import ActivationQuantizer
 from ..quantizers._state import FirstBatchInit
 from ._graph import PREPARED_TYPES, QAT_TYPES, modules_of_types, set_submodule
+from .lower_int8 import lower_to_int8
+
+Backend = Literal["auto", "int8", "reference"]
+OffGrid = Literal["snap", "exact"]
+_warned_fallback = False
 
 
-def convert_adq(prepared: fx.GraphModule) -> fx.GraphModule:
+def convert_adq(
+    prepared: fx.GraphModule,
+    *,
+    backend: Backend = "auto",
+    fold_batchnorm: bool = True,
+    off_grid: OffGrid = "snap",
+) -> fx.GraphModule:
     """Return an inference copy (eval mode) of a prepared model with integer-coded layers.
 
-    Each activation quantizer becomes an encoder (float -> uint8 codes) and each
-    QAT layer a LUT layer holding uint8 weight codes, the codebook (or level
-    grid), the per-channel scale and the input level table. In eval mode the
-    result computes the same values as ``prepared``, which is not changed.
+    Each activation quantizer becomes an encoder (float -> uint8 codes). With
+    ``backend="reference"`` each QAT layer becomes a LUT layer (uint8 weight codes,
+    the level table, per-channel scale, input level table) computing exactly what
+    ``prepared`` computes in eval mode, in float. With ``backend="int8"`` each becomes
+    an ``Int8Conv2d``/``Int8Linear`` running oneDNN's integer kernels on packed codes,
+    with a following BatchNorm folded in (``fold_batchnorm``) and a following residual
+    add and ReLU fused; it raises where this PyTorch build or CPU has no such kernels.
+    ``"auto"`` is int8 where available, else reference with a one-time warning.
+
+    Level tables not on an int8 grid (learned codebooks, POST) are snapped to the
+    nearest one (``off_grid="snap"``; each layer's error is in
+    ``quantization_map``) or refused (``off_grid="exact"``). docs/design.md states
+    which equality holds for each case. ``prepared`` is not changed.
     """
+    global _warned_fallback
+    if backend not in get_args(Backend):
+        raise ValueError(f"convert_adq(backend={backend!r}) must be one of {get_args(Backend)}.")
+    if off_grid not in get_args(OffGrid):
+        raise ValueError(f"convert_adq(off_grid={off_grid!r}) must be one of {get_args(OffGrid)}.")
     if not isinstance(prepared, fx.GraphModule) or not modules_of_types(prepared, QAT_TYPES):
         raise ValueError(
             f"convert_adq: {type(prepared).__name__} has no adq_fx QAT layer; call "
             "prepare_adq(model, qconfig_mapping, example_inputs) and train before converting."
         )
+    if backend == "int8":
+        onednn.require_kernels("convert_adq(backend='int8')")
+    elif backend == "auto" and onednn.kernel_problem() is not None:
+        if not _warned_fallback:
+            warnings.warn(f"convert_adq(backend='auto'): {onednn.kernel_problem()}, so the model "
+                          "converts to the exact float reference path.", stacklevel=2)
+            _warned_fallback = True
+        backend = "reference"
     gm = copy.deepcopy(prepared)
     modules = dict(gm.named_modules())
 
@@ -55,6 +92,8 @@ def convert_adq(prepared: fx.GraphModule) -> fx.GraphModule:
         raise ValueError(f"convert_adq: {residue} could not be converted; this is a bug, please report it.")
     gm.graph.lint()
     gm.recompile()
+    if backend != "reference":
+        lower_to_int8(gm, fold_batchnorm=fold_batchnorm, off_grid=off_grid, strict=backend == "int8")
     return gm.eval()
 
 

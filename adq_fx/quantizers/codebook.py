@@ -7,6 +7,7 @@ from torch import Tensor
 
 from .. import functional as F
 from ..config import WeightCodebookConfig
+from ..int8.grid import snap_to_training_grid
 from ._distributed import all_reduce_mean_
 from .base import WeightQuantizer
 
@@ -34,6 +35,8 @@ class CodebookWeightQuantizer(WeightQuantizer):
             codebook = F.quantile_codebook(normalised, config.bits, full_levels=config.levels == "full")
         else:
             codebook = F.normal_codebook(config.num_levels, pin_zero=config.pin_zero, seed=config.seed)
+        if config.int8_grid:
+            codebook = snap_to_training_grid(codebook)
         # Warm start: as if every entry had been seen with an equal share of the
         # weights, so the first EMA steps move the codebook smoothly from its init.
         counts = torch.full_like(codebook, normalised.numel() / config.num_levels)
@@ -84,7 +87,9 @@ class CodebookWeightQuantizer(WeightQuantizer):
             self.codebook, self.ema_counts, self.ema_sums, step_counts, step_sums,
             decay=self.config.ema_decay, eps=self.config.eps, pin_zero=self.config.pin_zero,
         )
-        self.codebook.copy_(codebook)
+        # On the int8 grid only the codebook in use is snapped: the EMA statistics stay continuous,
+        # so moves smaller than one grid step still accumulate.
+        self.codebook.copy_(snap_to_training_grid(codebook) if self.config.int8_grid else codebook)
         self.ema_counts.copy_(counts)
         self.ema_sums.copy_(sums)
 
