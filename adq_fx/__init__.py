@@ -2,7 +2,7 @@
 
     prepared = prepare_adq(model, default_qconfig_mapping(3), example_inputs)
     ... train, adding commitment_loss(prepared) to the loss ...
-    int_model = convert_adq(prepared)
+    int_model = convert_adq(prepared)          # int8 kernels where available (backend="auto")
 """
 
 from .allocate import allocate_bits, layer_sensitivity
@@ -16,6 +16,7 @@ from .config import (
     UniformWeightConfig,
     WeightCodebookConfig,
 )
+from .int8 import Int8KernelsUnavailable
 from .kernels import get_kernel_backend, set_kernel_backend
 from .mapping import (
     ADQConfigMapping,
@@ -24,13 +25,14 @@ from .mapping import (
     qconfig_mapping_from_plan,
 )
 from .passes import convert_adq, prepare_adq
-from .summary import commitment_loss, model_size_bits, quantization_map
+from .summary import commitment_loss, model_size, model_size_bits, quantization_map
 
 __all__ = [
     "ADQConfig",
     "ADQConfigMapping",
     "ASQActivationConfig",
     "ActivationThresholdConfig",
+    "Int8KernelsUnavailable",
     "LSQActivationConfig",
     "LSQWeightConfig",
     "POSTWeightConfig",
@@ -42,6 +44,7 @@ __all__ = [
     "default_qconfig_mapping",
     "get_kernel_backend",
     "layer_sensitivity",
+    "model_size",
     "model_size_bits",
     "prepare_adq",
     "qconfig_mapping_from_map",

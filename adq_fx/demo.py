@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import commitment_loss, convert_adq, default_qconfig_mapping, model_size_bits, prepare_adq
 from .environment import describe, machine_info
+from .int8.onednn import kernel_problem
 from .nn import QATConv2d, QATLinear
 from .quantizers import ThresholdActivationQuantizer
 
@@ -146,10 +147,16 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         train(prepared, train_data, epochs=config.qat_epochs, lr=config.qat_lr, desc=f"QAT W{bits}A{bits}",
               **common)
         qat_acc, qat_logits = evaluate(prepared, test_data)
-        converted = convert_adq(prepared)
+        converted = convert_adq(prepared, backend="reference")
         int_acc, int_logits = evaluate(converted, test_data)
+        int8_acc = None
+        if kernel_problem() is None:  # the integer model a CPU deployment runs
+            int8 = convert_adq(prepared, backend="int8")
+            int8_acc, _ = evaluate(int8, test_data)
         rows.append({
             "model": "ADQ", "bits": f"{bits}/{bits}", "accuracy": qat_acc, "converted_accuracy": int_acc,
+            "int8_accuracy": int8_acc,
+            "int8_size_kib": None if int8_acc is None else model_size_bits(int8) / 8192,
             "size_kib": model_size_bits(converted) / 8192,
             "max_abs_diff": float((qat_logits - int_logits).abs().max()),
             "max_abs_logit": float(qat_logits.abs().max()),
@@ -165,13 +172,16 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
 
 def format_table(results: dict[str, Any]) -> str:
     lines = [
-        "| model | W/A bits | accuracy % | converted accuracy % | size KiB | max |Δ| converted vs QAT |",
-        "|---|---|---|---|---|---|",
+        "| model | W/A bits | accuracy % | converted accuracy % | max |Δ| converted vs QAT | size KiB "
+        "| int8 accuracy % | int8 size KiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         conv = "—" if row["converted_accuracy"] is None else f"{row['converted_accuracy']:.2f}"
         diff = "—" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2e}"
-        lines.append(f"| {row['model']} | {row['bits']} | {row['accuracy']:.2f} | {conv} | "
-                     f"{row['size_kib']:.1f} | {diff} |")
+        int8 = "—" if row.get("int8_accuracy") is None else f"{row['int8_accuracy']:.2f}"
+        int8_size = "—" if row.get("int8_size_kib") is None else f"{row['int8_size_kib']:.1f}"
+        lines.append(f"| {row['model']} | {row['bits']} | {row['accuracy']:.2f} | {conv} | {diff} | "
+                     f"{row['size_kib']:.1f} | {int8} | {int8_size} |")
     lines.append(f"\n{results['data']}; {describe(results['machine'])}; {results['seconds']:.1f} s")
     return "\n".join(lines)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
 
+from .int8.modules import _Int8Layer
 from .nn import QATConv2d, QATLinear
 from .nn.lut import _LUTLayer, encoder_for
 from .quantizers import ActivationQuantizer, WeightQuantizer
@@ -80,6 +82,26 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
                 "weight_config": asdict(module.weight_config),
                 "activation_config": asdict(module.activation_config),
             }
+        elif isinstance(module, _Int8Layer):
+            result[name] = {
+                "stage": "converted",
+                "backend": "int8",
+                "layer_type": type(module).__name__.removeprefix("Int8"),
+                "weight_bits": module.weight_bits,
+                "activation_bits": module.act_bits,
+                "activation_signed": module.act_signed,
+                "weight_method": module.weight_config.method,
+                "activation_method": module.activation_config.method,
+                "int8_levels": module.int8_levels.tolist(),
+                "scale_shape": list(module.weight_scale.shape),
+                "num_params": math.prod(module.weight_shape),
+                "grid_exact": module.grid_exact,
+                "grid_error": module.grid_error,
+                "folded_batchnorm": module.folded_batchnorm,
+                "fused": {"add": module.accumulates, "relu": module.relu},
+                "weight_config": asdict(module.weight_config),
+                "activation_config": asdict(module.activation_config),
+            }
     if not result:
         raise ValueError(
             f"quantization_map: {type(model).__name__} has no quantized layer; "
@@ -88,32 +110,90 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
     return result
 
 
-def model_size_bits(model: nn.Module) -> int:
-    """Storage of the deployed model in bits: b bits per quantized weight, packed, plus
-    codebooks, scales and every other parameter or buffer at its own width.
+def _tensor_bits(tensors: list[Tensor]) -> int:
+    return sum(t.numel() * t.element_size() * 8 for t in tensors)
 
-    Training-only state (EMA statistics, quantizer parameters) is not counted:
-    it does not ship. BatchNorm running statistics are counted (they ship until folded).
+
+def _layer_inputs(model: nn.Module) -> dict[str, nn.Module]:
+    """Layer name -> the module on its input (quantizer or encoder), read off the graph."""
+    if not isinstance(model, fx.GraphModule):
+        return {}
+    modules = dict(model.named_modules())
+    found = {}
+    for node in model.graph.nodes:
+        source = node.args[0] if node.op == "call_module" and node.args else None
+        if isinstance(source, fx.Node) and source.op == "call_module":
+            found[node.target] = modules[source.target]
+    return found
+
+
+def model_size(model: nn.Module) -> dict[str, Any]:
+    """What ``model`` takes to ship: total bytes, and the cost of its quantized layers per weight.
+
+    ``bits_per_weight`` divides everything a quantized layer ships (weight codes at their
+    packed width, its level table, per-channel scales, bias, and its input encoder's
+    thresholds or step) by its weight count; ``weight_bits`` is the parameter-weighted mean
+    code width, the figure that ``bits_per_weight`` approaches on large layers. For a float
+    model every Conv2d and Linear counts as a layer (32 bits a weight, plus biases). Training
+    state (EMA statistics, quantizer parameters) does not ship and is not counted; BatchNorm
+    is counted where it is not folded.
     """
-    total = 0
-    skip: set[int] = set()
-    for module in model.modules():
+    quantized = (QATConv2d, QATLinear, _LUTLayer, _Int8Layer)
+    has_quantized = any(isinstance(m, quantized) for m in model.modules())
+    inputs = _layer_inputs(model)
+    counted: set[int] = set()
+    layer_bits = weights = code_bits = layers = 0
+    for name, module in model.named_modules():
+        encoder = inputs.get(name)
+        shipped: list[Tensor] = []
         if isinstance(module, (QATConv2d, QATLinear)):
             q = module.weight_quantizer
-            table = q.levels().numel() + module.weight.shape[0]  # level table and per-channel scale
-            total += module.weight.numel() * q.config.bits + 32 * table
-            skip.add(id(module.weight))
+            count, bits = module.weight.numel(), q.config.bits
+            layer = count * bits + 32 * (q.levels().numel() + module.weight.shape[0])
+            shipped = [] if module.bias is None else [module.bias]
+            if isinstance(encoder, ActivationQuantizer):  # what convert_adq will ship for it
+                shipped_encoder = encoder_for(encoder)
+                shipped += [*shipped_encoder.parameters(), *shipped_encoder.buffers(), encoder.level_table()]
+            counted.update(id(t) for t in (module.weight, *module.weight_quantizer.parameters(),
+                                           *module.weight_quantizer.buffers()))
         elif isinstance(module, _LUTLayer):
-            total += module.weight_codes.numel() * module.weight_bits
-            skip.add(id(module.weight_codes))
-        elif isinstance(module, ActivationQuantizer):
-            # Exactly what convert_adq will ship for it: the encoder and the input level table.
-            encoder = encoder_for(module)
-            shipped = [*encoder.parameters(), *encoder.buffers(), module.level_table()]
-            total += sum(t.numel() * t.element_size() * 8 for t in shipped)
+            count, bits = module.weight_codes.numel(), module.weight_bits
+            layer = count * bits
+            counted.add(id(module.weight_codes))
+            shipped = [t for t in module.buffers() if t is not module.weight_codes]
+        elif isinstance(module, _Int8Layer):
+            count, bits = math.prod(module.weight_shape), module.weight_bits
+            layer = 0
+            shipped = list(module.buffers())  # packed codes at their width, tables, scales, bias
+        elif not has_quantized and type(module) in (nn.Conv2d, nn.Linear):
+            count, bits, layer = module.weight.numel(), 32, 0
+            shipped = [*module.parameters(recurse=False)]
+        else:
+            continue
+        if encoder is not None and not isinstance(encoder, ActivationQuantizer):
+            shipped += [*encoder.parameters(), *encoder.buffers()]
+        layer += _tensor_bits(shipped)
+        counted.update(id(t) for t in shipped)
+        if encoder is not None:
+            counted.update(id(t) for t in (*encoder.parameters(), *encoder.buffers()))
+        layer_bits, weights, layers = layer_bits + layer, weights + count, layers + 1
+        code_bits += count * bits
+    for module in model.modules():  # training-only quantizer state never ships
         if isinstance(module, (WeightQuantizer, ActivationQuantizer)):
-            skip.update(id(t) for t in (*module.parameters(), *module.buffers()))
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if id(tensor) not in skip:
-            total += tensor.numel() * tensor.element_size() * 8
-    return total
+            counted.update(id(t) for t in (*module.parameters(), *module.buffers()))
+    rest = _tensor_bits([t for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+                         if id(t) not in counted])
+    total = layer_bits + rest
+    return {
+        "total_bytes": math.ceil(total / 8),
+        "total_bits": total,
+        "layers": layers,
+        "weights": weights,
+        "bits_per_weight": layer_bits / weights if weights else float("nan"),
+        "weight_bits": code_bits / weights if weights else float("nan"),
+    }
+
+
+def model_size_bits(model: nn.Module) -> int:
+    """Storage of the deployed model in bits (``model_size(model)["total_bits"]``)."""
+    return model_size(model)["total_bits"]

@@ -213,7 +213,7 @@ def test_baselines_convert_to_lookup_tables_that_compute_the_trained_model(confi
     moved = [k for k, v in prepared.state_dict().items()
              if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.equal(v, before[k])]
     assert any(k.endswith("weight") for k in moved)
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")
     fresh = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected, got = prepared(fresh), converted(fresh)

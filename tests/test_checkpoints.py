@@ -57,12 +57,13 @@ def test_prepared_checkpoint_round_trips_through_its_json_map() -> None:
 def test_converted_checkpoint_round_trips_through_its_map() -> None:
     torch.manual_seed(1)
     model, x = DigitsCNN(), torch.rand(16, 1, 8, 8)
-    converted = adq_fx.convert_adq(_trained(model, x))
+    converted = adq_fx.convert_adq(_trained(model, x), backend="reference")
     qmap = adq_fx.quantization_map(converted)
     assert qmap["conv3"]["weight_bits"] == 2 and qmap["conv3"]["activation_bits"] == 4
     assert qmap["hidden"]["weight_config"]["levels"] == "full" and qmap["hidden"]["activation_signed"]
 
-    fresh = adq_fx.convert_adq(adq_fx.prepare_adq(model, adq_fx.qconfig_mapping_from_map(qmap), x))
+    skeleton = adq_fx.prepare_adq(model, adq_fx.qconfig_mapping_from_map(qmap), x)
+    fresh = adq_fx.convert_adq(skeleton, backend="reference")
     fresh.load_state_dict(converted.state_dict())
     assert torch.equal(fresh(x), converted(x))
 

@@ -40,7 +40,7 @@ def test_prepare_twice_raises() -> None:
 
 def test_prepare_refuses_a_converted_model() -> None:
     x = images()
-    converted = convert_adq(prepare_adq(TinyResNet(), None, x))
+    converted = convert_adq(prepare_adq(TinyResNet(), None, x), backend="reference")
     with pytest.raises(ValueError, match=r"already prepared or converted \('layer1\.conv1.*adq_fx module"):
         prepare_adq(converted, default_qconfig_mapping(3, keep_first_and_last_float=False), x)
     with pytest.raises(ValueError, match="already prepared or converted"):
@@ -49,20 +49,20 @@ def test_prepare_refuses_a_converted_model() -> None:
 
 def test_convert_of_a_plain_module_raises() -> None:
     with pytest.raises(ValueError, match=r"TinyResNet has no adq_fx QAT layer; call prepare_adq"):
-        convert_adq(TinyResNet())
+        convert_adq(TinyResNet(), backend="reference")
 
 
 def test_convert_of_a_plain_traced_graph_module_raises() -> None:
     traced = fx.symbolic_trace(TinyResNet())
     with pytest.raises(ValueError, match=r"has no adq_fx QAT layer; call prepare_adq"):
-        convert_adq(traced)
+        convert_adq(traced, backend="reference")
 
 
 def test_convert_of_a_prepared_model_that_quantizes_nothing_raises() -> None:
     prepared = prepare_adq(TinyResNet(), ADQConfigMapping(), images())  # no global config: all float
     assert not any(n.endswith("_input_quantizer") for n, _ in prepared.named_modules())
     with pytest.raises(ValueError, match="call prepare_adq"):
-        convert_adq(prepared)
+        convert_adq(prepared, backend="reference")
 
 
 # --------------------------------------------------------------------------- configs
@@ -214,8 +214,8 @@ def test_state_dict_with_another_signedness_names_the_quantizer() -> None:
 
 def test_converted_state_dict_from_another_bit_width_names_the_layer() -> None:
     x = images()
-    three = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(3), x))
-    two = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(2), x))
+    three = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(3), x), backend="reference")
+    two = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(2), x), backend="reference")
     expected = r"^layer1\.conv1: the state_dict was saved with .*same qconfig mapping"
     with pytest.raises(ValueError, match=expected):
         two.load_state_dict(three.state_dict())
@@ -317,9 +317,9 @@ def test_convert_before_a_first_batch_init_has_seen_data_names_the_quantizer(act
     prepared = prepare_adq(TinyResNet().eval(), mapping, x)
     with pytest.raises(ValueError, match=r"input quantizer '[\w.]+_input_quantizer' .*has seen none; run the "
                                          r"prepared model on data"):
-        convert_adq(prepared)
+        convert_adq(prepared, backend="reference")
     with torch.no_grad():
         prepared.eval()(x)  # one calibration forward is enough
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")
     with torch.no_grad():
         assert torch.equal(converted(x), prepared(x))

@@ -258,7 +258,7 @@ def test_activation_signed_config_overrides_detection() -> None:
     assert signs(prepared) == {"conv_a": True, "conv_b": False, "hidden": False}
     assert prepared.conv_a_input_quantizer.shift is not None
     assert prepared.conv_b_input_quantizer.shift is None
-    converted = convert_adq(train(prepared, x, steps=1))
+    converted = convert_adq(train(prepared, x, steps=1), backend="reference")
     assert signs(converted) == {"conv_a": True, "conv_b": False, "hidden": False}
 
 
@@ -317,7 +317,7 @@ def test_converted_model_computes_what_the_trained_prepared_model_computes(
              if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and not torch.equal(v, initial[k])]
     assert any("codebook" in k for k in moved) and any("intervals" in k for k in moved)
 
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")
     assert not converted.training
     codes: dict[str, torch.Tensor] = {}
     for name, module in converted.named_modules():
@@ -355,7 +355,7 @@ def test_convert_does_not_change_the_prepared_model(trained_resnet) -> None:
     state, types, code = snapshot(prepared), layer_types(prepared), prepared.code
     with torch.no_grad():
         before = prepared(x)
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")
     assert converted is not prepared
     assert not converted.training
     assert all(not m.training for m in converted.modules())
@@ -369,14 +369,14 @@ def test_convert_does_not_change_the_prepared_model(trained_resnet) -> None:
 def test_convert_keeps_train_mode_of_prepared_untouched() -> None:
     prepared = prepare_adq(TinyResNet(), None, images())
     assert prepared.training
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")
     assert prepared.training and all(m.training for m in prepared.modules())
     assert not converted.training
 
 
 def test_quantization_map_of_prepared_and_converted_agree(trained_resnet) -> None:
     model, _, prepared = trained_resnet
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")
     before, after = quantization_map(prepared), quantization_map(converted)
     assert sorted(before) == sorted(after) == sorted(QUANTIZED_BY_DEFAULT)
     for name in before:
@@ -419,8 +419,8 @@ def test_prepared_state_dict_survives_torch_save_with_weights_only(trained_resne
 
 def test_converted_state_dict_loads_into_a_fresh_converted_model(trained_resnet) -> None:
     model, x, prepared = trained_resnet
-    converted = convert_adq(prepared)
-    fresh = convert_adq(prepare_adq(model, default_qconfig_mapping(3), x))
+    converted = convert_adq(prepared, backend="reference")
+    fresh = convert_adq(prepare_adq(model, default_qconfig_mapping(3), x), backend="reference")
     fresh_x = images(4, seed=8)
     with torch.no_grad():
         assert not torch.equal(fresh(fresh_x), converted(fresh_x))
@@ -439,7 +439,7 @@ def test_convert_of_a_reloaded_prepared_model_matches(trained_resnet) -> None:
     model, x, prepared = trained_resnet
     fresh = prepare_adq(model, default_qconfig_mapping(3), x)
     fresh.load_state_dict(prepared.state_dict())
-    a, b = convert_adq(fresh), convert_adq(prepared)
+    a, b = convert_adq(fresh, backend="reference"), convert_adq(prepared, backend="reference")
     assert_state_equal(snapshot(a), snapshot(b))
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
@@ -482,7 +482,7 @@ def test_commitment_loss_is_zero_when_the_weights_sit_on_the_codebook() -> None:
 
 def test_converted_model_is_smaller_than_the_float_model(trained_resnet) -> None:
     model, _, prepared = trained_resnet
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")
     float_bits = adq_fx.model_size_bits(model)
     assert float_bits == 8 * sum(t.numel() * t.element_size() for t in [*model.parameters(),
                                                                         *model.buffers()])

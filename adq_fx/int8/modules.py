@@ -29,6 +29,7 @@ from . import onednn
 from .grid import GridLevels, to_int8_grid, weight_limit
 from .packing import pack_codes, unpack_codes
 
+
 class UnsupportedLayer(ValueError):
     """A layer the int8 kernels cannot run (``backend="auto"`` keeps it on the reference path)."""
 
@@ -61,6 +62,11 @@ def uniform_encoding(levels: Tensor, context: str) -> tuple[float, int, Tensor |
         if abs(zero_point - round(zero_point)) <= _UNIFORM_TOLERANCE and 0 <= round(zero_point) <= 255:
             return scale, round(zero_point), None
     return scale, 0, start.float()
+
+
+def _rebuild_after_load(module: _Int8Layer, _incompatible_keys: Any) -> None:
+    """Loaded codes, levels or scales: the kernel's packed weight is built again (once)."""
+    module._build_kernel_weight()
 
 
 class _Int8Layer(CheckedLayout):
@@ -102,7 +108,7 @@ class _Int8Layer(CheckedLayout):
         self.register_buffer("weight_scale", (lut.weight_scale.double() * grid.step).float())
         self.register_buffer("bias", None if lut.bias is None else lut.bias.detach().float().clone())
         self.register_buffer("input_offset", offset)
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._build_kernel_weight())
+        self.register_load_state_dict_post_hook(_rebuild_after_load)
 
     # ---------------------------------------------------------------- weights
     def weight_codes(self) -> Tensor:
@@ -205,13 +211,24 @@ class Int8Conv2d(_Int8Layer):
                 "float with set_module_name(name, None)."
             )
         self._init_from(lut, name=name, off_grid=off_grid)
-        self.stride, self.padding, self.dilation, self.groups = lut.stride, lut.padding, lut.dilation, lut.groups
+        self.stride, self.padding = lut.stride, lut.padding
+        self.dilation, self.groups = lut.dilation, lut.groups
         if isinstance(self.padding, str):
             raise UnsupportedLayer(
                 f"convert_adq: layer {name!r} has padding={self.padding!r}; the int8 kernel needs "
                 "explicit padding sizes. Use integers, or convert with backend='reference'."
             )
+        # oneDNN's AVX2 int8 1x1 convolution with a stride races on narrow inputs (wrong sums in
+        # some runs at 2 threads, seen with 8 input channels in torch 2.14): a 1x1 conv with a
+        # stride and no padding is the same as subsampling the input first, which is exact.
+        self.subsample = tuple(self.stride) if (
+            tuple(self.weight_shape[2:]) == (1, 1) and tuple(self.padding) == (0, 0)
+            and tuple(self.stride) != (1, 1)) else None
         self._build_kernel_weight()
+
+    def _kernel_args(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]:
+        stride = (1, 1) if self.subsample is not None else tuple(self.stride)
+        return stride, tuple(self.padding), tuple(self.dilation), self.groups
 
     def _build_kernel_weight(self) -> None:
         onednn.require_kernels("Int8Conv2d")
@@ -219,7 +236,7 @@ class Int8Conv2d(_Int8Layer):
             self.input_scale, self.input_zero_point)
         self._kernel_input = (scale, zero_point)
         self._kernel_weight = onednn.prepack_conv(self.int8_weight(), self.weight_scale, scale, zero_point,
-                                                  self.stride, self.padding, self.dilation, self.groups)
+                                                  *self._kernel_args())
         self._offset_cache: dict[tuple[int, int], Tensor] = {}
 
     def _bias_view(self, dims: int) -> Tensor:
@@ -239,8 +256,12 @@ class Int8Conv2d(_Int8Layer):
 
     def forward(self, codes: Tensor | tuple[Tensor, Tensor], accumulate: Tensor | None = None) -> Tensor:
         codes, sample_step = self._split(codes)
+        height, width = codes.shape[-2:]
+        if self.subsample is not None:
+            step_h, step_w = self.subsample
+            codes = codes[:, :, ::step_h, ::step_w].contiguous(memory_format=torch.channels_last)
         x_scale, x_zero_point = self._kernel_input
-        args = (self.stride, self.padding, self.dilation, self.groups)
+        args = self._kernel_args()
         if self.fuses_in_kernel:
             if accumulate is not None:
                 # The kernel writes into its accumulator: give it a private channels_last float copy
@@ -254,7 +275,7 @@ class Int8Conv2d(_Int8Layer):
             return onednn.conv(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
                                self.bias, *args, relu=self.relu)
         y = onednn.conv(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale, None, *args)
-        return self._finish(y, sample_step, self._offset_term(codes.shape[-2], codes.shape[-1]), accumulate)
+        return self._finish(y, sample_step, self._offset_term(height, width), accumulate)
 
 
 class Int8Linear(_Int8Layer):

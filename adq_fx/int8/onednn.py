@@ -131,8 +131,9 @@ def prepack_conv(weight: Tensor, weight_scale: Tensor, input_scale: float, input
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                  groups: int) -> Tensor:
     """int8 (O, I/groups, kh, kw) weights in oneDNN's blocked layout (an opaque tensor)."""
-    return _ops()["conv_prepack"](weight.contiguous(), weight_scale.contiguous(), input_scale, input_zero_point, list(stride),
-                                  list(padding), list(dilation), groups, None)
+    return _ops()["conv_prepack"](weight.contiguous(), weight_scale.contiguous(), input_scale,
+                                  input_zero_point, list(stride), list(padding), list(dilation), groups,
+                                  None)
 
 
 def conv(codes: Tensor, input_scale: float, input_zero_point: int, packed: Tensor, weight_scale: Tensor,

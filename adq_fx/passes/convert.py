@@ -9,7 +9,6 @@ from typing import Literal, get_args
 from torch import fx, nn
 
 from ..int8 import onednn
-
 from ..nn import LUT_MODULES, encoder_for
 from ..quantizers import ActivationQuantizer
 from ..quantizers._state import FirstBatchInit

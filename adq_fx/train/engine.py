@@ -35,6 +35,7 @@ from .. import (
 )
 from ..config import WeightConfig
 from ..environment import machine_info
+from ..int8.onednn import kernel_problem
 from ..kernels import get_kernel_backend, set_kernel_backend
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
@@ -88,6 +89,23 @@ class Runner:
             with self.autocast():
                 correct += int((model(self.prepare_input(x)).argmax(1) == y).sum())
         return 100.0 * correct / len(self.data.test_y)
+
+    @torch.no_grad()
+    def evaluate_int8(self, prepared: nn.Module, reference: nn.Module) -> dict[str, Any]:
+        """Top-1 of the int8 model (CPU kernels, so it runs on CPU), and its agreement with the reference."""
+        problem = kernel_problem()
+        if problem is not None:
+            return {"accuracy": None, "agreement": None, "skipped": problem}
+        int8 = convert_adq(copy.deepcopy(prepared).cpu(), backend="int8")
+        reference_cpu = copy.deepcopy(reference).cpu()
+        correct = agree = 0
+        for x, y in self.data.test_batches(512):
+            x = x.cpu().contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.cpu()
+            predicted = int8(x).argmax(1)
+            correct += int((predicted == y.cpu()).sum())
+            agree += int((predicted == reference_cpu(x).argmax(1)).sum())
+        count = len(self.data.test_y)
+        return {"accuracy": 100.0 * correct / count, "agreement": 100.0 * agree / count, "skipped": None}
 
     def fit(self, model: nn.Module, phase: str, *, epochs: int, lr: float, loss_fn: LossFn) -> list[dict]:
         """SGD + cosine to zero with per-epoch checkpoints; resumes bit-identically from the last one."""
@@ -237,8 +255,9 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     snapshots["final"] = _codebook_snapshot(prepared)
     qat_acc = runner.evaluate(prepared)
     prepared.eval()
-    converted = convert_adq(prepared)
+    converted = convert_adq(prepared, backend="reference")  # computes exactly what was trained
     converted_acc = runner.evaluate(converted)
+    int8 = runner.evaluate_int8(prepared, converted)  # what a CPU deployment computes
     qmap = quantization_map(converted)
     if runner.dist.is_main:
         torch.save({"model": converted.state_dict(), "quantization_map": qmap}, runner.out / "converted.pt")
@@ -253,6 +272,8 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
         "data": {"name": runner.data.name, "train": len(runner.data.train_x),
                  "test": len(runner.data.test_x)},
         "float_accuracy": float_acc, "qat_accuracy": qat_acc, "converted_accuracy": converted_acc,
+        "int8_accuracy": int8["accuracy"], "int8_agreement": int8["agreement"],
+        "int8_skipped": int8["skipped"],
         "bit_plan": {n: list(b) for n, b in plan.items()}, "sensitivities": sensitivities,
         "average_bits": sum(w_bits) / len(w_bits),
         "parameter_weighted_bits": sum(b * c for b, c in zip(w_bits, counts, strict=True)) / sum(counts),

@@ -1,0 +1,361 @@
+"""convert_adq(backend="int8"): packed codes, the int8 grid, integer kernels against the reference."""
+
+from __future__ import annotations
+
+import copy
+import io
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import adq_fx
+from adq_fx import (
+    ActivationThresholdConfig,
+    ADQConfig,
+    ADQConfigMapping,
+    ASQActivationConfig,
+    LSQActivationConfig,
+    LSQWeightConfig,
+    POSTWeightConfig,
+    UniformWeightConfig,
+    WeightCodebookConfig,
+    convert_adq,
+    default_qconfig_mapping,
+    model_size,
+    prepare_adq,
+    quantization_map,
+)
+from adq_fx.int8 import Int8Conv2d, Int8Linear, onednn, pack_codes, packed_size, to_int8_grid, unpack_codes
+from adq_fx.int8.grid import TRAINING_GRID_STEP, snap_to_training_grid, weight_limit
+from adq_fx.nn import LUTConv2d, LUTLinear
+from tests.models import FunctionalNet, SignedNet, TinyResNet, images
+from tests.test_passes import _resnet18, train
+
+FAST = settings(max_examples=40, deadline=None)
+needs_kernels = pytest.mark.skipif(onednn.kernel_problem() is not None,
+                                   reason=f"no int8 kernels here: {onednn.kernel_problem()}")
+INT8 = (Int8Conv2d, Int8Linear)
+
+
+# ----------------------------------------------------------------------------- packing
+@FAST
+@given(st.integers(1, 8), st.integers(0, 300), st.randoms(use_true_random=False))
+def test_packed_codes_round_trip_at_their_width(bits: int, count: int, rng) -> None:
+    codes = torch.tensor([rng.randrange(2**bits) for _ in range(count)], dtype=torch.uint8)
+    packed = pack_codes(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == packed_size(count, bits) == -(-count * bits // 8)
+    assert torch.equal(unpack_codes(packed, bits, count), codes)
+
+
+def test_packing_refuses_codes_wider_than_the_width_and_a_stream_of_the_wrong_size() -> None:
+    with pytest.raises(ValueError, match="does not fit in 2 bits"):
+        pack_codes(torch.tensor([4], dtype=torch.uint8), 2)
+    with pytest.raises(ValueError, match="expected a 1-D uint8 stream of 3 bytes"):
+        unpack_codes(torch.zeros(2, dtype=torch.uint8), 3, 8)
+
+
+# ----------------------------------------------------------------------------- the int8 grid
+@pytest.mark.parametrize("levels", [
+    torch.arange(-4, 4, dtype=torch.float32),  # LSQ 3-bit
+    adq_fx.functional.uniform_levels(2),  # N2UQ
+    adq_fx.functional.uniform_levels(4),
+    snap_to_training_grid(torch.tensor([-1.37, -0.41, 0.0, 0.52, 1.9])),  # int8_grid codebook
+])
+def test_levels_on_a_grid_map_exactly(levels: torch.Tensor) -> None:
+    grid = to_int8_grid(levels)
+    assert grid.exact
+    assert torch.allclose(grid.integers.double() * grid.step, levels.double(), rtol=0, atol=1e-6)
+
+
+@FAST
+@given(st.lists(st.floats(-4, 4, width=32), min_size=2, max_size=16, unique=True), st.integers(2, 8))
+def test_snapped_levels_are_within_half_a_step_and_inside_the_saturation_limit(values, act_bits) -> None:
+    levels = torch.tensor(sorted(values))
+    if not levels.abs().max() > 1e-3:
+        return
+    limit = weight_limit(act_bits)
+    grid = to_int8_grid(levels, limit)
+    assert int(grid.integers.abs().max()) <= limit
+    assert 2 * limit * (2**act_bits - 1) <= 32767  # u8 x s8 pair sums never saturate (AVX2)
+    error = (grid.integers.double() * grid.step - levels.double()).abs().max()
+    assert float(error) <= grid.step / 2 + 1e-9
+    assert grid.max_error == pytest.approx(float(error) / float(levels.abs().max()), rel=1e-6, abs=1e-12)
+
+
+def test_training_grid_keeps_codebooks_on_multiples_of_its_step() -> None:
+    torch.manual_seed(0)
+    x = images(8)
+    mapping = ADQConfigMapping().set_global(ADQConfig(weight=WeightCodebookConfig(bits=3, int8_grid=True)))
+    prepared = train(prepare_adq(TinyResNet(), mapping, x), x, steps=3, cross_entropy=True)
+    for name, m in prepared.named_modules():
+        if hasattr(m, "codebook") and not isinstance(m, (LUTConv2d, LUTLinear)):
+            steps = m.codebook / TRAINING_GRID_STEP
+            assert torch.equal(steps, steps.round()), name
+            assert not torch.equal(m.ema_sums / m.ema_counts, m.codebook), name  # EMA state stays continuous
+
+
+# ----------------------------------------------------------------------------- int8 vs reference
+GRID_ADQ = ADQConfig(weight=WeightCodebookConfig(bits=3, int8_grid=True))
+METHODS: dict[str, tuple[ADQConfig, bool]] = {  # config, on the grid (exact up to ties)
+    "adq": (ADQConfig.with_bits(3), False),
+    "adq_int8_grid": (GRID_ADQ, True),
+    "adq_grid_lsq_signed": (ADQConfig(weight=WeightCodebookConfig(bits=3, int8_grid=True),
+                                      activation=LSQActivationConfig(bits=3, signed=True)), True),
+    "n2uq": (ADQConfig(weight=UniformWeightConfig(bits=3), activation=ActivationThresholdConfig(bits=3)), True),
+    "lsq": (ADQConfig(weight=LSQWeightConfig(bits=3), activation=LSQActivationConfig(bits=3)), True),
+    "post": (ADQConfig(weight=POSTWeightConfig(bits=3), activation=LSQActivationConfig(bits=3)), False),
+    "asq_lsq": (ADQConfig(weight=LSQWeightConfig(bits=3), activation=ASQActivationConfig(bits=3)), True),
+    "adq_4bit_grid": (ADQConfig(weight=WeightCodebookConfig(bits=4, int8_grid=True),
+                                activation=ActivationThresholdConfig(bits=4)), True),
+}
+
+
+def _check_against_reference(prepared: nn.Module, x: torch.Tensor, *, on_grid: bool,
+                             fold_batchnorm: bool = True) -> nn.Module:
+    reference = convert_adq(prepared, backend="reference")
+    int8 = convert_adq(prepared, backend="int8", fold_batchnorm=fold_batchnorm)
+    assert any(isinstance(m, INT8) for m in int8.modules())
+    assert not any(isinstance(m, (LUTConv2d, LUTLinear)) for m in int8.modules())
+    with torch.no_grad():
+        expected, got = reference(x), int8(x)
+    peak = float(expected.abs().max())
+    error = float((got - expected).abs().max())
+    agreement = float((got.argmax(1) == expected.argmax(1)).float().mean())
+    if on_grid:
+        # Integer sums are exact; only float round-off differs, which can move a value across a
+        # threshold (a tie) in a few elements: most samples match to round-off, all to a code step.
+        close = ((got - expected).abs().amax(1) <= 1e-4 * peak).float().mean()
+        assert float(close) >= 0.9, (error, peak)
+        assert agreement >= 0.95
+    else:
+        assert error <= 0.25 * peak, (error, peak)  # snapped levels: a bounded, reported change
+        assert agreement >= 0.75
+    return int8
+
+
+@needs_kernels
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_int8_matches_the_reference_for_every_quantizer_kind(method: str) -> None:
+    config, on_grid = METHODS[method]
+    torch.manual_seed(0)
+    x = images(8)
+    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(config), x), x, steps=3,
+                     cross_entropy=True)
+    int8 = _check_against_reference(prepared, images(64, seed=3), on_grid=on_grid)
+    qmap = quantization_map(int8)
+    assert all(entry["grid_exact"] == on_grid for entry in qmap.values()), qmap
+
+
+def _signed():  # noqa: ANN202
+    mapping = (default_qconfig_mapping(3, keep_first_and_last_float=False).set_global(GRID_ADQ)
+               .set_module_name("conv_b", ADQConfig(weight=WeightCodebookConfig(bits=2, int8_grid=True),
+                                                    activation=ActivationThresholdConfig(bits=4))))
+    return SignedNet(), images(8), mapping
+
+
+def _functional():  # noqa: ANN202
+    return FunctionalNet(), images(8), ADQConfigMapping(keep_first_and_last_float=False).set_global(GRID_ADQ)
+
+
+def _resnet18_grid():  # noqa: ANN202
+    model, x, _ = _resnet18()
+    return model, x, default_qconfig_mapping(3).set_global(GRID_ADQ)
+
+
+@needs_kernels
+@pytest.mark.parametrize(("build", "freeze_bn"), [(_signed, False), (_functional, False),
+                                                  (_resnet18_grid, True)],
+                         ids=["signed_inputs", "functional_calls", "resnet18"])
+def test_int8_matches_the_reference_on_signed_functional_and_torchvision_models(
+    build: Callable, freeze_bn: bool
+) -> None:
+    torch.manual_seed(0)
+    model, x, mapping = build()
+    prepared = train(prepare_adq(model, mapping, x), x, steps=1, cross_entropy=True, freeze_bn=freeze_bn)
+    fresh = torch.randn((16, *x.shape[1:]), generator=torch.Generator().manual_seed(11))
+    int8 = _check_against_reference(prepared, fresh, on_grid=True)
+    if build is _signed:
+        assert int8.conv_b.input_offset is not None  # a signed threshold input: per-channel offset
+        assert int8.hidden.input_offset is None  # ... folded into the bias for a linear layer
+
+
+@needs_kernels
+def test_batchnorm_folds_into_the_scale_and_bias_or_stays_when_asked() -> None:
+    torch.manual_seed(0)
+    x = images(8)
+    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3,
+                     cross_entropy=True)
+    folded = _check_against_reference(prepared, images(32, seed=4), on_grid=True)
+    kept = _check_against_reference(prepared, images(32, seed=4), on_grid=True, fold_batchnorm=False)
+    bn_names = {n for n, m in prepared.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert {n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)} == {"bn"}  # stem: float
+    assert {n for n, m in kept.named_modules() if isinstance(m, nn.BatchNorm2d)} == bn_names
+    assert folded.layer1.conv1.folded_batchnorm and not kept.layer1.conv1.folded_batchnorm
+
+
+@needs_kernels
+def test_residual_add_and_relu_run_inside_the_kernel_without_touching_other_tensors() -> None:
+    torch.manual_seed(0)
+    x = images(8)
+    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=2,
+                     cross_entropy=True)
+    int8 = convert_adq(prepared, backend="int8")
+    assert int8.layer1.conv1.relu and not int8.layer1.conv1.accumulates
+    assert int8.layer1.conv2.relu and int8.layer1.conv2.accumulates
+    targets = {n.target for n in int8.graph.nodes if n.op == "call_function"}
+    assert not {torch.add, torch.relu} & targets and "add" not in {n.name for n in int8.graph.nodes}
+    before = x.clone()
+    with torch.no_grad():
+        first, second = int8(x), int8(x)
+    assert torch.equal(x, before) and torch.equal(first, second)  # the kernel writes no shared tensor
+
+
+# ----------------------------------------------------------------------------- save and load
+@pytest.fixture(scope="module")
+def trained_grid_resnet():  # noqa: ANN201
+    torch.manual_seed(0)
+    x = images(8)
+    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3,
+                     cross_entropy=True)
+    return prepared, x
+
+
+@needs_kernels
+def test_int8_state_dict_loads_into_a_skeleton_and_rebuilds_its_kernel_weights(trained_grid_resnet) -> None:
+    prepared, x = trained_grid_resnet
+    int8 = convert_adq(prepared, backend="int8")
+    mapping = adq_fx.qconfig_mapping_from_map(quantization_map(prepared))
+    skeleton = convert_adq(prepare_adq(TinyResNet(), mapping, x), backend="int8")
+    fresh_x = images(4, seed=9)
+    with torch.no_grad():
+        assert not torch.equal(skeleton(fresh_x), int8(fresh_x))
+    buffer = io.BytesIO()
+    torch.save(int8.state_dict(), buffer)
+    buffer.seek(0)
+    skeleton.load_state_dict(torch.load(buffer, weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(skeleton(fresh_x), int8(fresh_x))
+    assert all(isinstance(v, torch.Tensor) for v in int8.state_dict().values() if not isinstance(v, dict))
+    assert int8.layer1.conv1.packed_codes.numel() == packed_size(8 * 8 * 9, 3)
+
+
+@needs_kernels
+def test_whole_int8_model_saves_and_loads_in_a_process_without_the_float_model(
+    trained_grid_resnet, tmp_path
+) -> None:
+    prepared, x = trained_grid_resnet
+    int8 = convert_adq(prepared, backend="int8")
+    with torch.no_grad():
+        expected = int8(x)
+    torch.save(int8, tmp_path / "model.pt")
+    torch.save(x, tmp_path / "x.pt")
+    copy.deepcopy(int8)  # the opaque kernel weight is rebuilt, not copied
+    script = (
+        "import sys, torch, adq_fx\n"
+        "assert 'tests.models' not in sys.modules\n"
+        f"m = torch.load({str(tmp_path / 'model.pt')!r}, weights_only=False)\n"
+        f"x = torch.load({str(tmp_path / 'x.pt')!r})\n"
+        "with torch.no_grad():\n"
+        f"    torch.save(m(x), {str(tmp_path / 'out.pt')!r})\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+
+
+# ----------------------------------------------------------------------------- sizes
+@needs_kernels
+def test_model_size_counts_packed_codes_and_what_ships_with_them() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = images(2, size=32)
+    prepared = prepare_adq(model, default_qconfig_mapping(2), x)
+    int8 = convert_adq(prepared.eval(), backend="int8")
+    sizes = {name: model_size(m) for name, m in (("float", model), ("prepared", prepared), ("int8", int8))}
+    assert sizes["float"]["bits_per_weight"] == pytest.approx(32.0, abs=0.01)
+    assert sizes["int8"]["weight_bits"] == 2.0
+    assert 2.0 < sizes["int8"]["bits_per_weight"] <= 2.1  # 11 M weights: overheads are small
+    assert sizes["int8"]["total_bytes"] < sizes["prepared"]["total_bytes"] < sizes["float"]["total_bytes"]
+    codes = sum(m.packed_codes.numel() for m in int8.modules() if isinstance(m, INT8))
+    assert codes == sum(packed_size(e["num_params"], 2) for e in quantization_map(int8).values())
+
+
+# ----------------------------------------------------------------------------- refusals
+def _prepared_tiny(config: ADQConfig | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    x = images(4)
+    mapping = default_qconfig_mapping(3) if config is None else ADQConfigMapping().set_global(config)
+    return prepare_adq(TinyResNet(), mapping, x).eval()
+
+
+@needs_kernels
+def test_exact_refuses_an_off_grid_codebook_naming_the_layer_and_the_fixes() -> None:
+    with pytest.raises(ValueError, match=r"layer 'layer1.conv1'.*off_grid='snap'.*int8_grid=True"):
+        convert_adq(_prepared_tiny(), backend="int8", off_grid="exact")
+    convert_adq(_prepared_tiny(GRID_ADQ), backend="int8", off_grid="exact")  # on the grid: accepted
+
+
+def test_missing_kernels_raise_for_int8_and_fall_back_once_with_a_warning_for_auto(monkeypatch) -> None:
+    from adq_fx.passes import convert as convert_module
+
+    monkeypatch.setattr(onednn, "kernel_problem", lambda: "this CPU has no int8 support (test)")
+    monkeypatch.setattr(convert_module, "_warned_fallback", False)
+    prepared = _prepared_tiny()
+    with pytest.raises(adq_fx.Int8KernelsUnavailable, match=r"no int8 support.*backend='reference'"):
+        convert_adq(prepared, backend="int8")
+    with pytest.warns(UserWarning, match="no int8 support"):
+        converted = convert_adq(prepared)
+    assert isinstance(converted.layer1.conv1, LUTConv2d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        convert_adq(prepared)  # once per process
+
+
+@needs_kernels
+def test_a_layer_the_kernels_cannot_run_is_refused_by_int8_and_kept_on_the_reference_by_auto() -> None:
+    prepared = _prepared_tiny()
+    prepared.layer1.conv2.padding_mode = "reflect"
+    with pytest.raises(ValueError, match=r"layer 'layer1.conv2' pads with padding_mode='reflect'"):
+        convert_adq(prepared, backend="int8")
+    with pytest.warns(UserWarning, match="layer1.conv2.*reference"):
+        converted = convert_adq(prepared, backend="auto")
+    assert isinstance(converted.layer1.conv2, LUTConv2d) and isinstance(converted.layer1.conv1, Int8Conv2d)
+
+
+def test_convert_refuses_an_unknown_backend_or_grid_policy() -> None:
+    prepared = _prepared_tiny()
+    with pytest.raises(ValueError, match="backend='fast'.*must be one of"):
+        convert_adq(prepared, backend="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="off_grid='round'.*must be one of"):
+        convert_adq(prepared, off_grid="round")  # type: ignore[arg-type]
+
+
+def test_int8_grid_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match=r"int8_grid=1\) must be True or False"):
+        WeightCodebookConfig(int8_grid=1)  # type: ignore[arg-type]
+
+
+@needs_kernels
+def test_strided_one_by_one_convolution_is_exact_and_repeatable() -> None:
+    """oneDNN's AVX2 1x1 stride-2 int8 conv on 8 channels gave run-to-run different sums; adq_fx
+    subsamples first. The same codes must give the same exact result on every call."""
+    torch.manual_seed(0)
+    x = images(64, channels=8, size=8)
+    float_model = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.Flatten(),
+                                nn.Linear(256, 4))
+    mapping = ADQConfigMapping(keep_first_and_last_float=False).set_global(GRID_ADQ).set_object_type(
+        nn.Linear, None)
+    prepared = prepare_adq(float_model, mapping, x).eval()
+    reference, int8 = convert_adq(prepared, backend="reference"), convert_adq(prepared, backend="int8")
+    with torch.no_grad():
+        expected = reference(x)
+        for _ in range(20):
+            _ = [torch.randn(64, 16, 8, 8) for _ in range(2)]  # allocations in between, as in a model
+            assert (int8(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
