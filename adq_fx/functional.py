@@ -397,6 +397,39 @@ def interleaved_boundaries(start: Tensor, intervals: Tensor, min_interval: float
     return boundaries
 
 
+def input_space_thresholds(thresholds: Tensor, beta1: Tensor) -> Tensor | None:
+    """Per threshold T, the least float x with ``fl(beta1 * x) >= T``, or None if there is none.
+
+    For beta1 > 0 the rounded product is monotone in x, so ``x >= x_T`` holds exactly
+    when ``beta1 * x >= T`` does: an encoder can compare the input itself and skip
+    the multiply, with the same codes bit for bit. Found from ``T / beta1`` by
+    stepping one float at a time (a few steps at most).
+
+    >>> b = torch.tensor(0.3); t = torch.tensor([0.1, 0.7])
+    >>> x = input_space_thresholds(t, b)
+    >>> bool(((b * x) >= t).all()), bool(((b * torch.nextafter(x, -x.abs() - 1)) < t).all())
+    (True, True)
+    """
+    if not (bool(beta1 > 0) and bool(torch.isfinite(beta1)) and bool(torch.isfinite(thresholds).all())):
+        return None
+    inf = torch.full_like(thresholds, float("inf"))
+    candidate = thresholds / beta1
+    for _ in range(64):  # up until the product reaches T
+        short = beta1 * candidate < thresholds
+        if not bool(short.any()):
+            break
+        candidate = torch.where(short, torch.nextafter(candidate, inf), candidate)
+    for _ in range(64):  # down while the float below still reaches T
+        below = torch.nextafter(candidate, -inf)
+        still = beta1 * below >= thresholds
+        if not bool(still.any()):
+            break
+        candidate = torch.where(still, below, candidate)
+    exact = bool((beta1 * candidate >= thresholds).all()) and bool(
+        (beta1 * torch.nextafter(candidate, -inf) < thresholds).all())
+    return candidate if exact else None
+
+
 def search_positions(u: Tensor, boundaries: Tensor) -> Tensor:
     """Position p in 0..2n+1 of each u among :func:`interleaved_boundaries`, int32."""
     return bucketize(u, boundaries, right=True, out_int32=True)

@@ -359,3 +359,23 @@ def test_strided_one_by_one_convolution_is_exact_and_repeatable() -> None:
         for _ in range(20):
             _ = [torch.randn(64, 16, 8, 8) for _ in range(2)]  # allocations in between, as in a model
             assert (int8(x) - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+# ----------------------------------------------------------------------------- the encoder
+@FAST
+@given(st.floats(2**-10, 2**10, width=32), st.lists(st.floats(-10, 10, width=32), min_size=1, max_size=15),
+       st.integers(0, 2**31 - 1))
+def test_encoder_comparing_the_input_itself_gives_the_codes_of_the_scaled_search(beta1, thresholds, seed) -> None:
+    beta = torch.tensor(beta1)
+    t = torch.tensor(sorted(thresholds))
+    moved = adq_fx.functional.input_space_thresholds(t, beta)
+    if moved is None:  # no exact float threshold (T = 0: products underflow to -0.0); encoder keeps beta1 * x
+        assert bool((t == 0).any())
+        return
+    g = torch.Generator().manual_seed(seed)
+    base = (t / beta).repeat(8)
+    near = base + torch.randint(-3, 4, (base.numel(),), generator=g) * base.abs() * 2e-7
+    x = torch.cat([near, torch.randn(200, generator=g) * 10 / beta,
+                   torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])])
+    expected = torch.bucketize(beta * x, t, right=True)
+    assert torch.equal(torch.bucketize(x, moved, right=True), expected)

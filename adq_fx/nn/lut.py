@@ -25,8 +25,13 @@ from ..quantizers import (
     LSQActivationQuantizer,
     ThresholdActivationQuantizer,
 )
+from ..kernels import bucketize
 from ..quantizers._state import CheckedLayout
 from .qat import QATConv2d, QATLinear
+
+
+def _rebuild_input_thresholds(module: ThresholdEncoder, _incompatible_keys: Any) -> None:
+    module._build_input_thresholds()
 
 
 class ThresholdEncoder(nn.Module):
@@ -42,6 +47,13 @@ class ThresholdEncoder(nn.Module):
         self.register_buffer("beta1", beta1.detach().clone())
         self.register_buffer("boundaries", boundaries.detach().clone())
         self.register_buffer("shift", None if shift is None else shift.detach().clone())
+        self._build_input_thresholds()
+        self.register_load_state_dict_post_hook(_rebuild_input_thresholds)
+
+    def _build_input_thresholds(self) -> None:
+        """Thresholds moved into the input's units, exactly (see functional.input_space_thresholds)."""
+        self._input_thresholds = None if self.shift is not None else F.input_space_thresholds(
+            self.thresholds.contiguous(), self.beta1)
 
     @classmethod
     def from_quantizer(cls, quantizer: ThresholdActivationQuantizer) -> ThresholdEncoder:
@@ -63,6 +75,8 @@ class ThresholdEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.to(self.beta1.dtype)
+        if self._input_thresholds is not None:  # one search of x itself: no multiply, n boundaries
+            return bucketize(x, self._input_thresholds, right=True, out_int32=True).to(torch.uint8)
         shift = None if self.shift is None else F.broadcast_channels(self.shift, x.dim(), self.channel_dim)
         # The same search as training, so codes match bit for bit.
         positions = F.search_positions(F.threshold_input(x, self.beta1, shift), self.boundaries)
