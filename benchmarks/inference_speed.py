@@ -41,7 +41,10 @@ POINTS = [("resnet20", 32, 1), ("resnet20", 32, 32), ("resnet18", 224, 1), ("res
 
 def float_model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    model = build_model("resnet20", 10) if name == "resnet20" else torchvision.models.resnet18(num_classes=1000)
+    if name == "resnet20":
+        model = build_model("resnet20", 10)
+    else:
+        model = torchvision.models.resnet18(num_classes=1000)
     # BatchNorm statistics of real-looking activations (fresh ones saturate every quantizer).
     model.train()
     with torch.no_grad():
@@ -156,9 +159,10 @@ def markdown(data: dict) -> str:
     for r in data["rows"]:
         cells = [f"{r['median_ms'][k]:.2f}" if k in r["median_ms"] else "—" for k in keys]
         best = max(v for k, v in r["ratio_to_anchor"].items() if k.startswith("adq_int8"))
-        lines.append(f"| {r['model']} W{r['bits']}A{r['bits']} | {tuple(r['input'])} | " + " | ".join(cells)
-                     + f" | {r['ratio_to_float']['adq_int8']:.2f}× | {r['ratio_to_anchor']['adq_int8']:.2f}× | "
-                     f"{best:.2f}× |")
+        ratios = (f"{r['ratio_to_float']['adq_int8']:.2f}× | {r['ratio_to_anchor']['adq_int8']:.2f}× | "
+                  f"{best:.2f}×")
+        lines.append(f"| {r['model']} W{r['bits']}A{r['bits']} | {tuple(r['input'])} | "
+                     + " | ".join(cells) + f" | {ratios} |")
     lines += ["", "| model | float32 KiB | adq reference KiB | adq int8 KiB | torch.ao int8 KiB "
               "| int8 bits/weight (quantized layers) | code bits |", "|---|---|---|---|---|---|---|"]
     seen = set()
@@ -180,7 +184,8 @@ def markdown(data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few repeats, no compile: a smoke run")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats per point")
     parser.add_argument("--bits", type=int, default=3, help="weight and activation bits of the adq models")

@@ -109,7 +109,8 @@ METHODS: dict[str, tuple[ADQConfig, bool]] = {  # config, on the grid (exact up 
     "adq_int8_grid": (GRID_ADQ, True),
     "adq_grid_lsq_signed": (ADQConfig(weight=WeightCodebookConfig(bits=3, int8_grid=True),
                                       activation=LSQActivationConfig(bits=3, signed=True)), True),
-    "n2uq": (ADQConfig(weight=UniformWeightConfig(bits=3), activation=ActivationThresholdConfig(bits=3)), True),
+    "n2uq": (ADQConfig(weight=UniformWeightConfig(bits=3),
+                       activation=ActivationThresholdConfig(bits=3)), True),
     "lsq": (ADQConfig(weight=LSQWeightConfig(bits=3), activation=LSQActivationConfig(bits=3)), True),
     "post": (ADQConfig(weight=POSTWeightConfig(bits=3), activation=LSQActivationConfig(bits=3)), False),
     "asq_lsq": (ADQConfig(weight=LSQWeightConfig(bits=3), activation=ASQActivationConfig(bits=3)), True),
@@ -154,18 +155,18 @@ def test_int8_matches_the_reference_for_every_quantizer_kind(method: str) -> Non
     assert all(entry["grid_exact"] == on_grid for entry in qmap.values()), qmap
 
 
-def _signed():  # noqa: ANN202
+def _signed():
     mapping = (default_qconfig_mapping(3, keep_first_and_last_float=False).set_global(GRID_ADQ)
                .set_module_name("conv_b", ADQConfig(weight=WeightCodebookConfig(bits=2, int8_grid=True),
                                                     activation=ActivationThresholdConfig(bits=4))))
     return SignedNet(), images(8), mapping
 
 
-def _functional():  # noqa: ANN202
+def _functional():
     return FunctionalNet(), images(8), ADQConfigMapping(keep_first_and_last_float=False).set_global(GRID_ADQ)
 
 
-def _resnet18_grid():  # noqa: ANN202
+def _resnet18_grid():
     model, x, _ = _resnet18()
     return model, x, default_qconfig_mapping(3).set_global(GRID_ADQ)
 
@@ -220,7 +221,7 @@ def test_residual_add_and_relu_run_inside_the_kernel_without_touching_other_tens
 
 # ----------------------------------------------------------------------------- save and load
 @pytest.fixture(scope="module")
-def trained_grid_resnet():  # noqa: ANN201
+def trained_grid_resnet():
     torch.manual_seed(0)
     x = images(8)
     prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3,
@@ -331,9 +332,9 @@ def test_a_layer_the_kernels_cannot_run_is_refused_by_int8_and_kept_on_the_refer
 
 def test_convert_refuses_an_unknown_backend_or_grid_policy() -> None:
     prepared = _prepared_tiny()
-    with pytest.raises(ValueError, match="backend='fast'.*must be one of"):
+    with pytest.raises(ValueError, match=r"backend='fast'.*must be one of"):
         convert_adq(prepared, backend="fast")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="off_grid='round'.*must be one of"):
+    with pytest.raises(ValueError, match=r"off_grid='round'.*must be one of"):
         convert_adq(prepared, off_grid="round")  # type: ignore[arg-type]
 
 
@@ -365,7 +366,7 @@ def test_strided_one_by_one_convolution_is_exact_and_repeatable() -> None:
 @FAST
 @given(st.floats(2**-10, 2**10, width=32), st.lists(st.floats(-10, 10, width=32), min_size=1, max_size=15),
        st.integers(0, 2**31 - 1))
-def test_encoder_comparing_the_input_itself_gives_the_codes_of_the_scaled_search(beta1, thresholds, seed) -> None:
+def test_encoder_comparing_the_input_gives_the_codes_of_the_scaled_search(beta1, thresholds, seed) -> None:
     beta = torch.tensor(beta1)
     t = torch.tensor(sorted(thresholds))
     moved = adq_fx.functional.input_space_thresholds(t, beta)

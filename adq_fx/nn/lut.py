@@ -19,13 +19,13 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from .. import functional as F
+from ..kernels import bucketize
 from ..quantizers import (
     ActivationQuantizer,
     ASQActivationQuantizer,
     LSQActivationQuantizer,
     ThresholdActivationQuantizer,
 )
-from ..kernels import bucketize
 from ..quantizers._state import CheckedLayout
 from .qat import QATConv2d, QATLinear
 
