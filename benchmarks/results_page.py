@@ -84,7 +84,8 @@ def inference_profile_block() -> str:
     data = _load("inference_speed.json")
     if data is None:
         return "_No inference profile: run `python benchmarks/inference_speed.py`._"
-    lines = ["| model | input | top ops of the int8 eager forward (share of self CPU time) |", "|---|---|---|"]
+    lines = ["| model | input | top ops of the int8 eager forward (share of self CPU time) |",
+             "|---|---|---|"]
     for r in data["rows"]:
         ops = ", ".join(f"`{p['op']}` {100 * p['share']:.0f} %" for p in r["profile_int8_eager"][:6])
         lines.append(f"| {r['model']} | {tuple(r['input'])} | {ops} |")
