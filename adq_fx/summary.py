@@ -96,7 +96,7 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
                 "scale_shape": list(module.weight_scale.shape),
                 "num_params": math.prod(module.weight_shape),
                 "grid_exact": module.grid_exact,
-                "grid_error": module.grid_error,
+                "grid_error": float(module.grid_error),
                 "folded_batchnorm": module.folded_batchnorm,
                 "fused": {"add": module.accumulates, "relu": module.relu},
                 "weight_config": asdict(module.weight_config),

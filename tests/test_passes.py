@@ -417,19 +417,23 @@ def test_prepared_state_dict_survives_torch_save_with_weights_only(trained_resne
         assert torch.equal(fresh(x), prepared(x))
 
 
+def assert_state_dict_round_trip(source: nn.Module, fresh: nn.Module, x: torch.Tensor) -> None:
+    """``fresh`` computes something else until it loads ``source``'s saved state_dict, then the same."""
+    with torch.no_grad():
+        assert not torch.equal(fresh(x), source(x))
+    buffer = io.BytesIO()
+    torch.save(source.state_dict(), buffer)
+    buffer.seek(0)
+    fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(fresh(x), source(x))
+
+
 def test_converted_state_dict_loads_into_a_fresh_converted_model(trained_resnet) -> None:
     model, x, prepared = trained_resnet
     converted = convert_adq(prepared, backend="reference")
     fresh = convert_adq(prepare_adq(model, default_qconfig_mapping(3), x), backend="reference")
-    fresh_x = images(4, seed=8)
-    with torch.no_grad():
-        assert not torch.equal(fresh(fresh_x), converted(fresh_x))
-    buffer = io.BytesIO()
-    torch.save(converted.state_dict(), buffer)
-    buffer.seek(0)
-    fresh.load_state_dict(torch.load(buffer, weights_only=True))
-    with torch.no_grad():
-        assert torch.equal(fresh(fresh_x), converted(fresh_x))
+    assert_state_dict_round_trip(converted, fresh, images(4, seed=8))
     for name, lut in fresh.named_modules():
         if isinstance(lut, LUT):
             assert lut.weight_codes.dtype == torch.uint8, name

@@ -65,7 +65,7 @@ def to_int8_grid(levels: Tensor, limit: int = 127) -> GridLevels:
     if peak == 0.0:
         return GridLevels(integers=torch.zeros(values.numel(), dtype=torch.int8), step=1.0,
                           max_error=0.0, exact=True)
-    for multiple in [*range(1, limit + 1), limit]:
+    for multiple in range(1, limit + 1):  # ends on m = limit when no grid is exact
         step = peak / multiple
         integers = torch.round(values / step)
         error = float((integers * step - values).abs().max()) / peak

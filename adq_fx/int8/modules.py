@@ -17,16 +17,17 @@ the offset's contribution, the bias and the post-ops in float after it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as TF
 from torch import Tensor, nn
 
+from ..functional import broadcast_channels
 from ..quantizers._state import CheckedLayout
 from . import onednn
-from .grid import GridLevels, to_int8_grid, weight_limit
+from .grid import GRID_TOLERANCE, GridLevels, to_int8_grid, weight_limit
 from .packing import pack_codes, unpack_codes
 
 
@@ -99,10 +100,11 @@ class _Int8Layer(CheckedLayout):
                 "off_grid='snap' to accept that error, or train with "
                 "WeightCodebookConfig(int8_grid=True) so the codebook stays on the grid."
             )
-        self.grid_error = grid.max_error
-        self.grid_exact = grid.exact
         scale, zero_point, offset = uniform_encoding(lut.input_levels, f"convert_adq: layer {name!r}")
-        self.input_scale, self.input_zero_point = scale, zero_point
+        # Everything the forward depends on is a buffer, so a state_dict carries it into a skeleton.
+        self.register_buffer("input_scale", torch.tensor(scale, dtype=torch.float64))
+        self.register_buffer("input_zero_point", torch.tensor(zero_point, dtype=torch.int64))
+        self.register_buffer("grid_error", torch.tensor(grid.max_error, dtype=torch.float64))
         self.register_buffer("packed_codes", pack_codes(lut.weight_codes, self.weight_bits))
         self.register_buffer("int8_levels", grid.integers.clone())
         self.register_buffer("weight_scale", (lut.weight_scale.double() * grid.step).float())
@@ -111,11 +113,14 @@ class _Int8Layer(CheckedLayout):
         self.register_load_state_dict_post_hook(_rebuild_after_load)
 
     # ---------------------------------------------------------------- weights
+    @property
+    def grid_exact(self) -> bool:
+        """Whether the level table sat on its int8 grid (so no weight was moved)."""
+        return float(self.grid_error) <= GRID_TOLERANCE
+
     def weight_codes(self) -> Tensor:
         """The uint8 weight codes, unpacked (for inspection; the kernel uses its own copy)."""
-        count = 1
-        for size in self.weight_shape:
-            count *= size
+        count = math.prod(self.weight_shape)
         return unpack_codes(self.packed_codes, self.weight_bits, count).view(self.weight_shape)
 
     def int8_weight(self) -> Tensor:
@@ -127,6 +132,13 @@ class _Int8Layer(CheckedLayout):
         return scale * self.int8_weight().float()
 
     def _build_kernel_weight(self) -> None:
+        """The kernel's packed weight and the scalars it is called with, from the buffers."""
+        scale = 1.0 if self.per_sample_step else float(self.input_scale)
+        self._kernel_input = (scale, int(self.input_zero_point))
+        self._weight_zero_points = torch.zeros(self.weight_shape[0], dtype=torch.long)
+        self._kernel_weight = self._prepack(*self._kernel_input)
+
+    def _prepack(self, input_scale: float, input_zero_point: int) -> Tensor:
         raise NotImplementedError
 
     def __getstate__(self) -> dict[str, Any]:
@@ -171,12 +183,6 @@ class _Int8Layer(CheckedLayout):
                 "relu": self.relu, "accumulates": self.accumulates,
                 "folded_batchnorm": self.folded_batchnorm}
 
-    def describe(self) -> dict[str, Any]:
-        """The layer's entry in :func:`adq_fx.quantization_map`."""
-        return {**self.layout(), "grid_exact": self.grid_exact, "grid_error": self.grid_error,
-                "weight_config": asdict(self.weight_config),
-                "activation_config": asdict(self.activation_config)}
-
     def _split(self, codes: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
         if isinstance(codes, tuple):  # ASQ: codes and each sample's step
             return codes
@@ -190,17 +196,16 @@ class _Int8Layer(CheckedLayout):
         if offset is not None:
             y = y + offset
         if self.bias is not None:
-            y = y + self._bias_view(y.dim())
+            y = y + broadcast_channels(self.bias, y.dim(), self.output_channel_dim)
         if accumulate is not None:
             y = y + accumulate
         return torch.relu(y) if self.relu else y
 
-    def _bias_view(self, dims: int) -> Tensor:
-        raise NotImplementedError
-
 
 class Int8Conv2d(_Int8Layer):
     """Conv2d on uint8 activation codes and packed int8-grid weight codes, through oneDNN."""
+
+    output_channel_dim = 1
 
     def __init__(self, lut: Any, *, name: str, off_grid: str = "snap") -> None:
         super().__init__()
@@ -230,18 +235,11 @@ class Int8Conv2d(_Int8Layer):
         stride = (1, 1) if self.subsample is not None else tuple(self.stride)
         return stride, tuple(self.padding), tuple(self.dilation), self.groups
 
-    def _build_kernel_weight(self) -> None:
+    def _prepack(self, input_scale: float, input_zero_point: int) -> Tensor:
         onednn.require_kernels("Int8Conv2d")
-        scale, zero_point = (1.0, self.input_zero_point) if self.per_sample_step else (
-            self.input_scale, self.input_zero_point)
-        self._kernel_input = (scale, zero_point)
-        self._kernel_weight = onednn.prepack_conv(self.int8_weight(), self.weight_scale, scale, zero_point,
-                                                  *self._kernel_args())
         self._offset_cache: dict[tuple[int, int], Tensor] = {}
-
-    def _bias_view(self, dims: int) -> Tensor:
-        assert self.bias is not None
-        return self.bias.view(-1, 1, 1)
+        return onednn.prepack_conv(self.int8_weight(), self.weight_scale, input_scale, input_zero_point,
+                                   *self._kernel_args())
 
     def _offset_term(self, height: int, width: int) -> Tensor | None:
         """conv(per-channel offset map, weight): the offset's share, exact under zero padding (cached)."""
@@ -271,15 +269,19 @@ class Int8Conv2d(_Int8Layer):
                 if not private:
                     accumulate = accumulate.to(torch.float32, memory_format=torch.channels_last, copy=True)
                 return onednn.conv_add(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                                       self.bias, accumulate, *args, relu=self.relu)
+                                       self._weight_zero_points, self.bias, accumulate, *args,
+                                       relu=self.relu)
             return onednn.conv(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                               self.bias, *args, relu=self.relu)
-        y = onednn.conv(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale, None, *args)
+                               self._weight_zero_points, self.bias, *args, relu=self.relu)
+        y = onednn.conv(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
+                        self._weight_zero_points, None, *args)
         return self._finish(y, sample_step, self._offset_term(height, width), accumulate)
 
 
 class Int8Linear(_Int8Layer):
     """Linear on uint8 activation codes and packed int8-grid weight codes, through oneDNN."""
+
+    output_channel_dim = -1
 
     def __init__(self, lut: Any, *, name: str, off_grid: str = "snap") -> None:
         super().__init__()
@@ -292,23 +294,18 @@ class Int8Linear(_Int8Layer):
                 self.input_offset = None
         self._build_kernel_weight()
 
-    def _build_kernel_weight(self) -> None:
+    def _prepack(self, input_scale: float, input_zero_point: int) -> Tensor:
         onednn.require_kernels("Int8Linear")
-        self._kernel_input = (1.0, self.input_zero_point) if self.per_sample_step else (
-            self.input_scale, self.input_zero_point)
-        self._kernel_weight = onednn.prepack_linear(self.int8_weight())
-
-    def _bias_view(self, dims: int) -> Tensor:
-        assert self.bias is not None
-        return self.bias
+        return onednn.prepack_linear(self.int8_weight())
 
     def forward(self, codes: Tensor | tuple[Tensor, Tensor], accumulate: Tensor | None = None) -> Tensor:
         codes, sample_step = self._split(codes)
         x_scale, x_zero_point = self._kernel_input
         if self.fuses_in_kernel and accumulate is None:
             return onednn.linear(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                                 self.bias, relu=self.relu)
-        y = onednn.linear(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale, None)
+                                 self._weight_zero_points, self.bias, relu=self.relu)
+        y = onednn.linear(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
+                          self._weight_zero_points, None)
         return self._finish(y, sample_step, None, accumulate)
 
 

@@ -98,15 +98,15 @@ def _probe() -> str | None:
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 16, (2, 8, 5, 5), generator=generator, dtype=torch.uint8)
     weight = torch.randint(-127, 128, (4, 8, 3, 3), generator=generator, dtype=torch.int8)
-    scale = torch.ones(4)
+    scale, zero_points = torch.ones(4), torch.zeros(4, dtype=torch.long)
     packed = prepack_conv(weight, scale, 1.0, 3, (1, 1), (1, 1), (1, 1), 1)
-    got = conv(codes.contiguous(memory_format=torch.channels_last), 1.0, 3, packed, scale, None,
-               (1, 1), (1, 1), (1, 1), 1)
+    got = conv(codes.contiguous(memory_format=torch.channels_last), 1.0, 3, packed, scale, zero_points,
+               None, (1, 1), (1, 1), (1, 1), 1)
     expected = torch.nn.functional.conv2d(codes.double() - 3, weight.double(), padding=1)
     if not torch.equal(got.double(), expected):
         return "the oneDNN int8 convolution does not reproduce exact integer sums on this CPU"
     packed_linear = prepack_linear(weight[:, :, 0, 0])
-    got = linear(codes[:, :, 0, 0], 1.0, 3, packed_linear, scale, None)
+    got = linear(codes[:, :, 0, 0], 1.0, 3, packed_linear, scale, zero_points, None)
     expected = (codes[:, :, 0, 0].double() - 3) @ weight[:, :, 0, 0].double().T
     if not torch.equal(got.double(), expected):
         return "the oneDNN int8 linear layer does not reproduce exact integer sums on this CPU"
@@ -123,10 +123,6 @@ def require_kernels(context: str) -> None:
         )
 
 
-def _zero_points(scale: Tensor) -> Tensor:
-    return torch.zeros(scale.numel(), dtype=torch.long)
-
-
 def prepack_conv(weight: Tensor, weight_scale: Tensor, input_scale: float, input_zero_point: int,
                  stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
                  groups: int) -> Tensor:
@@ -137,23 +133,28 @@ def prepack_conv(weight: Tensor, weight_scale: Tensor, input_scale: float, input
 
 
 def conv(codes: Tensor, input_scale: float, input_zero_point: int, packed: Tensor, weight_scale: Tensor,
-         bias: Tensor | None, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-         groups: int, *, relu: bool = False) -> Tensor:
-    """float32 ``conv((codes - zp) * input_scale, int8 * weight_scale) + bias``, ReLU optional."""
+         weight_zero_points: Tensor, bias: Tensor | None, stride: Sequence[int], padding: Sequence[int],
+         dilation: Sequence[int], groups: int, *, relu: bool = False) -> Tensor:
+    """float32 ``conv((codes - zp) * input_scale, int8 * weight_scale) + bias``, ReLU optional.
+
+    ``weight_zero_points`` is int64 zeros, one per output channel (symmetric weights), made by the caller
+    once rather than per call.
+    """
     return _ops()["conv"](codes, input_scale, input_zero_point, packed, weight_scale,
-                          _zero_points(weight_scale), bias, list(stride), list(padding), list(dilation),
+                          weight_zero_points, bias, list(stride), list(padding), list(dilation),
                           groups, 1.0, 0, torch.float32, "relu" if relu else "none", [], "")
 
 
 def conv_add(codes: Tensor, input_scale: float, input_zero_point: int, packed: Tensor,
-             weight_scale: Tensor, bias: Tensor | None, accumulate: Tensor, stride: Sequence[int],
-             padding: Sequence[int], dilation: Sequence[int], groups: int, *, relu: bool) -> Tensor:
+             weight_scale: Tensor, weight_zero_points: Tensor, bias: Tensor | None, accumulate: Tensor,
+             stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int, *,
+             relu: bool) -> Tensor:
     """:func:`conv` plus ``accumulate`` (float32, the output's shape), ReLU optional, in one kernel.
 
     The kernel writes the result into ``accumulate``; the caller passes a tensor nothing else reads.
     """
     return _ops()["conv_binary"](codes, input_scale, input_zero_point, packed, weight_scale,
-                                 _zero_points(weight_scale), accumulate, bias, list(stride), list(padding),
+                                 weight_zero_points, accumulate, bias, list(stride), list(padding),
                                  list(dilation), groups, 1.0, 0, torch.float32, 1.0, 0, "sum", 1.0,
                                  "relu" if relu else "none", [], "")
 
@@ -164,9 +165,9 @@ def prepack_linear(weight: Tensor) -> Tensor:
 
 
 def linear(codes: Tensor, input_scale: float, input_zero_point: int, packed: Tensor, weight_scale: Tensor,
-           bias: Tensor | None, *, relu: bool = False) -> Tensor:
+           weight_zero_points: Tensor, bias: Tensor | None, *, relu: bool = False) -> Tensor:
     """float32 ``linear((codes - zp) * input_scale, int8 * weight_scale) + bias``, ReLU optional."""
     # The kernel reads its input as dense rows: a strided view gives wrong sums, not an error.
     return _ops()["linear"](codes.contiguous(), input_scale, input_zero_point, packed, weight_scale,
-                            _zero_points(weight_scale), bias, 1.0, 0, torch.float32,
+                            weight_zero_points, bias, 1.0, 0, torch.float32,
                             "relu" if relu else "none", [], "")

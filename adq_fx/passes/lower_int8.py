@@ -58,7 +58,7 @@ def lower_to_int8(gm: fx.GraphModule, *, fold_batchnorm: bool = True, off_grid: 
         residual = _residual_operand(add, chain[-1])
         if isinstance(layer, Int8Conv2d) and layer.fuses_in_kernel and residual is not None:
             layer.accumulates = True
-            layer.private_accumulator = _unread_after(residual, add)
+            layer.private_accumulator = _unread_after(residual, add, modules)
             chain.append(add)
             args.append(residual)
         relu = _sole_user(chain[-1])
@@ -121,13 +121,12 @@ def _is_alias(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return node.op == "call_method" and node.target in _ALIAS_METHODS
 
 
-def _unread_after(residual: fx.Node, add: fx.Node) -> bool:
+def _unread_after(residual: fx.Node, add: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Whether no node at or after ``add`` other than ``add`` reads ``residual``'s storage.
 
     The kernel writes its result into the residual tensor, so every view of that storage is
     followed; graph inputs and attributes belong to the caller and are never written.
     """
-    modules = dict(add.graph.owning_module.named_modules())
     order = {n: i for i, n in enumerate(add.graph.nodes)}
     root = residual
     while _is_alias(root, modules) and root.args and isinstance(root.args[0], fx.Node):

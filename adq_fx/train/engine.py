@@ -82,30 +82,35 @@ class Runner:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> float:
+    def predictions(self, model: nn.Module) -> Tensor:
+        """Top-1 class of every test image (on the model's device, under the run's autocast)."""
         model.eval()
-        correct = 0
-        for x, y in self.data.test_batches(512):
+        batches = []
+        for x, _ in self.data.test_batches(512):
             with self.autocast():
-                correct += int((model(self.prepare_input(x)).argmax(1) == y).sum())
-        return 100.0 * correct / len(self.data.test_y)
+                batches.append(model(self.prepare_input(x)).argmax(1))
+        return torch.cat(batches)
+
+    def accuracy(self, predicted: Tensor) -> float:
+        return 100.0 * int((predicted == self.data.test_y.to(predicted.device)).sum()) / len(self.data.test_y)
+
+    def evaluate(self, model: nn.Module) -> float:
+        return self.accuracy(self.predictions(model))
 
     @torch.no_grad()
-    def evaluate_int8(self, prepared: nn.Module, reference: nn.Module) -> dict[str, Any]:
+    def evaluate_int8(self, prepared: nn.Module, reference_predictions: Tensor) -> dict[str, Any]:
         """Top-1 of the int8 model (CPU kernels, so it runs on CPU), and its agreement with the reference."""
         problem = kernel_problem()
         if problem is not None:
             return {"accuracy": None, "agreement": None, "skipped": problem}
         int8 = convert_adq(copy.deepcopy(prepared).cpu(), backend="int8")
-        reference_cpu = copy.deepcopy(reference).cpu()
-        correct = agree = 0
-        for x, y in self.data.test_batches(512):
+        batches = []
+        for x, _ in self.data.test_batches(512):
             x = x.cpu().contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.cpu()
-            predicted = int8(x).argmax(1)
-            correct += int((predicted == y.cpu()).sum())
-            agree += int((predicted == reference_cpu(x).argmax(1)).sum())
-        count = len(self.data.test_y)
-        return {"accuracy": 100.0 * correct / count, "agreement": 100.0 * agree / count, "skipped": None}
+            batches.append(int8(x).argmax(1))
+        predicted = torch.cat(batches)
+        agreement = (predicted == reference_predictions.cpu()).float().mean()
+        return {"accuracy": self.accuracy(predicted), "agreement": 100.0 * float(agreement), "skipped": None}
 
     def fit(self, model: nn.Module, phase: str, *, epochs: int, lr: float, loss_fn: LossFn) -> list[dict]:
         """SGD + cosine to zero with per-epoch checkpoints; resumes bit-identically from the last one."""
@@ -256,8 +261,9 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     qat_acc = runner.evaluate(prepared)
     prepared.eval()
     converted = convert_adq(prepared, backend="reference")  # computes exactly what was trained
-    converted_acc = runner.evaluate(converted)
-    int8 = runner.evaluate_int8(prepared, converted)  # what a CPU deployment computes
+    reference_predictions = runner.predictions(converted)
+    converted_acc = runner.accuracy(reference_predictions)
+    int8 = runner.evaluate_int8(prepared, reference_predictions)  # what a CPU deployment computes
     qmap = quantization_map(converted)
     if runner.dist.is_main:
         torch.save({"model": converted.state_dict(), "quantization_map": qmap}, runner.out / "converted.pt")
