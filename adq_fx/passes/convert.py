@@ -91,6 +91,7 @@ def convert_adq(
         raise ValueError(f"convert_adq: {residue} could not be converted; this is a bug, please report it.")
     gm.graph.lint()
     gm.recompile()
+    gm.eval()
     if backend != "reference":
         lower_to_int8(gm, fold_batchnorm=fold_batchnorm, off_grid=off_grid, strict=backend == "int8")
     return gm.eval()

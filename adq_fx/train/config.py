@@ -43,6 +43,7 @@ class TrainConfig:
     codebook_init: Literal["quantile", "normal"] = "quantile"
     learn_codebook: bool = True
     commitment_beta: float = 0.25
+    int8_grid: bool = False  # keep ADQ codebooks on the int8 grid (WeightCodebookConfig.int8_grid)
     # quantization-aware training
     epochs: int = 10
     lr: float = 0.01

@@ -196,7 +196,8 @@ class Runner:
         if cfg.weight_quantizer == "adq":
             weight = WeightCodebookConfig(
                 bits=3, levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
-                commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed)
+                commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed,
+                int8_grid=cfg.int8_grid)
         else:
             weight = BASELINE_WEIGHTS[cfg.weight_quantizer](bits=3)
         if cfg.activation_quantizer == "n2uq":
