@@ -86,6 +86,9 @@ def test_snapped_levels_are_within_half_a_step_and_inside_the_saturation_limit(v
     assert 2 * limit * (2**act_bits - 1) <= 32767  # u8 x s8 pair sums never saturate (AVX2)
     error = (grid.integers.double() * grid.step - levels.double()).abs().max()
     assert float(error) <= grid.step / 2 + 1e-9
+    peak = levels.double().abs().max()
+    plain = (torch.round(levels.double() / (peak / limit)) * (peak / limit) - levels.double()).abs().max()
+    assert float(error) <= float(plain) + 1e-12  # the step scan never does worse than peak / limit
     assert grid.max_error == pytest.approx(float(error) / float(levels.abs().max()), rel=1e-6, abs=1e-12)
 
 

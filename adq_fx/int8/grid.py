@@ -5,8 +5,8 @@ layer's table (its codebook, or N2UQ's, LSQ's or POST's levels) must become an
 integer times one per-layer step; the per-channel float scale absorbs the step.
 A table already on a grid (LSQ's integers, N2UQ's uniform levels, a codebook
 trained with ``WeightCodebookConfig(int8_grid=True)``) maps exactly; any other
-(a learned codebook, POST's powers of sqrt 2) is snapped to the finest grid
-that fits, and the error of that snap is reported.
+(a learned codebook, POST's powers of sqrt 2) is snapped to the grid, among
+those that fit, nearest to all its levels, and the error of that snap is reported.
 """
 
 from __future__ import annotations
@@ -53,8 +53,17 @@ def snap_to_training_grid(levels: Tensor) -> Tensor:
     return integers * TRAINING_GRID_STEP
 
 
+#: Grid steps tried for a table on no exact grid: peak / x for this many x in [limit / 2, limit].
+SNAP_CANDIDATES = 20001
+
+
 def to_int8_grid(levels: Tensor, limit: int = 127) -> GridLevels:
-    """The coarsest exact grid ``max|levels| / m`` (m <= limit) if there is one, else m = limit.
+    """The coarsest exact grid ``max|levels| / m`` (m <= limit) if there is one; else the step
+    in [max|levels| / limit, 2 max|levels| / limit] whose grid is nearest to every level.
+
+    A table of K levels rounds onto most steps with an error near half a step; scanning
+    the step finds one where all K levels sit close to integers (a few times smaller
+    error than the step max|levels| / limit alone; tests/test_int8.py checks it is never worse).
 
     >>> g = to_int8_grid(torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0]))
     >>> g.integers.tolist(), g.exact
@@ -65,11 +74,15 @@ def to_int8_grid(levels: Tensor, limit: int = 127) -> GridLevels:
     if peak == 0.0:
         return GridLevels(integers=torch.zeros(values.numel(), dtype=torch.int8), step=1.0,
                           max_error=0.0, exact=True)
-    for multiple in range(1, limit + 1):  # ends on m = limit when no grid is exact
+    for multiple in range(1, limit + 1):
         step = peak / multiple
         integers = torch.round(values / step)
         error = float((integers * step - values).abs().max()) / peak
         if error <= GRID_TOLERANCE:
-            break
-    return GridLevels(integers=integers.to(torch.int8), step=step, max_error=error,
-                      exact=error <= GRID_TOLERANCE)
+            return GridLevels(integers=integers.to(torch.int8), step=step, max_error=error, exact=True)
+    steps = peak / torch.linspace(limit / 2, limit, SNAP_CANDIDATES, dtype=torch.float64)
+    candidates = torch.round(values / steps[:, None])  # |integers| <= round(peak / step) <= limit
+    errors = (candidates * steps[:, None] - values).abs().amax(1)
+    best = int(errors.argmin())
+    return GridLevels(integers=candidates[best].to(torch.int8), step=float(steps[best]),
+                      max_error=float(errors[best]) / peak, exact=False)
