@@ -50,6 +50,9 @@ KERNEL_BACKENDS: tuple[str, ...] = get_args(KernelBackend)
 #: "auto" compiles for tensors this large: a ResNet's activations at training batch
 #: sizes, not a toy model's (where compiling would cost more than it saves).
 AUTO_MIN_ELEMENTS = 1 << 18
+#: The inference encoder (:func:`threshold_codes`) has no backward and runs once per layer per
+#: forward, so compiling pays from smaller tensors (see benchmarks/inference_speed.py).
+AUTO_MIN_ENCODE_ELEMENTS = 1 << 14
 #: The compiled kernels compare each element with every boundary: worth it for the 2-5 bit
 #: tables this library is for (at most 63 boundaries), not for 8-bit ones (511).
 MAX_COMPILED_TABLE = 64
@@ -93,6 +96,26 @@ def bucketize(values: Tensor, boundaries: Tensor, *, right: bool = False, out_in
         if codes is not None:
             return unflatten(codes if out_int32 else codes.long())
     return unflatten(torch.bucketize(flat.contiguous(), boundaries, right=right, out_int32=out_int32))
+
+
+def pad_table(boundaries: Tensor) -> Tensor:
+    """``boundaries`` padded with NaN (which no comparison counts) to the length compiled kernels take."""
+    return _pad(boundaries.detach().contiguous())
+
+
+def threshold_codes(values: Tensor, thresholds: Tensor, padded: Tensor | None = None) -> Tensor:
+    """uint8 codes ``#{t in thresholds : t <= v}`` (bucketize with right=True) for a sorted 1-D
+    ``thresholds`` of at most 255 entries, in the layout of ``values``: the inference encoder.
+    ``padded`` is ``pad_table(thresholds)``, for a caller that calls often with one table."""
+    values, thresholds = values.detach(), thresholds.detach()
+    (flat,), unflatten = flatten_alike(values)
+    if _use_compiled(values, thresholds.numel(), min_elements=AUTO_MIN_ENCODE_ELEMENTS):
+        padded = pad_table(thresholds) if padded is None else padded
+        codes = _run_compiled(_count_uint8, (flat, padded), dynamic=(flat,), direct=True)
+        if codes is not None:
+            return unflatten(codes)
+    codes = torch.bucketize(flat.contiguous(), thresholds, right=True, out_int32=True)
+    return unflatten(codes.to(torch.uint8))
 
 
 def threshold_forward(
@@ -169,31 +192,39 @@ def codebook_forward(
 
 
 # ------------------------------------------------------------------------ dispatch
-def _use_compiled(t: Tensor, table_size: int) -> bool:
-    """Whether ``t`` goes through a compiled kernel, given the boundaries (or intervals) per element."""
+def _use_compiled(t: Tensor, table_size: int, *, min_elements: int = AUTO_MIN_ELEMENTS) -> bool:
+    """Whether ``t`` goes through a compiled kernel, given the boundaries (or intervals) per element;
+    ``min_elements`` is where "auto" starts compiling."""
     if table_size > MAX_COMPILED_TABLE:
         return False  # a count over hundreds of boundaries loses to bucketize's binary search
     if _backend == "eager" or torch.compiler.is_compiling():
         return False  # inside a user's torch.compile, the eager ops join the user's graph
     if _backend == "compiled":
         return True
-    return _auto_failure is None and t.device.type == "cpu" and t.numel() >= AUTO_MIN_ELEMENTS
+    return _auto_failure is None and t.device.type == "cpu" and t.numel() >= min_elements
 
 
-def _run_compiled(kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic: tuple[Tensor, ...]) -> Any:
+def _run_compiled(
+    kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic: tuple[Tensor, ...], direct: bool = False
+) -> Any:
     """The compiled kernel's result, or None after a failed compile under "auto" (warned once).
 
     Each kernel compiles once per boundary-table size and dtype (a few per network);
     the raised recompile limit only covers these calls, so a mixed-precision network
-    never silently drops back to Python.
+    never silently drops back to Python. ``direct`` calls a kernel compiled with dynamic
+    shapes from the start without the profiler range, no-grad and config contexts: each
+    costs tens of µs, which the inference encoder at batch 1 cannot afford.
     """
     global _auto_failure
     if kernel not in _compiled:
-        _compiled[kernel] = torch.compile(kernel, fullgraph=True)
-    for t in dynamic:
-        for dim in range(t.dim()):
-            torch._dynamo.maybe_mark_dynamic(t, dim)  # one kernel for every tensor size
+        _compiled[kernel] = torch.compile(kernel, fullgraph=True, dynamic=True if direct else None)
+    if not direct:
+        for t in dynamic:
+            for dim in range(t.dim()):
+                torch._dynamo.maybe_mark_dynamic(t, dim)  # one kernel for every tensor size
     try:
+        if direct:
+            return _compiled[kernel](*args)
         with (
             torch.profiler.record_function(f"adq_fx.kernels.{kernel.__name__}"),  # its time, by name
             torch.no_grad(),
@@ -236,6 +267,16 @@ def _count(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
     return torch.where(flat != flat, (padded == padded).sum(dtype=torch.int32), count)
 
 
+def _count_uint8(flat: Tensor, padded: Tensor) -> Tensor:
+    """:func:`_count` with right=True as uint8, summed in float32: exact (counts <= 255) and about
+    twice as fast as int32 sums in inductor's CPU code (measured on AVX2)."""
+    count = torch.ge(flat, padded[0]).to(torch.float32)
+    for i in range(1, padded.numel()):
+        count = count + torch.ge(flat, padded[i]).to(torch.float32)
+    real = (padded == padded).sum().to(torch.float32)
+    return torch.where(flat != flat, real, count).to(torch.uint8)
+
+
 def _fused_threshold_forward(
     flat: Tensor, padded: Tensor, beta1: Tensor, code_table: Tensor, position_dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
@@ -275,6 +316,7 @@ def _fused_interval_sums(
 
 __all__ = [
     "AUTO_MIN_ELEMENTS",
+    "AUTO_MIN_ENCODE_ELEMENTS",
     "KERNEL_BACKENDS",
     "MAX_COMPILED_TABLE",
     "KernelBackend",
@@ -282,6 +324,8 @@ __all__ = [
     "codebook_forward",
     "get_kernel_backend",
     "interval_sums",
+    "pad_table",
     "set_kernel_backend",
+    "threshold_codes",
     "threshold_forward",
 ]

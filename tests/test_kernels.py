@@ -66,6 +66,20 @@ def test_compiled_search_is_bucketize_for_any_value_nan_and_inf_included(values,
 
 
 @needs_compiler
+@FEW
+@given(st.lists(anything, min_size=1, max_size=64), st.lists(finite, min_size=1, max_size=20))
+@example(values=[0.0, 1.0, 0.5, math.nan, math.inf, -math.inf], boundaries=[0.0, 1.0, 1.0])
+def test_compiled_encoder_codes_are_uint8_bucketize_for_any_value(values, boundaries) -> None:
+    v, b = torch.tensor(values), torch.tensor(sorted(boundaries))
+    eager, compiled = both_backends(lambda: kernels.threshold_codes(v, b))
+    assert torch.equal(eager, torch.bucketize(v, b, right=True).to(torch.uint8))
+    assert compiled.dtype == torch.uint8 and torch.equal(compiled, eager), (v, b, compiled, eager)
+    x = torch.randn(2, 5, 3, 4).to(memory_format=torch.channels_last)
+    eager, compiled = both_backends(lambda: kernels.threshold_codes(x, b))
+    assert compiled.is_contiguous(memory_format=torch.channels_last) and torch.equal(compiled, eager)
+
+
+@needs_compiler
 def test_compiled_search_keeps_shape_layout_and_index_dtype() -> None:
     x = torch.randn(2, 5, 3, 4).to(memory_format=torch.channels_last)
     b = torch.linspace(-1, 1, 7)

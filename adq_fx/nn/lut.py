@@ -19,7 +19,7 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from .. import functional as F
-from ..kernels import bucketize
+from ..kernels import pad_table, threshold_codes
 from ..quantizers import (
     ActivationQuantizer,
     ASQActivationQuantizer,
@@ -54,6 +54,8 @@ class ThresholdEncoder(nn.Module):
         """Thresholds moved into the input's units, exactly (see functional.input_space_thresholds)."""
         self._input_thresholds = None if self.shift is not None else F.input_space_thresholds(
             self.thresholds.contiguous(), self.beta1)
+        if self._input_thresholds is not None:
+            self._padded_thresholds = pad_table(self._input_thresholds)
 
     @classmethod
     def from_quantizer(cls, quantizer: ThresholdActivationQuantizer) -> ThresholdEncoder:
@@ -76,7 +78,7 @@ class ThresholdEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.to(self.beta1.dtype)
         if self._input_thresholds is not None:  # one search of x itself: no multiply, n boundaries
-            return bucketize(x, self._input_thresholds, right=True, out_int32=True).to(torch.uint8)
+            return threshold_codes(x, self._input_thresholds, self._padded_thresholds)
         shift = None if self.shift is None else F.broadcast_channels(self.shift, x.dim(), self.channel_dim)
         # The same search as training, so codes match bit for bit.
         positions = F.search_positions(F.threshold_input(x, self.beta1, shift), self.boundaries)
