@@ -67,6 +67,12 @@ _RECOMPILE_LIMIT_NAME = (
     "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
 )
 
+# What a call past the recompile limit raises under fullgraph (renamed between torch versions).
+_RECOMPILE_LIMIT_ERRORS = tuple(
+    getattr(torch._dynamo.exc, name) for name in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit")
+    if hasattr(torch._dynamo.exc, name)
+)
+
 _backend: KernelBackend = "auto"
 _auto_failure: str | None = None  # why "auto" gave up compiling, once it has
 _compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
@@ -224,7 +230,10 @@ def _run_compiled(
                 torch._dynamo.maybe_mark_dynamic(t, dim)  # one kernel for every tensor size
     try:
         if direct:
-            return _compiled[kernel](*args)
+            try:
+                return _compiled[kernel](*args)
+            except _RECOMPILE_LIMIT_ERRORS:
+                pass  # a variant past dynamo's default limit: compile it below, under the raised limit
         with (
             torch.profiler.record_function(f"adq_fx.kernels.{kernel.__name__}"),  # its time, by name
             torch.no_grad(),
