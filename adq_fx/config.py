@@ -93,6 +93,9 @@ class ActivationThresholdConfig:
     init="uniform" starts as N2UQ does, a uniform quantizer on [0, 2];
     init="first_batch" scales that range to the first batch the quantizer sees
     (LSQ's rule, 2·mean|x|·sqrt(2^b - 1), as LSQ and ASQ activations start).
+    grad_scale=True scales the threshold parameters' gradients by LSQ's
+    1/sqrt(n · features per sample), so SGD at a weight's learning rate moves
+    them a weight's distance (N2UQ itself relies on Adam's normalisation).
     """
 
     method: ClassVar[str] = "n2uq_thresholds"
@@ -101,6 +104,7 @@ class ActivationThresholdConfig:
     signed: bool | None = None
     min_interval: float = 1e-3
     init: ThresholdInit = "uniform"
+    grad_scale: bool = True
 
     def __post_init__(self) -> None:
         name = type(self).__name__

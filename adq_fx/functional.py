@@ -320,6 +320,18 @@ def lsq_initial_step(values: Tensor, q_positive: int, dims: tuple[int, ...] | No
     return (2 * mean / q_positive**0.5).clamp_min(1e-8)
 
 
+MIN_SCALE = 1e-8  # the least value a learned scale or step takes in the forward
+
+
+def floored(value: Tensor, floor: float = MIN_SCALE) -> Tensor:
+    """Forward ``max(value, floor)`` exactly; the gradient passes through unchanged.
+
+    A learned scale an optimizer pushes below zero still yields a valid
+    quantizer, and because the gradient is not masked the loss can pull it back.
+    """
+    return value.detach().clamp_min(floor) + (value - value.detach())
+
+
 def scale_gradient(value: Tensor, factor: float) -> Tensor:
     """Forward value exactly ``value``; gradient multiplied by ``factor`` (LSQ's g)."""
     scaled = value * factor

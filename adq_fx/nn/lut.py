@@ -61,7 +61,7 @@ class ThresholdEncoder(nn.Module):
     def from_quantizer(cls, quantizer: ThresholdActivationQuantizer) -> ThresholdEncoder:
         min_interval = quantizer.config.min_interval
         boundaries = F.interleaved_boundaries(quantizer.start, quantizer.intervals, min_interval)
-        return cls(quantizer.beta1, boundaries, quantizer.shift, quantizer.channel_dim)
+        return cls(quantizer.scales()[0], boundaries, quantizer.shift, quantizer.channel_dim)
 
     @property
     def thresholds(self) -> Tensor:
@@ -97,7 +97,7 @@ class StepEncoder(nn.Module):
 
     @classmethod
     def from_quantizer(cls, quantizer: LSQActivationQuantizer) -> StepEncoder:
-        return cls(quantizer.step, quantizer.q_negative, quantizer.q_positive)
+        return cls(quantizer.current_step(), quantizer.q_negative, quantizer.q_positive)
 
     def extra_repr(self) -> str:
         return f"range=[{self.q_negative}, {self.q_positive}]"
@@ -123,7 +123,7 @@ class AdaptiveStepEncoder(nn.Module):
 
     @classmethod
     def from_quantizer(cls, quantizer: ASQActivationQuantizer) -> AdaptiveStepEncoder:
-        return cls(quantizer.step, quantizer.adapter, quantizer.q_negative, quantizer.q_positive)
+        return cls(quantizer.current_step(), quantizer.adapter, quantizer.q_negative, quantizer.q_positive)
 
     def extra_repr(self) -> str:
         return f"range=[{self.q_negative}, {self.q_positive}]"

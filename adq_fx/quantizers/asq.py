@@ -51,7 +51,8 @@ class ASQActivationQuantizer(FirstBatchStepQuantizer):
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepared_input(x)
         # LSQ with each sample's step s·beta_n; LSQ's gradient scale applies to s only, not beta.
-        sample_step = F.scale_gradient(self.step, self.step_grad_scale(x)) * self.adapter.sample_factor(x)
+        step = F.scale_gradient(self.current_step(), self.step_grad_scale(x))
+        sample_step = step * self.adapter.sample_factor(x)
         return F.lsq_quantize(x, sample_step, self.q_negative, self.q_positive, 1.0)
 
     @torch.no_grad()

@@ -37,10 +37,10 @@ class LSQWeightQuantizer(WeightQuantizer):
         return self.integer_levels
 
     def channel_scale(self, weight: Tensor) -> Tensor:
-        return self.step.detach()
+        return F.floored(self.step).detach()
 
     def _step(self, dims: int) -> Tensor:
-        return F.broadcast_channels(self.step, dims, 0)
+        return F.broadcast_channels(F.floored(self.step), dims, 0)
 
     def codes(self, weight: Tensor) -> Tensor:
         return F.lsq_codes(weight.float(), self._step(weight.dim()), self.q_negative, self.q_positive)
@@ -73,6 +73,10 @@ class FirstBatchStepQuantizer(FirstBatchInit, ActivationQuantizer):
         all_reduce_mean_(step)
         self.step.copy_(step)
 
+    def current_step(self) -> Tensor:
+        """The step the forward uses: floored, so no optimizer step can make it zero or negative."""
+        return F.floored(self.step)
+
     def prepared_input(self, x: Tensor) -> Tensor:
         """x in the step's dtype, after initialising the step on the first call."""
         x = as_float(x, self.step)
@@ -93,11 +97,12 @@ class LSQActivationQuantizer(FirstBatchStepQuantizer):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepared_input(x)
-        return F.lsq_quantize(x, self.step, self.q_negative, self.q_positive, self.step_grad_scale(x))
+        step = self.current_step()
+        return F.lsq_quantize(x, step, self.q_negative, self.q_positive, self.step_grad_scale(x))
 
     @torch.no_grad()
     def level_table(self) -> Tensor:
         """(Q_N + code) * step: the forward's product, bit for bit."""
         levels = torch.arange(self.q_negative, self.q_positive + 1, dtype=self.step.dtype,
                               device=self.step.device)
-        return (levels * self.step).detach()
+        return (levels * self.current_step()).detach()

@@ -36,10 +36,10 @@ class POSTWeightQuantizer(WeightQuantizer):
         return self.level_values
 
     def channel_scale(self, weight: Tensor) -> Tensor:
-        return self.clip.detach()
+        return F.floored(self.clip).detach()
 
     def _clip(self, dims: int) -> Tensor:
-        return F.broadcast_channels(self.clip, dims, 0)
+        return F.broadcast_channels(F.floored(self.clip), dims, 0)
 
     def codes(self, weight: Tensor) -> Tensor:
         ratio = (weight.detach().float() / self._clip(weight.dim()).detach()).clamp(-1.0, 1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +27,14 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     r = 2·mean|x + b|·sqrt(n): the same uniform quantizer, stretched over [0, r]
     of the input and returning values in the input's units (averaged over
     ranks under DDP, and saved, so a loaded checkpoint keeps its scales).
+
+    Whatever an optimizer does, the forward sees a valid quantizer: beta1 and
+    beta2 are floored above zero (gradient passed through) and intervals at
+    ``min_interval``, so thresholds always increase. With ``grad_scale`` the
+    gradients of start, intervals, beta1 and beta2 (sums over every element of
+    the input) are scaled by LSQ's 1/sqrt(n · features per sample), so one SGD
+    step moves them about as far as one moves a weight; the shift, a per-channel
+    bias, is not scaled.
     """
 
     shift: nn.Parameter | None
@@ -57,15 +67,29 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         """The per-channel shift shaped to broadcast against an input of ``dims`` dims."""
         return None if self.shift is None else F.broadcast_channels(self.shift, dims, self.channel_dim)
 
+    def scales(self) -> tuple[Tensor, Tensor]:
+        """(beta1, beta2) as the forward uses them: floored, never zero or negative."""
+        return F.floored(self.beta1), F.floored(self.beta2)
+
+    def gradient_scale(self, x: Tensor) -> float:
+        """LSQ's g = 1/sqrt(n · features per sample), or 1 without ``config.grad_scale``."""
+        if not self.config.grad_scale:
+            return 1.0
+        per_sample = x.numel() // x.shape[0] if x.dim() > 1 and x.shape[0] else max(x.numel(), 1)
+        return 1.0 / math.sqrt(self.intervals.numel() * max(per_sample, 1))
+
     def thresholds(self) -> Tensor:
         return F.interval_thresholds(self.start, self.intervals, self.config.min_interval)
 
     def forward(self, x: Tensor) -> Tensor:
         x = as_float(x, self.beta1)
         self._initialize_once(x)
+        g = self.gradient_scale(x)
+        beta1, beta2 = self.scales()
+        start, intervals, beta1, beta2 = (F.scale_gradient(p, g) if g != 1.0 else p
+                                          for p in (self.start, self.intervals, beta1, beta2))
         return F.threshold_quantize(
-            x, self.start, self.intervals, self.beta1, self.beta2,
-            self.broadcast_shift(x.dim()), self.config.min_interval,
+            x, start, intervals, beta1, beta2, self.broadcast_shift(x.dim()), self.config.min_interval,
         )
 
     @torch.no_grad()
@@ -74,4 +98,5 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         n = self.intervals.numel()
         codes = torch.arange(n + 1, device=self.beta2.device)
         shift = None if self.shift is None else self.shift.view(-1, 1)
-        return F.threshold_output(F.code_levels(codes, n, self.beta2.dtype), self.beta2, shift).detach()
+        beta2 = self.scales()[1]
+        return F.threshold_output(F.code_levels(codes, n, beta2.dtype), beta2, shift).detach()
