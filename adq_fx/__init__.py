@@ -24,7 +24,9 @@ from .mapping import (
     qconfig_mapping_from_map,
     qconfig_mapping_from_plan,
 )
-from .passes import convert_adq, prepare_adq
+from .optim import param_groups
+from .passes import calibrate, convert_adq, prepare_adq
+from .serialization import load_converted
 from .summary import commitment_loss, model_size, model_size_bits, quantization_map
 
 __all__ = [
@@ -39,13 +41,16 @@ __all__ = [
     "UniformWeightConfig",
     "WeightCodebookConfig",
     "allocate_bits",
+    "calibrate",
     "commitment_loss",
     "convert_adq",
     "default_qconfig_mapping",
     "get_kernel_backend",
     "layer_sensitivity",
+    "load_converted",
     "model_size",
     "model_size_bits",
+    "param_groups",
     "prepare_adq",
     "qconfig_mapping_from_map",
     "qconfig_mapping_from_plan",

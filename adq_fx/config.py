@@ -90,9 +90,10 @@ class ActivationThresholdConfig:
     signed=None detects at prepare time whether the input can be negative
     (graph first, then the example inputs); True/False overrides it. A signed
     input gets a learnable per-channel shift in front (and removed behind).
-    init="uniform" starts as N2UQ does, a uniform quantizer on [0, 2];
-    init="first_batch" scales that range to the first batch the quantizer sees
-    (LSQ's rule, 2·mean|x|·sqrt(2^b - 1), as LSQ and ASQ activations start).
+    init="first_batch" (default) scales N2UQ's uniform start to the first batch
+    the quantizer sees (LSQ's rule, range 2·mean|x|·sqrt(2^b - 1), as LSQ and
+    ASQ activations start), so no layer starts with all its inputs in one code;
+    init="uniform" is N2UQ's own fixed start, a uniform quantizer on [0, 2].
     grad_scale=True scales the threshold parameters' gradients by LSQ's
     1/sqrt(n · features per sample), so SGD at a weight's learning rate moves
     them a weight's distance (N2UQ itself relies on Adam's normalisation).
@@ -103,7 +104,7 @@ class ActivationThresholdConfig:
     bits: int = 3
     signed: bool | None = None
     min_interval: float = 1e-3
-    init: ThresholdInit = "uniform"
+    init: ThresholdInit = "first_batch"
     grad_scale: bool = True
 
     def __post_init__(self) -> None:

@@ -20,7 +20,7 @@ from . import commitment_loss, convert_adq, default_qconfig_mapping, model_size_
 from .environment import describe, machine_info
 from .int8.onednn import kernel_problem
 from .nn import QATConv2d, QATLinear
-from .quantizers import ThresholdActivationQuantizer
+from .optim import param_groups
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,25 +79,13 @@ def load_digits_tensors(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return to_x(x_train), torch.tensor(y_train), to_x(x_test), torch.tensor(y_test)
 
 
-def _parameter_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
-    """Quantizer parameters get their own group: lr/10 and no weight decay, as N2UQ."""
-    quantizer_ids = {
-        id(p) for m in model.modules() if isinstance(m, ThresholdActivationQuantizer) for p in m.parameters()
-    }
-    quant = [p for p in model.parameters() if id(p) in quantizer_ids]
-    rest = [p for p in model.parameters() if id(p) not in quantizer_ids]
-    groups: list[dict[str, Any]] = [{"params": rest, "lr": lr, "weight_decay": 5e-4}]
-    if quant:
-        groups.append({"params": quant, "lr": lr / 10, "weight_decay": 0.0})
-    return groups
-
-
 def train(model: nn.Module, data: tuple[Tensor, Tensor], *, epochs: int, lr: float, batch_size: int,
           seed: int, desc: str, progress: bool) -> None:
     """SGD + cosine to zero (the paper's schedule); adds the commitment loss when prepared."""
     x, y = data
     prepared = any(isinstance(m, (QATConv2d, QATLinear)) for m in model.modules())
-    optimizer = torch.optim.SGD(_parameter_groups(model, lr), lr=lr, momentum=0.9, nesterov=True)
+    optimizer = torch.optim.SGD(param_groups(model, lr=lr, weight_decay=5e-4), lr=lr, momentum=0.9,
+                                nesterov=True)
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)

@@ -323,13 +323,14 @@ def lsq_initial_step(values: Tensor, q_positive: int, dims: tuple[int, ...] | No
 MIN_SCALE = 1e-8  # the least value a learned scale or step takes in the forward
 
 
-def floored(value: Tensor, floor: float = MIN_SCALE) -> Tensor:
-    """Forward ``max(value, floor)`` exactly; the gradient passes through unchanged.
+def positive(value: Tensor, floor: float = MIN_SCALE) -> Tensor:
+    """``max(|value|, floor)``: the scale a learned parameter stands for, always positive.
 
-    A learned scale an optimizer pushes below zero still yields a valid
-    quantizer, and because the gradient is not masked the loss can pull it back.
+    Exactly ``value`` where it is positive, so training and conversion see the
+    same numbers; a scale an optimizer drives through zero is read as its
+    magnitude, a live quantizer with a gradient, rather than an inverted one.
     """
-    return value.detach().clamp_min(floor) + (value - value.detach())
+    return value.abs().clamp_min(floor)
 
 
 def scale_gradient(value: Tensor, factor: float) -> Tensor:

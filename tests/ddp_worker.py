@@ -13,7 +13,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from adq_fx import (
     ActivationThresholdConfig,
+    ADQConfig,
     LSQActivationConfig,
+    WeightCodebookConfig,
     commitment_loss,
     default_qconfig_mapping,
     prepare_adq,
@@ -32,9 +34,14 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def prepared_model() -> nn.Module:
     """Same model on every rank; BatchNorm on running statistics, so a shard's batch statistics
-    cannot differ from the full batch's (the comparison is about the quantizers)."""
+    cannot differ from the full batch's (the comparison is about the quantizers). Thresholds start
+    fixed: a data init averaged over ranks can differ from the full batch's in the last bit, and a
+    threshold that moves by one ulp can flip a code (its averaging is checked on its own below)."""
     torch.manual_seed(0)
-    prepared = prepare_adq(TinyResNet(), default_qconfig_mapping(3), images(8))
+    fixed_start = ActivationThresholdConfig(bits=3, init="uniform")
+    mapping = default_qconfig_mapping(3).set_global(
+        ADQConfig(weight=WeightCodebookConfig(bits=3), activation=fixed_start))
+    prepared = prepare_adq(TinyResNet(), mapping, images(8))
     prepared.train()
     for m in prepared.modules():
         if isinstance(m, nn.BatchNorm2d):

@@ -62,9 +62,7 @@ def test_converted_checkpoint_round_trips_through_its_map() -> None:
     assert qmap["conv3"]["weight_bits"] == 2 and qmap["conv3"]["activation_bits"] == 4
     assert qmap["hidden"]["weight_config"]["levels"] == "full" and qmap["hidden"]["activation_signed"]
 
-    skeleton = adq_fx.prepare_adq(model, adq_fx.qconfig_mapping_from_map(qmap), x)
-    fresh = adq_fx.convert_adq(skeleton, backend="reference")
-    fresh.load_state_dict(converted.state_dict())
+    fresh = adq_fx.load_converted(model, converted.state_dict(), qmap, x, backend="reference")
     assert torch.equal(fresh(x), converted(x))
 
 

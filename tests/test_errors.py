@@ -14,6 +14,7 @@ from adq_fx import (
     ADQConfigMapping,
     LSQActivationConfig,
     WeightCodebookConfig,
+    calibrate,
     convert_adq,
     default_qconfig_mapping,
     prepare_adq,
@@ -40,7 +41,7 @@ def test_prepare_twice_raises() -> None:
 
 def test_prepare_refuses_a_converted_model() -> None:
     x = images()
-    converted = convert_adq(prepare_adq(TinyResNet(), None, x), backend="reference")
+    converted = convert_adq(calibrate(prepare_adq(TinyResNet(), None, x), x), backend="reference")
     with pytest.raises(ValueError, match=r"already prepared or converted \('layer1\.conv1.*adq_fx module"):
         prepare_adq(converted, default_qconfig_mapping(3, keep_first_and_last_float=False), x)
     with pytest.raises(ValueError, match="already prepared or converted"):
@@ -214,8 +215,10 @@ def test_state_dict_with_another_signedness_names_the_quantizer() -> None:
 
 def test_converted_state_dict_from_another_bit_width_names_the_layer() -> None:
     x = images()
-    three = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(3), x), backend="reference")
-    two = convert_adq(prepare_adq(TinyResNet(), default_qconfig_mapping(2), x), backend="reference")
+    three = convert_adq(calibrate(prepare_adq(TinyResNet(), default_qconfig_mapping(3), x), x),
+                        backend="reference")
+    two = convert_adq(calibrate(prepare_adq(TinyResNet(), default_qconfig_mapping(2), x), x),
+                      backend="reference")
     expected = r"^layer1\.conv1: the state_dict was saved with .*same qconfig mapping"
     with pytest.raises(ValueError, match=expected):
         two.load_state_dict(three.state_dict())
@@ -315,8 +318,8 @@ def test_convert_before_a_first_batch_init_has_seen_data_names_the_quantizer(act
     config = ADQConfig(weight=WeightCodebookConfig(bits=3), activation=activation)
     mapping = ADQConfigMapping().set_global(config)
     prepared = prepare_adq(TinyResNet().eval(), mapping, x)
-    with pytest.raises(ValueError, match=r"input quantizer '[\w.]+_input_quantizer' .*has seen none; run the "
-                                         r"prepared model on data"):
+    with pytest.raises(ValueError, match=r"input quantizer '[\w.]+_input_quantizer' .*has seen none; "
+                                         r"train it first, or run one calibration forward.*adq_fx.calibrate"):
         convert_adq(prepared, backend="reference")
     with torch.no_grad():
         prepared.eval()(x)  # one calibration forward is enough

@@ -220,7 +220,8 @@ def test_a_same_bits_state_dict_round_trips() -> None:
 def activation_quantizer(
     bits: int = 3, *, signed: bool = False, channels: int = 3
 ) -> ThresholdActivationQuantizer:
-    return ThresholdActivationQuantizer(ActivationThresholdConfig(bits=bits), signed=signed,
+    """N2UQ's fixed start (init="uniform"): the reference point of the tests below."""
+    return ThresholdActivationQuantizer(ActivationThresholdConfig(bits=bits, init="uniform"), signed=signed,
                                         num_channels=channels, channel_dim=1)
 
 
@@ -329,9 +330,13 @@ def _first_batch_quantizer(signed: bool = False) -> ThresholdActivationQuantizer
 def test_first_batch_init_stretches_the_uniform_quantizer_over_lsq_range(scale, seed, signed) -> None:
     x = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(seed)).abs() * scale
     q = _first_batch_quantizer(signed)
+    if signed:
+        x = x * torch.where(torch.arange(x.numel()).view(x.shape) % 3 == 0, -1.0, 1.0)
     out = q(x)
+    clip = 2 * x.abs().mean() * 7**0.5  # LSQ's 2·mean|x|·sqrt(n), n = 7 intervals at 3 bits
+    if signed:  # the range is centred: thresholds cover [-clip/2, clip/2]
+        torch.testing.assert_close(q.shift.detach(), torch.full((2,), float(clip / 2)))
     shifted = x if q.shift is None else x + q.shift.view(1, -1, 1, 1)
-    clip = 2 * shifted.abs().mean() * 7**0.5  # LSQ's 2·mean|x|·sqrt(n), n = 7 intervals at 3 bits
     torch.testing.assert_close(q.beta1.detach(), 2 / clip)
     torch.testing.assert_close(q.beta2.detach(), clip / 2)
     assert bool(q.initialized)
@@ -356,8 +361,15 @@ def test_first_batch_init_runs_once_and_survives_a_state_dict_round_trip() -> No
 
 
 def test_uniform_init_keeps_the_reference_start_and_its_state_dict_keys() -> None:
-    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3), signed=False, num_channels=2,
-                                     channel_dim=1)
+    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init="uniform"), signed=False,
+                                     num_channels=2, channel_dim=1)
     q(torch.rand(2, 2, 4, 4) * 50)
     assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0
-    assert "initialized" not in q.state_dict()  # checkpoints of the default quantizer are unchanged
+    assert "initialized" not in q.state_dict()  # checkpoints of a uniform-init quantizer keep their keys
+
+
+def test_data_init_is_the_default_and_a_batch_without_signal_keeps_the_uniform_start() -> None:
+    assert ActivationThresholdConfig().init == "first_batch"
+    q = _first_batch_quantizer()
+    q(torch.zeros(2, 2, 4, 4))  # dead inputs say nothing about the range
+    assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0 and bool(q.initialized)

@@ -102,8 +102,8 @@ def _check_initialized(node: fx.Node, quantizer: ActivationQuantizer) -> None:
     if isinstance(quantizer, FirstBatchInit) and quantizer.awaiting_first_batch:
         raise ValueError(
             f"convert_adq: input quantizer {node.target!r} ({type(quantizer).__name__}) sets its scale "
-            "from the first batch it sees and has seen none; run the prepared model on data (train, "
-            "or one calibration forward) before converting."
+            "from the first batch it sees and has seen none; train it first, or run one calibration "
+            "forward on representative data (adq_fx.calibrate(prepared, example_inputs)) before converting."
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +43,9 @@ class StepAdapter(nn.Module):
 
 class ASQActivationQuantizer(FirstBatchStepQuantizer):
     """Per-tensor step (LSQ's init, see FirstBatchStepQuantizer) times the adapter's beta_n."""
+
+    # adq_fx.optim.RECIPES
+    parameter_kinds: ClassVar[dict[str, str]] = {"step": "steps", "adapter": "adapters"}
 
     def __init__(
         self, config: ASQActivationConfig, *, signed: bool, num_channels: int, channel_dim: int

@@ -8,7 +8,7 @@ to a code in 0..2^b-1 and back through a small table of output values.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import Tensor
 
@@ -20,6 +20,7 @@ class WeightQuantizer(CheckedLayout):
     the (code, level table, per-output-channel scale) triple the converted layer stores."""
 
     config: Any
+    parameter_kinds: ClassVar[dict[str, str]] = {}  # parameter name -> adq_fx.optim.RECIPES kind
 
     def codes(self, weight: Tensor) -> Tensor:
         raise NotImplementedError
@@ -45,6 +46,7 @@ class ActivationQuantizer(CheckedLayout):
     config: Any
     signed: bool
     channel_dim: int
+    parameter_kinds: ClassVar[dict[str, str]] = {}  # parameter name -> adq_fx.optim.RECIPES kind
 
     def level_table(self) -> Tensor:
         raise NotImplementedError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +19,7 @@ class LSQWeightQuantizer(WeightQuantizer):
     """Per-output-channel step, initialised 2 mean|W_c| / sqrt(Q_P) from the pre-trained weights."""
 
     integer_levels: Tensor
+    parameter_kinds: ClassVar[dict[str, str]] = {"step": "steps"}  # adq_fx.optim.RECIPES
 
     def __init__(self, config: LSQWeightConfig, weight: Tensor) -> None:
         super().__init__()
@@ -37,10 +39,10 @@ class LSQWeightQuantizer(WeightQuantizer):
         return self.integer_levels
 
     def channel_scale(self, weight: Tensor) -> Tensor:
-        return F.floored(self.step).detach()
+        return F.positive(self.step).detach()
 
     def _step(self, dims: int) -> Tensor:
-        return F.broadcast_channels(F.floored(self.step), dims, 0)
+        return F.broadcast_channels(F.positive(self.step), dims, 0)
 
     def codes(self, weight: Tensor) -> Tensor:
         return F.lsq_codes(weight.float(), self._step(weight.dim()), self.q_negative, self.q_positive)
@@ -58,6 +60,8 @@ class FirstBatchStepQuantizer(FirstBatchInit, ActivationQuantizer):
     re-initialised. Shared by LSQ and ASQ activations.
     """
 
+    parameter_kinds: ClassVar[dict[str, str]] = {"step": "steps"}  # adq_fx.optim.RECIPES
+
     def __init__(self, config: LSQActivationConfig | ASQActivationConfig, *, signed: bool,
                  channel_dim: int) -> None:
         super().__init__()
@@ -74,8 +78,8 @@ class FirstBatchStepQuantizer(FirstBatchInit, ActivationQuantizer):
         self.step.copy_(step)
 
     def current_step(self) -> Tensor:
-        """The step the forward uses: floored, so no optimizer step can make it zero or negative."""
-        return F.floored(self.step)
+        """The step the forward uses: |step| floored, so no optimizer step can make it zero or negative."""
+        return F.positive(self.step)
 
     def prepared_input(self, x: Tensor) -> Tensor:
         """x in the step's dtype, after initialising the step on the first call."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -19,6 +21,7 @@ class POSTWeightQuantizer(WeightQuantizer):
     """
 
     level_values: Tensor
+    parameter_kinds: ClassVar[dict[str, str]] = {"clip": "clips"}  # adq_fx.optim.RECIPES
 
     def __init__(self, config: POSTWeightConfig, weight: Tensor) -> None:
         super().__init__()
@@ -36,10 +39,10 @@ class POSTWeightQuantizer(WeightQuantizer):
         return self.level_values
 
     def channel_scale(self, weight: Tensor) -> Tensor:
-        return F.floored(self.clip).detach()
+        return F.positive(self.clip).detach()
 
     def _clip(self, dims: int) -> Tensor:
-        return F.broadcast_channels(F.floored(self.clip), dims, 0)
+        return F.broadcast_channels(F.positive(self.clip), dims, 0)
 
     def codes(self, weight: Tensor) -> Tensor:
         ratio = (weight.detach().float() / self._clip(weight.dim()).detach()).clamp(-1.0, 1.0)

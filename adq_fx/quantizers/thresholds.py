@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,13 +25,14 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
 
     With ``init="first_batch"`` the first batch seen (train or eval) sets
     beta1 = 2 / r and beta2 = r / 2 for LSQ's clipping range
-    r = 2·mean|x + b|·sqrt(n): the same uniform quantizer, stretched over [0, r]
-    of the input and returning values in the input's units (averaged over
-    ranks under DDP, and saved, so a loaded checkpoint keeps its scales).
+    r = 2·mean|x|·sqrt(n): the same uniform quantizer, stretched over [0, r]
+    of the input (over [-r/2, r/2] for a signed input, b = r/2) and returning
+    values in the input's units (averaged over ranks under DDP, and saved, so
+    a loaded checkpoint keeps its scales).
 
     Whatever an optimizer does, the forward sees a valid quantizer: beta1 and
-    beta2 are floored above zero (gradient passed through) and intervals at
-    ``min_interval``, so thresholds always increase. With ``grad_scale`` the
+    beta2 are read as their magnitudes (functional.positive) and intervals are
+    floored at ``min_interval``, so thresholds always increase. With ``grad_scale`` the
     gradients of start, intervals, beta1 and beta2 (sums over every element of
     the input) are scaled by LSQ's 1/sqrt(n · features per sample), so one SGD
     step moves them about as far as one moves a weight; the shift, a per-channel
@@ -38,6 +40,8 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     """
 
     shift: nn.Parameter | None
+    parameter_kinds: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("start", "intervals", "beta1", "beta2", "shift"), "thresholds")  # adq_fx.optim.RECIPES
 
     def __init__(
         self, config: ActivationThresholdConfig, *, signed: bool, num_channels: int, channel_dim: int
@@ -56,10 +60,13 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
             self._track_first_batch()
 
     def initialize(self, x: Tensor) -> None:
-        shift = self.broadcast_shift(x.dim())
-        shifted = x if shift is None else x + shift
-        clip = (2 * shifted.float().abs().mean() * self.intervals.numel() ** 0.5).clamp_min(1e-8)
+        """LSQ's range r = 2·mean|x|·sqrt(n) from the data: [0, r] unsigned, [-r/2, r/2] signed."""
+        clip = 2 * x.float().abs().mean() * self.intervals.numel() ** 0.5
         all_reduce_mean_(clip)
+        if not (bool(clip > 0) and bool(torch.isfinite(clip))):
+            return  # a batch without signal (all zero, or not finite) says nothing: keep N2UQ's start
+        if self.shift is not None:  # shift by half the range, so the thresholds cover [-r/2, r/2]
+            self.shift.fill_(float(clip / 2))
         self.beta1.copy_(2 / clip)
         self.beta2.copy_(clip / 2)
 
@@ -68,8 +75,8 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         return None if self.shift is None else F.broadcast_channels(self.shift, dims, self.channel_dim)
 
     def scales(self) -> tuple[Tensor, Tensor]:
-        """(beta1, beta2) as the forward uses them: floored, never zero or negative."""
-        return F.floored(self.beta1), F.floored(self.beta2)
+        """(beta1, beta2) as the forward uses them: |beta| floored, never zero or negative."""
+        return F.positive(self.beta1), F.positive(self.beta2)
 
     def gradient_scale(self, x: Tensor) -> float:
         """LSQ's g = 1/sqrt(n · features per sample), or 1 without ``config.grad_scale``."""

@@ -39,7 +39,7 @@ from ..int8.onednn import kernel_problem
 from ..kernels import get_kernel_backend, set_kernel_backend
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
-from ..quantizers import ThresholdActivationQuantizer
+from ..optim import param_groups
 from .config import TrainConfig
 from .data import TensorDataset, load_dataset
 from .distributed import init_from_environment, unwrap
@@ -115,8 +115,9 @@ class Runner:
     def fit(self, model: nn.Module, phase: str, *, epochs: int, lr: float, loss_fn: LossFn) -> list[dict]:
         """SGD + cosine to zero with per-epoch checkpoints; resumes bit-identically from the last one."""
         cfg = self.config
-        optimizer = torch.optim.SGD(_parameter_groups(model, lr, cfg), lr=lr, momentum=cfg.momentum,
-                                    nesterov=True)
+        groups = param_groups(model, lr=lr, weight_decay=cfg.weight_decay,
+                              lr_scales={"thresholds": cfg.quantizer_lr_scale})
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
         steps = (len(self.data.train_x) + cfg.batch_size - 1) // cfg.batch_size
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps)
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + PHASE_SEEDS[phase])
@@ -316,25 +317,6 @@ def _qat_loss(teacher: nn.Module | None, config: TrainConfig) -> LossFn:
         return task + commitment_loss(unwrap(model)), logits
 
     return loss_fn
-
-
-def _parameter_groups(model: nn.Module, lr: float, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Weights with weight decay; quantizer parameters at lr x quantizer_lr_scale, no decay (N2UQ)."""
-    quantizer = {id(p) for m in model.modules() if isinstance(m, ThresholdActivationQuantizer)
-                 for p in m.parameters()}
-    decay, no_decay, quant = [], [], []
-    for p in model.parameters():
-        if id(p) in quantizer:
-            quant.append(p)
-        elif p.dim() > 1:
-            decay.append(p)
-        else:
-            no_decay.append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if quant:
-        groups.append({"params": quant, "lr": lr * cfg.quantizer_lr_scale, "weight_decay": 0.0})
-    return groups
 
 
 def _codebook_snapshot(prepared: nn.Module, layers: int = 3) -> dict[str, dict[str, list[float]]]:
