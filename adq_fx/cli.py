@@ -53,7 +53,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         if hint is bool or (_optional_of(hint) is bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"default {default}")
         elif typing.get_origin(hint) is tuple:
-            parser.add_argument(flag, type=int, nargs="+", help=f"default {default}")
+            element = typing.get_args(hint)[0]
+            parser.add_argument(flag, type=element, nargs="+", help=f"default {default}")
         elif typing.get_origin(hint) is typing.Literal:
             parser.add_argument(flag, choices=typing.get_args(hint), help=f"default {default}")
         else:
@@ -73,8 +74,9 @@ def _train(arguments: dict[str, Any]) -> int:
     from .train.engine import run_training
 
     arguments.pop("command")
-    if "bit_options" in arguments:
-        arguments["bit_options"] = tuple(arguments["bit_options"])
+    for name in ("bit_options", "float_checkpoint_rename"):
+        if name in arguments:
+            arguments[name] = tuple(arguments[name])
     results = run_training(TrainConfig(**arguments))
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports

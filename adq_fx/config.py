@@ -43,6 +43,10 @@ class WeightCodebookConfig:
     on multiples of 1/32 (in units of the channel's RMS, up to ±127/32) while it
     trains, so ``convert_adq(backend="int8")`` reproduces the trained weights
     exactly instead of snapping them (docs/design.md, "Integer inference").
+    kmeans_init_steps runs that many k-means steps on the pre-trained weights
+    from the init before training (functional.lloyd_codebook): the quantiles
+    alone clip a quarter of the weights (3 bits) and halve a pre-trained
+    ResNet-20's accuracy before QAT starts; 0 is Alg. 1 as written.
     """
 
     method: ClassVar[str] = "adq_codebook"
@@ -57,10 +61,14 @@ class WeightCodebookConfig:
     pin_zero: bool = True
     seed: int = 0
     int8_grid: bool = False
+    kmeans_init_steps: int = 20
 
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
+        if (isinstance(self.kmeans_init_steps, bool) or not isinstance(self.kmeans_init_steps, int)
+                or self.kmeans_init_steps < 0):
+            raise ValueError(f"{name}(kmeans_init_steps={self.kmeans_init_steps!r}) must be an integer >= 0.")
         if not isinstance(self.int8_grid, bool):
             raise ValueError(f"{name}(int8_grid={self.int8_grid!r}) must be True or False.")
         if self.levels not in ("alg1", "full"):
@@ -95,8 +103,9 @@ class ActivationThresholdConfig:
     ASQ activations start), so no layer starts with all its inputs in one code;
     init="uniform" is N2UQ's own fixed start, a uniform quantizer on [0, 2].
     grad_scale=True scales the threshold parameters' gradients by LSQ's
-    1/sqrt(n · features per sample), so SGD at a weight's learning rate moves
-    them a weight's distance (N2UQ itself relies on Adam's normalisation).
+    1/sqrt(n · features per sample). Off by default: from a pre-trained start
+    their unscaled gradients are already about a weight's relative size
+    (benchmarks/update_scale.py), and the scaled ones 200x smaller.
     """
 
     method: ClassVar[str] = "n2uq_thresholds"
@@ -105,7 +114,7 @@ class ActivationThresholdConfig:
     signed: bool | None = None
     min_interval: float = 1e-3
     init: ThresholdInit = "first_batch"
-    grad_scale: bool = True
+    grad_scale: bool = False
 
     def __post_init__(self) -> None:
         name = type(self).__name__

@@ -101,6 +101,24 @@ def quantile_codebook(weight_normalised: Tensor, bits: int, *, full_levels: bool
     return levels.sort().values
 
 
+def lloyd_codebook(weight_normalised: Tensor, codebook: Tensor, steps: int, *, pin_zero: bool) -> Tensor:
+    """``steps`` k-means (Lloyd) steps on the weights from ``codebook``: each entry moves to the mean
+    of the weights nearest it (an entry no weight chose stays); with ``pin_zero`` the zero entry stays 0.
+
+    The fixed point the EMA k-means of eqs. (5)-(7) moves toward, reached before training: the
+    quantiles of Alg. 1 put the outer entries at the 75th percentile of |w| (3 bits), so every
+    larger weight, a quarter of them, is clipped there at the start.
+    """
+    flat = weight_normalised.detach().reshape(-1).float()
+    levels = codebook.detach().float().clone()
+    zero = levels == 0 if pin_zero else torch.zeros_like(levels, dtype=torch.bool)
+    for _ in range(steps):
+        counts, sums = cluster_statistics(flat, nearest_codes(flat, levels), levels.numel())
+        moved = torch.where(counts > 0, sums / counts.clamp_min(1), levels)
+        levels = torch.where(zero, levels, moved).sort().values
+    return levels
+
+
 def normal_codebook(num_levels: int, *, pin_zero: bool, seed: int) -> Tensor:
     """Sorted N(0, 1) samples (the paper's random-init ablation); the entry nearest 0 set to 0."""
     generator = torch.Generator().manual_seed(seed)

@@ -75,6 +75,7 @@ MODEL = "resnet20"
 DEFAULT_DATA = "imagefolder:data"
 FLOAT_NAME = "FP"
 FLOAT_SEED = 0
+PRETRAINED = "../shared/data/resnet20-cifar10-akamaster.th"  # relative to the repo root
 DATA_SEED = 0  # every run draws the same train/test subsets: seeds vary training, not the test set
 # Settings that may differ between two invocations of the same table without changing its numbers.
 VOLATILE = {"out_dir", "progress", "plots", "resume", "device", "stop_after_epochs", "float_checkpoint"}
@@ -130,6 +131,19 @@ CONFIGS: dict[str, Ablation] = {a.name: a for a in [
              {"target_bits": 3, "threshold_init": "first_batch"}, None, "—"),
     Ablation("E-fbinit", "diagnostic: E with first-batch threshold init",
              {"mixed_precision": True, "target_bits": 2.8, "threshold_init": "first_batch"}, None, "—"),
+    # What each of ADQ's defaults buys (each row is D with one default set back to the paper's).
+    Ablation("D-alg1", "D with Alg. 1's codebook as written (no k-means steps at init)",
+             {"target_bits": 3, "codebook_kmeans_steps": 0}, None, "—"),
+    Ablation("D-uniform", "D with N2UQ's fixed [0, 2] threshold start",
+             {"target_bits": 3, "threshold_init": "uniform"}, None, "—"),
+    Ablation("D-kd", "D with distillation from the float model (N2UQ's loss)",
+             {"target_bits": 3, "kd": True}, None, "—"),
+    Ablation("N2UQ-2", "N2UQ baseline, fixed 2-bit",
+             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 2}, None, "—"),
+    Ablation("N2UQ-4", "N2UQ baseline, fixed 4-bit",
+             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 4}, None, "—"),
+    Ablation("ADQ-2-full", "ADQ at 2 bits with all 4 codes (levels='full')",
+             {"target_bits": 2, "codebook_levels": "full"}, None, "—"),
 ]}
 FLOAT_DESCRIPTION = "float ResNet-20 (the start of every QAT run)"
 FLOAT_PAPER = (92.6, "ASQ paper, LSQ's FP (as cited)")  # the ADQ paper gives no FP figure for ResNet-20
@@ -167,6 +181,14 @@ SCHEDULES = {
         "reduced", "reduced schedule (CPU)",
         {"float_epochs": 8, "float_lr": 0.1, "batch_size": 128, "train_subset": 20000, "test_subset": 2000},
         {"epochs": 3, "lr": 0.02, "batch_size": 128, "train_subset": 10000, "test_subset": 2000}),
+    # From the pre-trained ResNet-20 in ../shared/data (akamaster, BSD-2), fine-tuned 3 epochs in
+    # float on the JPEG copy's training set less the validation split (the last 500 images of each
+    # class), then one QAT epoch on those 45,000 images. Choices are read on the validation split.
+    "pretrained": Schedule(
+        "pretrained", "pre-trained start (CPU)",
+        {"float_checkpoint": PRETRAINED, "float_checkpoint_rename": ["linear.=fc."], "finetune_epochs": 3,
+         "finetune_lr": 0.02, "batch_size": 128, "validation": 5000},
+        {"epochs": 1, "lr": 0.01, "batch_size": 128, "validation": 5000}),
     "smoke": Schedule(
         "smoke", "smoke test (tiny; not a result)",
         {"float_epochs": 1, "float_lr": 0.1, "batch_size": 128, "train_subset": 512, "test_subset": 256},
@@ -363,7 +385,7 @@ def train_float(train: dict[str, Any]) -> dict[str, Any]:
 
     out = Path(train["out_dir"])
     last = out / "float_last.pt"
-    total = train["float_epochs"]
+    total = train["finetune_epochs"] if train.get("float_checkpoint") else train["float_epochs"]
     done = torch.load(last, weights_only=True, map_location="cpu")["epoch"] + 1 if last.exists() else 0
     started = time.perf_counter()
     if done < total:
@@ -383,6 +405,7 @@ def train_float(train: dict[str, Any]) -> dict[str, Any]:
         "data": {"name": train["dataset"], "train": train.get("train_subset") or "whole split",
                  "test": train.get("test_subset") or "whole split"},
         "float_accuracy": history[-1]["test_acc"],
+        "validation_accuracy": {"float": history[-1].get("val_acc")},
         "average_bits": 32.0, "parameter_weighted_bits": 32.0,
         "history": {"float": history},
         "seconds": sum(r["seconds"] for r in history),
@@ -449,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no {REPO / where}: unpack the data first, e.g. "
                          "mkdir -p data && tar -xJf ../shared/data/cifar10-jpeg.tar.xz -C data")
     float_job, jobs = plan(args)
+    source = float_job.train.get("float_checkpoint")
+    if source and not (REPO / source).is_file() and not args.dry_run:
+        raise SystemExit(f"no {REPO / source}: the {args.schedule} schedule starts from that pre-trained "
+                         "model (see ../shared/data/README.md).")
     check_train_configs([float_job, *jobs])
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     done = {job.label for job in [float_job, *jobs] if existing_result(job) is not None}

@@ -72,8 +72,8 @@ def test_plain_sgd_over_all_parameters_leaves_every_threshold_quantizer_working(
         beta1, beta2 = q.scales()
         assert float(beta1) > 0 and float(beta2) > 0, name
         assert bool((q.thresholds().diff() > 0).all()), name
-        # Scaled gradients: the raw parameters themselves stay in range (unscaled, the same three
-        # steps take beta1 to -1740 and an interval to -103).
+        # From the data-driven start the raw parameters themselves stay in range (from N2UQ's fixed
+        # start the same three steps take beta1 to -1740 and an interval to -103).
         assert float(q.beta1) > 0 and float(q.intervals.min()) > 0 and abs(float(q.start)) < 1.0, name
     assert min(_distinct_outputs(prepared.train(), x).values()) > 1
 

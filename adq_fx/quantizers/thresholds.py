@@ -34,9 +34,8 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     beta2 are read as their magnitudes (functional.positive) and intervals are
     floored at ``min_interval``, so thresholds always increase. With ``grad_scale`` the
     gradients of start, intervals, beta1 and beta2 (sums over every element of
-    the input) are scaled by LSQ's 1/sqrt(n · features per sample), so one SGD
-    step moves them about as far as one moves a weight; the shift, a per-channel
-    bias, is not scaled.
+    the input) are scaled by LSQ's 1/sqrt(n · features per sample); the shift,
+    a per-channel bias, is not scaled.
     """
 
     shift: nn.Parameter | None

@@ -25,10 +25,18 @@ class TrainConfig:
     model: str = "digits_cnn"
     out_dir: str = "runs/digits"
     seed: int = 0
-    # float pre-training (skipped when float_checkpoint is given)
+    # the float start: trained here (float_epochs at float_lr), or a checkpoint (any state_dict file;
+    # wrapper prefixes such as "module." are stripped, OLD=NEW renames map the rest), optionally
+    # fine-tuned for finetune_epochs at finetune_lr; float_cache keeps the result for every run that
+    # asks for the same start. The float phase uses float_seed, so QAT seeds share one float model.
     float_checkpoint: str | None = None
+    float_checkpoint_rename: tuple[str, ...] = ()
     float_epochs: int = 20
     float_lr: float = 0.05
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.02
+    float_cache: str | None = None
+    float_seed: int = 0
     # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
     weight_quantizer: WeightQuantizerName = "adq"
     activation_quantizer: ActivationQuantizerName = "n2uq"
@@ -41,6 +49,8 @@ class TrainConfig:
     quantize_first_last: bool = False
     codebook_levels: Literal["alg1", "full"] = "alg1"
     codebook_init: Literal["quantile", "normal"] = "quantile"
+    codebook_kmeans_steps: int = 20  # k-means steps on the float weights after the init; 0: Alg. 1
+    threshold_grad_scale: bool = False  # LSQ's gradient scale on the threshold parameters
     learn_codebook: bool = True
     commitment_beta: float = 0.25
     int8_grid: bool = False  # keep ADQ codebooks on the int8 grid (WeightCodebookConfig.int8_grid)
@@ -55,6 +65,7 @@ class TrainConfig:
     kd_temperature: float = 1.0
     kd_hard_weight: float = 0.0
     # data and machine
+    validation: int = 0  # hold out the last N training images (N / classes per class): choices are made there
     train_subset: int | None = None
     test_subset: int | None = None
     data_seed: int | None = None  # which subset images; None: the run's seed (fixed: paired comparisons)
@@ -71,8 +82,17 @@ class TrainConfig:
     plots: bool = True
 
     def __post_init__(self) -> None:
-        if self.float_epochs < 0 or self.epochs < 1:
-            raise ValueError("TrainConfig: epochs must be >= 1 and float_epochs >= 0.")
+        if self.float_epochs < 0 or self.epochs < 1 or self.finetune_epochs < 0:
+            raise ValueError("TrainConfig: epochs must be >= 1, float_epochs and finetune_epochs >= 0.")
+        if self.finetune_epochs and not self.float_checkpoint:
+            raise ValueError(f"TrainConfig(finetune_epochs={self.finetune_epochs}) fine-tunes a "
+                             "float_checkpoint; pass one, or use float_epochs to train the float model here.")
+        if self.validation < 0:
+            raise ValueError(f"TrainConfig(validation={self.validation}) must be >= 0.")
+        for rename in self.float_checkpoint_rename:
+            if "=" not in rename or rename.startswith("="):
+                raise ValueError(f"TrainConfig(float_checkpoint_rename=...{rename!r}) must read OLD=NEW, "
+                                 "e.g. 'linear.=fc.'.")
         if not self.mixed_precision and self.target_bits not in SUPPORTED_BITS:
             raise ValueError(
                 f"TrainConfig(target_bits={self.target_bits}): without mixed_precision the bits must be an "
@@ -90,7 +110,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig(kernels={self.kernels!r}) must be one of {KERNEL_BACKENDS}.")
         if any(b not in SUPPORTED_BITS for b in self.bit_options):
             raise ValueError(f"TrainConfig(bit_options={self.bit_options}): each must be in 2..8.")
-        for name in ("lr", "float_lr", "batch_size", "kd_temperature"):
+        for name in ("lr", "float_lr", "finetune_lr", "batch_size", "kd_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig({name}={getattr(self, name)}) must be positive.")
 

@@ -33,10 +33,41 @@ class TensorDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: bool  # random crop (pad 4) + horizontal flip, the CIFAR standard
+    val_x: Tensor | None = None  # held out of train by hold_out(): where choices are made
+    val_y: Tensor | None = None
 
     def to(self, device: torch.device) -> TensorDataset:
-        for field in ("train_x", "train_y", "test_x", "test_y"):
-            setattr(self, field, getattr(self, field).to(device))
+        for field in ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y"):
+            value = getattr(self, field)
+            if value is not None:
+                setattr(self, field, value.to(device))
+        return self
+
+    def hold_out(self, count: int) -> TensorDataset:
+        """Move the last ``count`` training images out of train into the validation split.
+
+        "Last" per class, in the data set's own order (file order in an
+        ImageFolder, whose classes are contiguous), count / classes from each,
+        so the split is stratified and the same on every machine and run.
+        """
+        if count <= 0:
+            return self
+        per_class, remainder = divmod(count, self.num_classes)
+        if remainder or per_class == 0:
+            raise ValueError(f"validation={count}: use a multiple of the {self.num_classes} classes, so "
+                             "every class gives the same number of images.")
+        held = []
+        for label in range(self.num_classes):
+            members = (self.train_y == label).nonzero().flatten()
+            if len(members) <= per_class:
+                raise ValueError(f"validation={count}: class {label} has only {len(members)} training "
+                                 f"images, not more than the {per_class} to hold out.")
+            held.append(members[-per_class:])
+        held_index = torch.cat(held)
+        keep = torch.ones(len(self.train_y), dtype=torch.bool, device=self.train_y.device)
+        keep[held_index] = False
+        self.val_x, self.val_y = self.train_x[held_index], self.train_y[held_index]
+        self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
         return self
 
     def subset(self, train: int | None, test: int | None, seed: int) -> TensorDataset:
@@ -62,9 +93,13 @@ class TensorDataset:
             x = random_crop_flip(x, padding=4, generator=generator)
         return x, self.train_y[index]
 
-    def test_batches(self, batch_size: int):  # type: ignore[no-untyped-def]
-        for start in range(0, len(self.test_x), batch_size):
-            yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+    def test_batches(self, batch_size: int, split: str = "test"):  # type: ignore[no-untyped-def]
+        """Normalised (x, y) batches of the test split, or of the validation split (``split="val"``)."""
+        x, y = (self.test_x, self.test_y) if split == "test" else (self.val_x, self.val_y)
+        if x is None or y is None:
+            raise ValueError("no validation split: set TrainConfig(validation=N) to hold one out of train.")
+        for start in range(0, len(x), batch_size):
+            yield self.normalise(x[start:start + batch_size]), y[start:start + batch_size]
 
 
 def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None) -> Tensor:

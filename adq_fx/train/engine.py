@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from ..kernels import get_kernel_backend, set_kernel_backend
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
 from ..optim import param_groups
+from .checkpoints import file_digest, load_float_state
 from .config import TrainConfig
 from .data import TensorDataset, load_dataset
 from .distributed import init_from_environment, unwrap
@@ -71,6 +73,7 @@ class Runner:
         self.data: TensorDataset = load_dataset(config.dataset, download=config.download,
                                                 image_size=config.image_size)
         data_seed = config.seed if config.data_seed is None else config.data_seed
+        self.data.hold_out(config.validation)  # before the subset: the split never depends on it
         self.data.subset(config.train_subset, config.test_subset, data_seed).to(self.device)
         self.epochs_run = 0
 
@@ -81,21 +84,31 @@ class Runner:
     def prepare_input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
+    @property
+    def has_validation(self) -> bool:
+        return self.data.val_x is not None
+
     @torch.no_grad()
-    def predictions(self, model: nn.Module) -> Tensor:
-        """Top-1 class of every test image (on the model's device, under the run's autocast)."""
+    def predictions(self, model: nn.Module, split: str = "test") -> Tensor:
+        """Top-1 class of every test (or validation) image, on the model's device, under its autocast."""
         model.eval()
         batches = []
-        for x, _ in self.data.test_batches(512):
+        for x, _ in self.data.test_batches(512, split):
             with self.autocast():
                 batches.append(model(self.prepare_input(x)).argmax(1))
         return torch.cat(batches)
 
-    def accuracy(self, predicted: Tensor) -> float:
-        return 100.0 * int((predicted == self.data.test_y.to(predicted.device)).sum()) / len(self.data.test_y)
+    def accuracy(self, predicted: Tensor, split: str = "test") -> float:
+        labels = self.data.test_y if split == "test" else self.data.val_y
+        assert labels is not None
+        return 100.0 * int((predicted == labels.to(predicted.device)).sum()) / len(labels)
 
-    def evaluate(self, model: nn.Module) -> float:
-        return self.accuracy(self.predictions(model))
+    def evaluate(self, model: nn.Module, split: str = "test") -> float:
+        return self.accuracy(self.predictions(model, split), split)
+
+    def validate(self, model: nn.Module) -> float | None:
+        """Validation top-1, or None without a validation split."""
+        return self.evaluate(model, "val") if self.has_validation else None
 
     @torch.no_grad()
     def evaluate_int8(self, prepared: nn.Module, reference_predictions: Tensor) -> dict[str, Any]:
@@ -112,15 +125,17 @@ class Runner:
         agreement = (predicted == reference_predictions.cpu()).float().mean()
         return {"accuracy": self.accuracy(predicted), "agreement": 100.0 * float(agreement), "skipped": None}
 
-    def fit(self, model: nn.Module, phase: str, *, epochs: int, lr: float, loss_fn: LossFn) -> list[dict]:
+    def fit(self, model: nn.Module, phase: str, *, epochs: int, lr: float, loss_fn: LossFn,
+            seed: int | None = None) -> list[dict]:
         """SGD + cosine to zero with per-epoch checkpoints; resumes bit-identically from the last one."""
         cfg = self.config
+        seed = cfg.seed if seed is None else seed
         groups = param_groups(model, lr=lr, weight_decay=cfg.weight_decay,
                               lr_scales={"thresholds": cfg.quantizer_lr_scale})
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
         steps = (len(self.data.train_x) + cfg.batch_size - 1) // cfg.batch_size
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps)
-        generator = torch.Generator().manual_seed(cfg.seed * 1000 + PHASE_SEEDS[phase])
+        generator = torch.Generator().manual_seed(seed * 1000 + PHASE_SEEDS[phase])
         history: list[dict] = []
         checkpoint_path = self.out / f"{phase}_last.pt"
         start = 0
@@ -154,7 +169,8 @@ class Runner:
                 correct += (logits.argmax(1) == y).sum()
                 loss_sum += loss.detach() * len(y)
             record = {"epoch": epoch, "train_loss": float(loss_sum) / seen,
-                      "train_acc": 100.0 * float(correct) / seen, "test_acc": self.evaluate(model),
+                      "train_acc": 100.0 * float(correct) / seen, "val_acc": self.validate(model),
+                      "test_acc": self.evaluate(model),
                       "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
             history.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_acc']:.2f}")
@@ -172,19 +188,58 @@ class Runner:
 
     # -- phases -----------------------------------------------------------------
     def float_model(self) -> tuple[nn.Module, list[dict]]:
+        """The float start: from the cache, from a checkpoint (optionally fine-tuned), or trained here."""
         cfg = self.config
-        in_channels = self.data.train_x.shape[1]
-        model = build_model(cfg.model, self.data.num_classes, in_channels).to(self.device)
+        torch.manual_seed(cfg.float_seed)
+        model = build_model(cfg.model, self.data.num_classes, self.data.train_x.shape[1]).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if cfg.float_checkpoint:
-            state = torch.load(cfg.float_checkpoint, map_location=self.device, weights_only=True)
-            model.load_state_dict(state.get("model", state))
-            return model, []
-        if cfg.float_epochs == 0:
-            return model, []
-        history = self.fit(model, "float", epochs=cfg.float_epochs, lr=cfg.float_lr, loss_fn=_cross_entropy)
+        cache = self.float_cache_path()
+        if cache is not None and cache.exists():
+            entry = torch.load(cache, map_location=self.device, weights_only=True)
+            model.load_state_dict(entry["model"])
+            history = entry["history"]
+        else:
+            history = []
+            if cfg.float_checkpoint:
+                load_float_state(model, cfg.float_checkpoint, cfg.float_checkpoint_rename)
+                if cfg.finetune_epochs:
+                    history = self.fit(model, "float", epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
+                                       loss_fn=_cross_entropy, seed=cfg.float_seed)
+            elif cfg.float_epochs:
+                history = self.fit(model, "float", epochs=cfg.float_epochs, lr=cfg.float_lr,
+                                   loss_fn=_cross_entropy, seed=cfg.float_seed)
+            if cache is not None and self.dist.is_main:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                partial = cache.with_suffix(".partial")
+                torch.save({"model": model.state_dict(), "history": history,
+                            "settings": self.float_settings()}, partial)
+                partial.replace(cache)  # atomic: a concurrent reader never sees half a file
+        torch.manual_seed(cfg.seed)  # the QAT phase's randomness follows the run's own seed
         return model, history
+
+    def float_settings(self) -> dict[str, Any]:
+        """Everything the float start depends on: the cache key."""
+        cfg = self.config
+        settings: dict[str, Any] = {
+            "model": cfg.model, "dataset": cfg.dataset, "image_size": cfg.image_size,
+            "validation": cfg.validation, "train_subset": cfg.train_subset,
+            "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed, "float_seed": cfg.float_seed,
+            "batch_size": cfg.batch_size, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+        }
+        if cfg.float_checkpoint:
+            settings.update(checkpoint_sha256=file_digest(cfg.float_checkpoint),
+                            rename=list(cfg.float_checkpoint_rename), finetune_epochs=cfg.finetune_epochs,
+                            finetune_lr=cfg.finetune_lr)
+        else:
+            settings.update(float_epochs=cfg.float_epochs, float_lr=cfg.float_lr)
+        return settings
+
+    def float_cache_path(self) -> Path | None:
+        if self.config.float_cache is None:
+            return None
+        key = hashlib.sha256(json.dumps(self.float_settings(), sort_keys=True).encode()).hexdigest()[:16]
+        return Path(self.config.float_cache) / f"float-{self.config.model}-{key}.pt"
 
     def example_inputs(self) -> tuple[Tensor]:
         x, _ = self.data.train_batch(torch.arange(min(64, len(self.data.train_x))), None)
@@ -198,11 +253,13 @@ class Runner:
             weight = WeightCodebookConfig(
                 bits=3, levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
                 commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed,
+                kmeans_init_steps=cfg.codebook_kmeans_steps,
                 int8_grid=cfg.int8_grid)
         else:
             weight = BASELINE_WEIGHTS[cfg.weight_quantizer](bits=3)
         if cfg.activation_quantizer == "n2uq":
-            activation = ActivationThresholdConfig(bits=3, init=cfg.threshold_init)
+            activation = ActivationThresholdConfig(bits=3, init=cfg.threshold_init,
+                                                   grad_scale=cfg.threshold_grad_scale)
         else:
             activation = ACTIVATIONS[cfg.activation_quantizer](bits=3)
         return ADQConfig(weight=weight, activation=activation)
@@ -249,6 +306,7 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     config = runner.config
     model, float_history = runner.float_model()
     float_acc = runner.evaluate(model)
+    validation = {"float": runner.validate(model)}
     if runner.dist.is_main:
         torch.save({"model": model.state_dict()}, runner.out / "float.pt")
 
@@ -263,6 +321,7 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     qat_acc = runner.evaluate(prepared)
     prepared.eval()
     converted = convert_adq(prepared, backend="reference")  # computes exactly what was trained
+    validation["converted"] = runner.validate(converted)
     reference_predictions = runner.predictions(converted)
     converted_acc = runner.accuracy(reference_predictions)
     int8 = runner.evaluate_int8(prepared, reference_predictions)  # what a CPU deployment computes
@@ -278,7 +337,9 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
                     "channels_last": runner.channels_last, "world_size": runner.dist.world_size,
                     "kernels": get_kernel_backend()},
         "data": {"name": runner.data.name, "train": len(runner.data.train_x),
+                 "validation": 0 if runner.data.val_x is None else len(runner.data.val_x),
                  "test": len(runner.data.test_x)},
+        "validation_accuracy": validation,
         "float_accuracy": float_acc, "qat_accuracy": qat_acc, "converted_accuracy": converted_acc,
         "int8_accuracy": int8["accuracy"], "int8_agreement": int8["agreement"],
         "int8_skipped": int8["skipped"],
