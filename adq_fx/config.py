@@ -44,7 +44,8 @@ class WeightCodebookConfig:
     trains, so ``convert_adq(backend="int8")`` reproduces the trained weights
     exactly instead of snapping them (docs/design.md, "Integer inference").
     kmeans_init_steps runs that many k-means steps on the pre-trained weights
-    from the init before training (functional.lloyd_codebook): the quantiles
+    from the quantile init before training (functional.lloyd_codebook; the
+    random init="normal" of ablation B is left as drawn): the quantiles
     alone clip a quarter of the weights (3 bits) and halve a pre-trained
     ResNet-20's accuracy before QAT starts; 0 is Alg. 1 as written.
     """

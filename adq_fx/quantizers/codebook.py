@@ -33,11 +33,11 @@ class CodebookWeightQuantizer(WeightQuantizer):
         normalised = F.normalise(weight.detach().float(), scale)
         if config.init == "quantile":
             codebook = F.quantile_codebook(normalised, config.bits, full_levels=config.levels == "full")
+            if config.kmeans_init_steps:  # refine the quantiles on the weights (not a random init)
+                codebook = F.lloyd_codebook(normalised, codebook, config.kmeans_init_steps,
+                                            pin_zero=config.pin_zero)
         else:
             codebook = F.normal_codebook(config.num_levels, pin_zero=config.pin_zero, seed=config.seed)
-        if config.kmeans_init_steps:
-            codebook = F.lloyd_codebook(normalised, codebook, config.kmeans_init_steps,
-                                        pin_zero=config.pin_zero)
         if config.int8_grid:
             codebook = snap_to_training_grid(codebook)
         # Warm start: as if every entry had been seen with an equal share of the
