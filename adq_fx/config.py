@@ -107,6 +107,9 @@ class ActivationThresholdConfig:
     1/sqrt(n · features per sample). Off by default: from a pre-trained start
     their unscaled gradients are already about a weight's relative size
     (benchmarks/update_scale.py), and the scaled ones 200x smaller.
+    max_relative_gradient caps the joint gradient of the threshold parameters
+    at that multiple of their norm (a trust ratio): typical steps pass
+    untouched, and no optimizer step can throw the thresholds off the data.
     """
 
     method: ClassVar[str] = "n2uq_thresholds"
@@ -116,6 +119,7 @@ class ActivationThresholdConfig:
     min_interval: float = 1e-3
     init: ThresholdInit = "first_batch"
     grad_scale: bool = False
+    max_relative_gradient: float | None = 1.0
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -125,6 +129,9 @@ class ActivationThresholdConfig:
             raise ValueError(f"{name}(init={self.init!r}) must be 'uniform' or 'first_batch'.")
         if not self.min_interval > 0:
             raise ValueError(f"{name}(min_interval={self.min_interval!r}) must be positive.")
+        if self.max_relative_gradient is not None and not self.max_relative_gradient > 0:
+            raise ValueError(f"{name}(max_relative_gradient={self.max_relative_gradient!r}) must be "
+                             "positive, or None for no cap.")
 
     @property
     def num_levels(self) -> int:

@@ -351,6 +351,39 @@ def positive(value: Tensor, floor: float = MIN_SCALE) -> Tensor:
     return value.abs().clamp_min(floor)
 
 
+class _BoundRelativeGradient(torch.autograd.Function):
+    """Identity forward; backward scales the joint gradient of the inputs to at most
+    ``bound`` times their joint norm (a trust-ratio cap, as LARS uses one)."""
+
+    @staticmethod
+    def forward(ctx, bound, *values):  # type: ignore[no-untyped-def]
+        ctx.bound = bound
+        ctx.save_for_backward(*values)
+        return tuple(v.clone() for v in values)
+
+    @staticmethod
+    def backward(ctx, *grads):  # type: ignore[no-untyped-def]
+        values = ctx.saved_tensors
+        grads = tuple(torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True))
+        grad_norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads))
+        value_norm = torch.sqrt(sum(v.detach().float().pow(2).sum() for v in values))
+        factor = torch.where(grad_norm > ctx.bound * value_norm,
+                             ctx.bound * value_norm / grad_norm.clamp_min(1e-30), torch.ones_like(grad_norm))
+        return (None, *(g * factor.to(g.dtype) for g in grads))
+
+
+def bound_relative_gradient(bound: float, *values: Tensor) -> tuple[Tensor, ...]:
+    """``values`` unchanged; their joint gradient capped at ``bound`` x their joint norm.
+
+    One SGD step of learning rate lr then moves the group by at most
+    ``lr · bound`` of its own size, whatever the loss does: the threshold
+    parameters' gradients are sums over a whole activation, and on a
+    random-init network they are large enough for three plain SGD steps to
+    push the thresholds to 1e19. Typical gradients are left as they are.
+    """
+    return _BoundRelativeGradient.apply(bound, *values)
+
+
 def scale_gradient(value: Tensor, factor: float) -> Tensor:
     """Forward value exactly ``value``; gradient multiplied by ``factor`` (LSQ's g)."""
     scaled = value * factor

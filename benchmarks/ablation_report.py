@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import CLAIMS, CONFIGS, DIAGNOSTICS, FLOAT_NAME, REPO, default_results_dir
+from ablation import BASELINES, CHOICES, CLAIMS, CONFIGS, DIAGNOSTICS, FLOAT_NAME, REPO, default_results_dir
 
 ORDER = [FLOAT_NAME, *CONFIGS]
 ALPHA = 0.05
@@ -61,10 +61,26 @@ def accuracy(record: dict[str, Any]) -> float:
     return record["converted_accuracy"] if "converted_accuracy" in record else record["float_accuracy"]
 
 
+def validation_accuracy(record: dict[str, Any]) -> float:
+    """Top-1 on the validation split held out of train: the converted model's (the float model's for FP)."""
+    held = record.get("validation_accuracy") or {}
+    value = held.get("converted", held.get("float"))
+    if value is None:
+        raise KeyError(f"{record['ablation']['config']}: no validation accuracy in this run")
+    return value
+
+
+def has_validation(runs: dict[str, list[dict[str, Any]]]) -> bool:
+    return any((r.get("validation_accuracy") or {}).get("float") is not None
+               for records in runs.values() for r in records)
+
+
 def config_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    with_val = has_validation(runs)
     lines = ["| config | description | avg bits | param-weighted bits | seeds | top-1 % converted "
-             "(mean ± std) | top-1 % QAT model | paper % | ours − paper |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(mean ± std) | top-1 % QAT model | paper % | ours − paper |"
+             + (" validation top-1 % |" if with_val else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_val else "")]
     for name in [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER)):
         records = runs[name]
         meta = records[0]["ablation"]
@@ -76,9 +92,10 @@ def config_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         delta = "—" if paper is None else f"{statistics.fmean(accs) - paper:+.2f}"
         seeds = ",".join(str(r["ablation"]["seed"]) for r in records)
         description = meta["description"] + ("; float model's accuracy" if name == FLOAT_NAME else "")
+        val = f" {fmt([validation_accuracy(r) for r in records])} |" if with_val else ""
         lines.append(f"| {name} | {description} | {bits_cell(records, 'average_bits')} | "
                      f"{bits_cell(records, 'parameter_weighted_bits')} | {seeds} | {fmt(accs)} | "
-                     f"{fmt(qat)} | {paper_cell} | {delta} |")
+                     f"{fmt(qat)} | {paper_cell} | {delta} |{val}")
     return lines
 
 
@@ -109,10 +126,11 @@ def noise_test(a: list[float], b: list[float]) -> tuple[str, str, bool | None, s
             f"Welch's t-test (scipy), two-sided, p < {ALPHA}")
 
 
-def paired(runs: dict[str, list[dict[str, Any]]], first: str, second: str) -> str:
+def paired(runs: dict[str, list[dict[str, Any]]], first: str, second: str, metric: Any = None) -> str:
     """Per-seed differences: seed s of both configs shares the data subsets and the float start."""
-    a = {r["ablation"]["seed"]: accuracy(r) for r in runs[first]}
-    b = {r["ablation"]["seed"]: accuracy(r) for r in runs[second]}
+    metric = metric or accuracy
+    a = {r["ablation"]["seed"]: metric(r) for r in runs[first]}
+    b = {r["ablation"]["seed"]: metric(r) for r in runs[second]}
     common = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in common]
     if len(diffs) < 2:
@@ -127,9 +145,10 @@ def paired(runs: dict[str, list[dict[str, Any]]], first: str, second: str) -> st
     return f"{text} (p = {stats.ttest_rel([a[s] for s in common], [b[s] for s in common]).pvalue:.3f})"
 
 
-def comparison_table(runs: dict[str, list[dict[str, Any]]],
-                     rows: list[tuple[str, str, str, float | None]]) -> tuple[list[str], set[str]]:
-    """One line per (label, minuend, subtrahend, the paper's difference or None)."""
+def comparison_table(runs: dict[str, list[dict[str, Any]]], rows: list[tuple[str, str, str, float | None]],
+                     metric: Any = None) -> tuple[list[str], set[str]]:
+    """One line per (label, minuend, subtrahend, the paper's difference or None), on ``metric``."""
+    metric = metric or accuracy
     lines = ["| comparison | paper Δ | ours Δ (mean) | seeds | pooled std | Welch's t-test | beyond noise? | "
              "paired Δ by seed (paired t) |", "|---|---|---|---|---|---|---|---|"]
     rules = set()
@@ -138,14 +157,14 @@ def comparison_table(runs: dict[str, list[dict[str, Any]]],
         if first not in runs or second not in runs:
             lines.append(f"| {label} | {paper_cell} | not run | | | | | |")
             continue
-        a = [accuracy(r) for r in runs[first]]
-        b = [accuracy(r) for r in runs[second]]
+        a = [metric(r) for r in runs[first]]
+        b = [metric(r) for r in runs[second]]
         pooled, statistic, beyond, rule = noise_test(a, b)
         rules.add(rule)
         verdict = {None: "—", True: "yes", False: "no"}[beyond]
         lines.append(f"| {label} | {paper_cell} | {statistics.fmean(a) - statistics.fmean(b):+.2f} | "
                      f"{len(a)} vs {len(b)} | {pooled} | {statistic} | {verdict} | "
-                     f"{paired(runs, first, second)} |")
+                     f"{paired(runs, first, second, metric)} |")
     return lines, rules
 
 
@@ -158,7 +177,51 @@ def tables(runs: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]]
         table, more_rules = comparison_table(runs, diagnostics)
         rules |= more_rules
         lines += ["", "**Diagnostics** (not in the papers: where a gap comes from)", "", *table]
+    baselines = [row for row in BASELINES if row[1] in runs and row[2] in runs]
+    if baselines:
+        table, more_rules = comparison_table(runs, baselines)
+        rules |= more_rules
+        lines += ["", "**ADQ against the baselines at the same bits** (test set)", "", *table]
+    choices = [row for row in CHOICES if row[1] in runs and row[2] in runs]
+    if choices and has_validation(runs):
+        table, more_rules = comparison_table(runs, choices, validation_accuracy)
+        rules |= more_rules
+        lines += ["", "**What each ADQ default buys** (validation split, where the defaults were chosen)", "",
+                  *table]
+    if has_validation(runs) and FLOAT_NAME in runs:
+        lines += ["", "**Targets** (issue 10; test set, mean over seeds)", "", *targets(runs)]
     return [*lines, *footer(runs, sessions, rules)]
+
+
+def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each target: the two sides, the margin, met or not."""
+    def mean(name: str) -> float | None:
+        return statistics.fmean(accuracy(r) for r in runs[name]) if name in runs else None
+
+    def best(*names: str) -> tuple[str, float | None]:
+        present = [(n, mean(n)) for n in names if n in runs]
+        return max(present, key=lambda p: p[1]) if present else ("—", None)
+
+    fp = mean(FLOAT_NAME)
+    rows = [("ADQ W3A3 ≥ float − 1.0", "D", mean("D"), "float − 1.0", None if fp is None else fp - 1.0),
+            ("ADQ W2A2 ≥ float − 3.0", "ADQ-2", mean("ADQ-2"), "float − 3.0",
+             None if fp is None else fp - 3.0)]
+    a = mean("A")
+    rows.append(("E (mixed 2.8) ≥ A + 1.0", "E", mean("E"), "A + 1.0", None if a is None else a + 1.0))
+    for bits, adq in ((2, "ADQ-2"), (3, "D"), (4, "ADQ-4")):
+        name, value = best(*(["N2UQ-2", "LSQ-2"] if bits == 2 else ["A", "LSQ-3"] if bits == 3
+                             else ["N2UQ-4", "LSQ-4"]))
+        rows.append((f"ADQ ≥ best baseline + 0.5 at {bits} bits", adq, mean(adq), f"{name} + 0.5",
+                     None if value is None else value + 0.5))
+    lines = ["| target | ours | value % | needed % | margin | met? |", "|---|---|---|---|---|---|"]
+    for label, name, value, needed_label, needed in rows:
+        if value is None or needed is None:
+            lines.append(f"| {label} | {name} | not run | {needed_label} | | |")
+            continue
+        margin = value - needed
+        lines.append(f"| {label} | {name} | {value:.2f} | {needed:.2f} ({needed_label}) | {margin:+.2f} | "
+                     f"{'yes' if margin >= 0 else 'no'} |")
+    return lines
 
 
 def header(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -168,7 +231,15 @@ def header(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     floats = runs.get(FLOAT_NAME, [])
     qat = [r for name, records in runs.items() if name != FLOAT_NAME for r in records]
     parts = [f"Data: {meta['data_variant']}."]
-    if floats:
+    if floats and floats[0]["config"].get("float_checkpoint"):
+        cfg = floats[0]["config"]
+        parts.append(f"Float start: the pre-trained {Path(cfg['float_checkpoint']).name} (see "
+                     "../shared/data/README.md), fine-tuned once in float for "
+                     f"{cfg['finetune_epochs']} epochs "
+                     f"at lr {cfg['finetune_lr']} (batch {cfg['batch_size']}) on the training set less the "
+                     f"validation split ({cfg.get('validation', 0):,} images: the last of each class); every "
+                     "QAT run starts from that model, so seeds vary the QAT phase only.")
+    elif floats:
         cfg = floats[0]["config"]
         parts.append(f"Float pre-training once (seed 0): {cfg['float_epochs']} epochs, lr {cfg['float_lr']}, "
                      f"batch {cfg['batch_size']}, {_images(cfg['train_subset'])} train images; every QAT run "

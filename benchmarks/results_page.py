@@ -121,6 +121,7 @@ BLOCKS = {
     "inference": inference_block,
     "inference-profile": inference_profile_block,
     "int8-accuracy": int8_accuracy_block,
+    "ablation-pretrained": lambda: ablation_block("pretrained"),
     "ablation-reduced": lambda: ablation_block("reduced"),
     "ablation-full": lambda: ablation_block("full"),
 }

@@ -22,6 +22,7 @@ from adq_fx import (
     param_groups,
     prepare_adq,
 )
+from adq_fx import functional as F_adq
 from adq_fx.functional import MIN_SCALE, positive
 from adq_fx.optim import RECIPES
 from adq_fx.quantizers import ThresholdActivationQuantizer
@@ -146,3 +147,18 @@ def test_param_groups_refuse_an_unknown_kind_or_a_bad_scale() -> None:
     with pytest.raises(ValueError, match=r"'steps': 0.0\}\) must be positive"):
         param_groups(prepared, lr=0.1, weight_decay=0.0, lr_scales={"steps": 0.0})
     assert set(RECIPES) >= {"thresholds", "steps", "adapters", "clips"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(min_value=1e-3, max_value=1e3), st.floats(min_value=0.1, max_value=10.0))
+def test_relative_gradient_bound_caps_large_gradients_and_keeps_values(gain: float, bound: float) -> None:
+    values = [torch.tensor(0.5, requires_grad=True), torch.tensor([0.2, 0.3], requires_grad=True)]
+    out = F_adq.bound_relative_gradient(bound, *values)
+    assert all(torch.equal(o, v) for o, v in zip(out, values, strict=True))
+    (out[0] * gain + (out[1] * gain).sum()).backward()
+    grad = torch.cat([values[0].grad.view(1), values[1].grad])
+    norm = torch.cat([values[0].detach().view(1), values[1].detach()]).norm()
+    raw = gain * 3**0.5
+    expected = min(raw, bound * float(norm))
+    assert float(grad.norm()) == pytest.approx(expected, rel=1e-5)  # capped, direction kept
+    assert torch.allclose(grad / grad.norm(), torch.ones(3) / 3**0.5)

@@ -32,7 +32,10 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
 
     Whatever an optimizer does, the forward sees a valid quantizer: beta1 and
     beta2 are read as their magnitudes (functional.positive) and intervals are
-    floored at ``min_interval``, so thresholds always increase. With ``grad_scale`` the
+    floored at ``min_interval``, so thresholds always increase; and the joint
+    gradient of (start, intervals, beta1, beta2) is capped at
+    ``max_relative_gradient`` times their norm, so no single step can throw
+    them far from the data (functional.bound_relative_gradient). With ``grad_scale`` the
     gradients of start, intervals, beta1 and beta2 (sums over every element of
     the input) are scaled by LSQ's 1/sqrt(n · features per sample); the shift,
     a per-channel bias, is not scaled.
@@ -91,9 +94,13 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         x = as_float(x, self.beta1)
         self._initialize_once(x)
         g = self.gradient_scale(x)
-        beta1, beta2 = self.scales()
+        start, intervals, beta1, beta2 = self.start, self.intervals, self.beta1, self.beta2
+        bound = self.config.max_relative_gradient
+        if bound is not None and torch.is_grad_enabled():
+            start, intervals, beta1, beta2 = F.bound_relative_gradient(bound, start, intervals, beta1, beta2)
+        beta1, beta2 = F.positive(beta1), F.positive(beta2)
         start, intervals, beta1, beta2 = (F.scale_gradient(p, g) if g != 1.0 else p
-                                          for p in (self.start, self.intervals, beta1, beta2))
+                                          for p in (start, intervals, beta1, beta2))
         return F.threshold_quantize(
             x, start, intervals, beta1, beta2, self.broadcast_shift(x.dim()), self.config.min_interval,
         )
