@@ -7,7 +7,8 @@ about the fraction of itself that it moves a weight. This measures that
 fraction, |grad| / |value|, for every conv weight and every threshold
 parameter (intervals, beta1) of a 3-bit ADQ ResNet-20 prepared from a
 pre-trained float model, on a few training batches of the CIFAR-10 JPEG copy,
-with ``ActivationThresholdConfig(grad_scale=False)`` and ``True``; it prints
+with ``ActivationThresholdConfig(grad_scale=False)`` and ``True`` (the default cap
+max_relative_gradient=1.0 in effect in both); it prints
 the medians and their ratio and writes ``benchmarks/results/update_scale.json``.
 """
 
