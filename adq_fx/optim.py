@@ -55,7 +55,7 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Parameter groups of ``model`` for ``torch.optim``: one per kind present, named by ``"name"``.
 
-    >>> optimizer = torch.optim.SGD(param_groups(prepared, lr=0.01, weight_decay=5e-4), lr=0.01)
+    For example ``torch.optim.SGD(param_groups(prepared, lr=0.01, weight_decay=5e-4), lr=0.01)``.
 
     ``lr_scales`` overrides a kind's lr scale, e.g. ``{"thresholds": 1.0}``. Every
     trainable parameter lands in exactly one group; frozen ones are left out.

@@ -60,7 +60,7 @@ def test_checkpoint_helpers_refuse_what_they_cannot_read(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"'linear' must read OLD=NEW"):
         parse_renames(["linear"])
     assert rename_keys({"_orig_mod.a.w": torch.ones(1)}, [("a.", "b.")]).keys() == {"b.w"}
-    with pytest.raises(ValueError, match=r"float_checkpoint_rename=.*'linear' must read OLD=NEW"):
+    with pytest.raises(ValueError, match=r"float_checkpoint_rename=\.\.\.'linear'\) must read OLD=NEW"):
         TrainConfig(float_checkpoint="x.pt", float_checkpoint_rename=("linear",))
     with pytest.raises(ValueError, match=r"finetune_epochs=2\) fine-tunes a float_checkpoint"):
         TrainConfig(finetune_epochs=2)

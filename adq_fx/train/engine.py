@@ -223,10 +223,11 @@ class Runner:
         cfg = self.config
         settings: dict[str, Any] = {
             "model": cfg.model, "dataset": cfg.dataset, "image_size": cfg.image_size,
-            "validation": cfg.validation, "train_subset": cfg.train_subset,
-            "data_seed": cfg.seed if cfg.data_seed is None else cfg.data_seed, "float_seed": cfg.float_seed,
+            "validation": cfg.validation, "train_subset": cfg.train_subset, "float_seed": cfg.float_seed,
             "batch_size": cfg.batch_size, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
         }
+        if cfg.train_subset is not None:  # which images the subset holds follows the data seed
+            settings["data_seed"] = cfg.seed if cfg.data_seed is None else cfg.data_seed
         if cfg.float_checkpoint:
             settings.update(checkpoint_sha256=file_digest(cfg.float_checkpoint),
                             rename=list(cfg.float_checkpoint_rename), finetune_epochs=cfg.finetune_epochs,
