@@ -30,6 +30,7 @@ from adq_fx.environment import describe, machine_info
 from adq_fx.int8.grid import to_int8_grid, weight_limit
 from adq_fx.nn import LUTConv2d, LUTLinear
 from adq_fx.passes.lower_int8 import lower_to_int8
+from adq_fx.train.checkpoints import find_state_dict, parse_renames, rename_keys
 from adq_fx.train.config import TrainConfig
 from adq_fx.train.data import load_dataset
 from adq_fx.train.engine import run_training
@@ -41,11 +42,8 @@ OUT = Path(__file__).parent / "results" / "int8_accuracy.json"
 
 def ours_from_akamaster(path: Path, out: Path) -> Path:
     """The checkpoint in this library's ResNet-20 names, as ``{"model": state_dict}``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    renamed = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
-        renamed["fc" + key[len("linear"):] if key.startswith("linear.") else key] = value
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    renamed = rename_keys(find_state_dict(blob, str(path)), parse_renames(["linear.=fc."]))
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": renamed}, out)
     return out

@@ -194,7 +194,8 @@ class Runner:
         model = build_model(cfg.model, self.data.num_classes, self.data.train_x.shape[1]).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        cache = self.float_cache_path()
+        settings = self.float_settings() if cfg.float_cache is not None else {}
+        cache = self.float_cache_path(settings)
         if cache is not None and cache.exists():
             entry = torch.load(cache, map_location=self.device, weights_only=True)
             model.load_state_dict(entry["model"])
@@ -212,8 +213,7 @@ class Runner:
             if cache is not None and self.dist.is_main:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 partial = cache.with_suffix(".partial")
-                torch.save({"model": model.state_dict(), "history": history,
-                            "settings": self.float_settings()}, partial)
+                torch.save({"model": model.state_dict(), "history": history, "settings": settings}, partial)
                 partial.replace(cache)  # atomic: a concurrent reader never sees half a file
         torch.manual_seed(cfg.seed)  # the QAT phase's randomness follows the run's own seed
         return model, history
@@ -236,10 +236,11 @@ class Runner:
             settings.update(float_epochs=cfg.float_epochs, float_lr=cfg.float_lr)
         return settings
 
-    def float_cache_path(self) -> Path | None:
+    def float_cache_path(self, settings: dict[str, Any]) -> Path | None:
+        """Where the float start of ``settings`` (float_settings()) is cached, or None without a cache."""
         if self.config.float_cache is None:
             return None
-        key = hashlib.sha256(json.dumps(self.float_settings(), sort_keys=True).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         return Path(self.config.float_cache) / f"float-{self.config.model}-{key}.pt"
 
     def example_inputs(self) -> tuple[Tensor]:
