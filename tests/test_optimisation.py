@@ -100,7 +100,7 @@ def test_a_scale_pushed_below_zero_still_gives_a_valid_quantizer_and_a_gradient_
     assert float(q.beta1.grad) != 0.0 and float(q.beta2.grad) != 0.0
 
 
-@pytest.mark.parametrize("init", ["first_batch", "uniform"])
+@pytest.mark.parametrize("init", ["auto", "first_batch", "uniform"])
 def test_activations_far_from_one_keep_their_signal_from_the_first_batch(init: str) -> None:
     """AlexNet has no BatchNorm: its classifier inputs are far below N2UQ's fixed [0, 2] start."""
     torch.manual_seed(0)
@@ -116,7 +116,10 @@ def test_activations_far_from_one_keep_their_signal_from_the_first_batch(init: s
         return
     assert min(counts.values()) > 1, counts
     assert len(torch.unique(out, dim=0)) == len(x)  # every input gets its own output
-    assert ActivationThresholdConfig().init == "first_batch"
+    if init == "auto":  # the default, and here the data moved some starts
+        assert ActivationThresholdConfig().init == "auto"
+        starts = [q.started_from for q in prepared.modules() if isinstance(q, ThresholdActivationQuantizer)]
+        assert "data" in starts, starts
 
 
 def test_param_groups_give_each_kind_its_recipe_and_every_parameter_one_group() -> None:

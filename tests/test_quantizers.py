@@ -368,8 +368,45 @@ def test_uniform_init_keeps_the_reference_start_and_its_state_dict_keys() -> Non
     assert "initialized" not in q.state_dict()  # checkpoints of a uniform-init quantizer keep their keys
 
 
-def test_data_init_is_the_default_and_a_batch_without_signal_keeps_the_uniform_start() -> None:
-    assert ActivationThresholdConfig().init == "first_batch"
-    q = _first_batch_quantizer()
+@pytest.mark.parametrize("init", ["auto", "first_batch"])
+def test_a_batch_without_signal_keeps_the_uniform_start(init: str) -> None:
+    assert ActivationThresholdConfig().init == "auto"
+    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init=init), signed=False,
+                                     num_channels=2, channel_dim=1)
     q(torch.zeros(2, 2, 4, 4))  # dead inputs say nothing about the range
     assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0 and bool(q.initialized)
+    assert q.started_from == "fixed"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(min_value=1e-3, max_value=1e3), st.integers(min_value=0, max_value=2**16), st.booleans())
+def test_auto_init_keeps_the_fixed_start_where_the_data_fits_it_and_else_covers_the_data(
+        scale, seed, signed) -> None:
+    x = torch.rand(4, 2, 5, 5, generator=torch.Generator().manual_seed(seed)) * scale
+    if signed:
+        x = x * torch.where(torch.arange(x.numel()).view(x.shape) % 3 == 0, -1.0, 1.0)
+    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init="auto"), signed=signed,
+                                     num_channels=2, channel_dim=1)
+    out = q(x)
+    q99 = float(torch.quantile(x.abs().flatten(), 0.99))
+    span = 2 * q99 if signed else q99  # the width of the input range the data occupies
+    tolerance = ActivationThresholdConfig.AUTO_START_TOLERANCE
+    if 2 / tolerance <= span <= 2 * tolerance:  # N2UQ's [0, 2] (signed [-1, 1]) fits: kept as is
+        assert q.started_from == "fixed"
+        assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0
+        assert q.shift is None or torch.equal(q.shift.detach(), torch.ones(2))
+    else:  # stretched over the data: q99 lands on the top of the range
+        assert q.started_from == "data"
+        torch.testing.assert_close(q.beta1.detach(), torch.tensor(2 / span), rtol=1e-5, atol=0)
+        torch.testing.assert_close(q.beta2.detach(), torch.tensor(span / 2), rtol=1e-5, atol=0)
+        if signed:
+            torch.testing.assert_close(q.shift.detach(), torch.full((2,), span / 2), rtol=1e-5, atol=0)
+    codes = torch.unique(out.detach()).numel()
+    assert codes >= 3, (scale, codes)  # whatever the scale, the data spans several codes
+
+
+def test_magnitude_quantile_samples_large_tensors_but_is_exact_on_small_ones() -> None:
+    x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    assert float(F.magnitude_quantile(x, 0.99)) == pytest.approx(float(torch.quantile(x.abs(), 0.99)))
+    big = torch.rand(3 * 2**20 + 7, generator=torch.Generator().manual_seed(1))
+    assert float(F.magnitude_quantile(big, 0.5, max_samples=2**16)) == pytest.approx(0.5, abs=0.01)

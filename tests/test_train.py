@@ -137,7 +137,7 @@ def test_train_config_validation() -> None:
         TrainConfig(weight_quantizer="pact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"activation_quantizer='adq'\) must be 'n2uq', 'lsq' or 'asq'"):
         TrainConfig(activation_quantizer="adq")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"threshold_init='lsq'\) must be 'uniform' or 'first_batch'"):
+    with pytest.raises(ValueError, match=r"threshold_init='lsq'\) must be 'auto', 'uniform' or 'first_b"):
         TrainConfig(threshold_init="lsq")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"kernels='fast'\) must be one of"):
         TrainConfig(kernels="fast")  # type: ignore[arg-type]

@@ -23,12 +23,16 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     y = LTQ(x + b) - b, b initialised to 1 so the thresholds first cover [-1, 1]
     and the layer's function is unchanged at init.
 
-    With ``init="first_batch"`` the first batch seen (train or eval) sets
-    beta1 = 2 / r and beta2 = r / 2 for LSQ's clipping range
-    r = 2·mean|x|·sqrt(n): the same uniform quantizer, stretched over [0, r]
-    of the input (over [-r/2, r/2] for a signed input, b = r/2) and returning
-    values in the input's units (averaged over ranks under DDP, and saved, so
-    a loaded checkpoint keeps its scales).
+    The first batch seen (train or eval) may move that start, by
+    ``config.init`` (ActivationThresholdConfig): "auto" keeps it where the
+    data's 99th percentile of |x| is within a factor of its range and else
+    stretches it over [0, q99] ([-q99, q99] signed); "first_batch" stretches it
+    over LSQ's range r = 2·mean|x|·sqrt(n) ([-r/2, r/2] signed). A stretched
+    start sets beta1 = 2/r, beta2 = r/2 (and b = r/2), so the output is in the
+    input's units. Statistics are averaged over ranks under DDP, and the result
+    is saved, so a loaded checkpoint keeps its scales. ``started_from`` says
+    which start the first batch chose ("fixed" or "data"; None before it, or
+    after a load).
 
     Whatever an optimizer does, the forward sees a valid quantizer: beta1 and
     beta2 are read as their magnitudes (functional.positive) and intervals are
@@ -58,19 +62,29 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         self.beta1 = nn.Parameter(torch.ones(()))
         self.beta2 = nn.Parameter(torch.ones(()))
         self.shift = nn.Parameter(torch.ones(num_channels)) if signed else None
-        if config.init == "first_batch":
+        self.started_from: str | None = "fixed" if config.init == "uniform" else None
+        if config.init != "uniform":
             self._track_first_batch()
 
     def initialize(self, x: Tensor) -> None:
-        """LSQ's range r = 2·mean|x|·sqrt(n) from the data: [0, r] unsigned, [-r/2, r/2] signed."""
-        clip = 2 * x.float().abs().mean() * self.intervals.numel() ** 0.5
-        all_reduce_mean_(clip)
+        """Move N2UQ's start to the data's range where ``config.init`` says so (see the class doc)."""
+        self.started_from = "fixed"
+        if self.config.init == "first_batch":
+            clip = 2 * x.float().abs().mean() * self.intervals.numel() ** 0.5
+        else:  # auto: the 99th percentile of |x|, the whole range for a signed input
+            magnitude = F.magnitude_quantile(x.float(), 0.99)
+            clip = magnitude * (2 if self.shift is not None else 1)
+        all_reduce_mean_(clip)  # every rank takes the same decision from the same statistic
         if not (bool(clip > 0) and bool(torch.isfinite(clip))):
             return  # a batch without signal (all zero, or not finite) says nothing: keep N2UQ's start
+        tolerance = self.config.AUTO_START_TOLERANCE
+        if self.config.init == "auto" and 2 / tolerance <= float(clip) <= 2 * tolerance:
+            return  # the fixed range [0, 2] already fits the data
         if self.shift is not None:  # shift by half the range, so the thresholds cover [-r/2, r/2]
             self.shift.fill_(float(clip / 2))
         self.beta1.copy_(2 / clip)
         self.beta2.copy_(clip / 2)
+        self.started_from = "data"
 
     def broadcast_shift(self, dims: int) -> Tensor | None:
         """The per-channel shift shaped to broadcast against an input of ``dims`` dims."""

@@ -40,8 +40,9 @@ class TrainConfig:
     # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
     weight_quantizer: WeightQuantizerName = "adq"
     activation_quantizer: ActivationQuantizerName = "n2uq"
-    # n2uq activations: scaled to the first batch, or N2UQ's fixed [0, 2] start (ActivationThresholdConfig)
-    threshold_init: ThresholdInit = "first_batch"
+    # n2uq activations: N2UQ's fixed [0, 2] start where the data fits it, else the data's range
+    # ("auto"); always fixed ("uniform"); always LSQ's data rule ("first_batch"). ActivationThresholdConfig
+    threshold_init: ThresholdInit = "auto"
     target_bits: float = 3.0
     bit_options: tuple[int, ...] = (2, 3, 4)
     mixed_precision: bool = False

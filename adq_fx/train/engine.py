@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -41,6 +42,7 @@ from ..kernels import get_kernel_backend, set_kernel_backend
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
 from ..optim import param_groups
+from ..quantizers.thresholds import ThresholdActivationQuantizer
 from .checkpoints import file_digest, load_float_state
 from .config import TrainConfig
 from .data import TensorDataset, load_dataset
@@ -320,6 +322,7 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     qat_history = runner.fit(prepared, "qat", epochs=config.epochs, lr=config.lr,
                              loss_fn=_qat_loss(teacher, config))
     snapshots["final"] = _codebook_snapshot(prepared)
+    threshold_starts = _threshold_starts(prepared)
     qat_acc = runner.evaluate(prepared)
     prepared.eval()
     converted = convert_adq(prepared, backend="reference")  # computes exactly what was trained
@@ -345,6 +348,7 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
         "float_accuracy": float_acc, "qat_accuracy": qat_acc, "converted_accuracy": converted_acc,
         "int8_accuracy": int8["accuracy"], "int8_agreement": int8["agreement"],
         "int8_skipped": int8["skipped"],
+        "threshold_starts": threshold_starts,
         "bit_plan": {n: list(b) for n, b in plan.items()}, "sensitivities": sensitivities,
         "average_bits": sum(w_bits) / len(w_bits),
         "parameter_weighted_bits": sum(b * c for b, c in zip(w_bits, counts, strict=True)) / sum(counts),
@@ -360,6 +364,15 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
 
         save_plots(results, snapshots, runner.out)
     return results
+
+
+def _threshold_starts(prepared: nn.Module) -> dict[str, int]:
+    """How many threshold quantizers kept N2UQ's fixed start and how many the data moved (init="auto")."""
+    counts: Counter[str] = Counter()
+    for module in prepared.modules():
+        if isinstance(module, ThresholdActivationQuantizer):
+            counts[module.started_from or "from_checkpoint"] += 1
+    return dict(sorted(counts.items()))
 
 
 def _cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
