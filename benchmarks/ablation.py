@@ -319,6 +319,11 @@ def resolved_settings(train: dict[str, Any]) -> dict[str, Any]:
     return comparable(json.loads(json.dumps(asdict(TrainConfig(**train)))))
 
 
+def unused_setting(key: str, settings: dict[str, Any]) -> bool:
+    """A setting the run never reads: the threshold quantizer's fields without n2uq activations."""
+    return key.startswith("threshold_") and settings.get("activation_quantizer") != "n2uq"
+
+
 def existing_result(job: Job) -> dict[str, Any] | None:
     """The run's JSON if it exists and was made with the same settings; refuse a mismatch.
 
@@ -334,7 +339,7 @@ def existing_result(job: Job) -> dict[str, Any] | None:
         want, had = comparable(job.train), record["ablation"]["train_settings"]
     else:
         want, had = resolved_settings(job.train), comparable(record["config"])
-    keys = sorted(set(had) & set(want))
+    keys = sorted(k for k in set(had) & set(want) if not unused_setting(k, want))
     diff = {k: (had.get(k), want.get(k)) for k in keys if had.get(k) != want.get(k)}
     if diff:
         raise SystemExit(f"{job.result_path} was made with other settings {diff} (had, now). Use another "
