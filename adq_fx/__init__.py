@@ -5,6 +5,7 @@
     int_model = convert_adq(prepared)          # int8 kernels where available (backend="auto")
 """
 
+from . import registry
 from .allocate import allocate_bits, layer_sensitivity
 from .config import (
     ActivationThresholdConfig,
@@ -17,7 +18,7 @@ from .config import (
     WeightCodebookConfig,
 )
 from .int8 import Int8KernelsUnavailable
-from .kernels import get_kernel_backend, set_kernel_backend
+from .kernels import get_kernel_backend, kernel_backend, set_kernel_backend
 from .mapping import (
     ADQConfigMapping,
     default_qconfig_mapping,
@@ -26,6 +27,7 @@ from .mapping import (
 )
 from .optim import param_groups
 from .passes import calibrate, convert_adq, prepare_adq
+from .registry import register_encoder, register_quantizer
 from .serialization import load_converted
 from .summary import commitment_loss, model_size, model_size_bits, quantization_map
 
@@ -46,6 +48,7 @@ __all__ = [
     "convert_adq",
     "default_qconfig_mapping",
     "get_kernel_backend",
+    "kernel_backend",
     "layer_sensitivity",
     "load_converted",
     "model_size",
@@ -55,6 +58,9 @@ __all__ = [
     "qconfig_mapping_from_map",
     "qconfig_mapping_from_plan",
     "quantization_map",
+    "register_encoder",
+    "register_quantizer",
+    "registry",
     "set_kernel_backend",
 ]
 

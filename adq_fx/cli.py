@@ -50,7 +50,9 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         hint = hints[field.name]
         default = field.default if field.default is not MISSING else None
-        if hint is bool or (_optional_of(hint) is bool):
+        if "choices" in field.metadata:  # open sets, such as the registered quantizer names
+            parser.add_argument(flag, choices=field.metadata["choices"](), help=f"default {default}")
+        elif hint is bool or (_optional_of(hint) is bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"default {default}")
         elif typing.get_origin(hint) is tuple:
             element = typing.get_args(hint)[0]

@@ -50,7 +50,7 @@ class WeightCodebookConfig:
     ResNet-20's accuracy before QAT starts; 0 is Alg. 1 as written.
     """
 
-    method: ClassVar[str] = "adq_codebook"
+    method: ClassVar[str] = "adq"
 
     bits: int = 3
     levels: Literal["alg1", "full"] = "alg1"
@@ -119,7 +119,7 @@ class ActivationThresholdConfig:
     untouched, and no optimizer step can throw the thresholds off the data.
     """
 
-    method: ClassVar[str] = "n2uq_thresholds"
+    method: ClassVar[str] = "n2uq"
     AUTO_START_TOLERANCE: ClassVar[float] = 4.0
 
     bits: int = 3
@@ -155,7 +155,7 @@ class UniformWeightConfig:
     recomputed from the weights each step and not learned; plain STE.
     """
 
-    method: ClassVar[str] = "n2uq_uniform"
+    method: ClassVar[str] = "n2uq"
 
     bits: int = 3
 
@@ -250,10 +250,6 @@ class POSTWeightConfig:
 
 WeightConfig = WeightCodebookConfig | UniformWeightConfig | LSQWeightConfig | POSTWeightConfig
 ActivationConfig = ActivationThresholdConfig | LSQActivationConfig | ASQActivationConfig
-WEIGHT_CONFIGS: dict[str, type] = {c.method: c for c in (WeightCodebookConfig, UniformWeightConfig,
-                                                         LSQWeightConfig, POSTWeightConfig)}
-ACTIVATION_CONFIGS: dict[str, type] = {c.method: c for c in (ActivationThresholdConfig, LSQActivationConfig,
-                                                             ASQActivationConfig)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -268,12 +264,17 @@ class ADQConfig:
     activation: ActivationConfig = field(default_factory=ActivationThresholdConfig)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("weight", WEIGHT_CONFIGS), ("activation", ACTIVATION_CONFIGS)):
-            value = getattr(self, name)
-            if type(value) not in allowed.values():
+        from . import quantizers  # noqa: F401  (registers the built-in quantizers)
+        from .registry import config_types
+
+        for role in ("weight", "activation"):
+            allowed = config_types(role)
+            value = getattr(self, role)
+            if type(value) not in allowed:
                 raise TypeError(
-                    f"ADQConfig({name}=...) must be one of "
-                    f"{', '.join(c.__name__ for c in allowed.values())}; got {type(value).__name__}."
+                    f"ADQConfig({role}=...) must be one of "
+                    f"{', '.join(c.__name__ for c in allowed)}; got {type(value).__name__}. "
+                    "A quantizer of your own is registered with adq_fx.registry.register_quantizer."
                 )
 
     @classmethod

@@ -35,8 +35,9 @@ binary search only for the short tables of 2-5 bits.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, get_args
 
 import torch
@@ -89,6 +90,20 @@ def set_kernel_backend(backend: KernelBackend) -> KernelBackend:
 
 def get_kernel_backend() -> KernelBackend:
     return _backend
+
+
+@contextlib.contextmanager
+def kernel_backend(backend: KernelBackend) -> Iterator[KernelBackend]:
+    """``with adq_fx.kernel_backend("eager"):`` runs the block on that backend, then restores the previous.
+
+    The choice is process-global (one switch for every quantizer); the block form
+    keeps it from leaking out of a training run or a test, exceptions included.
+    """
+    previous = set_kernel_backend(backend)
+    try:
+        yield backend
+    finally:
+        set_kernel_backend(previous)
 
 
 # ------------------------------------------------------------------------ public ops

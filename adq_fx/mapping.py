@@ -17,7 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from .config import ACTIVATION_CONFIGS, WEIGHT_CONFIGS, ADQConfig
+from .config import ADQConfig
+from .registry import entry_named
 
 _MISSING = object()
 
@@ -163,8 +164,8 @@ def qconfig_mapping_from_map(quantization_map: dict[str, dict[str, Any]]) -> ADQ
     mapping = ADQConfigMapping(keep_first_and_last_float=False)
     for name, entry in quantization_map.items():
         try:
-            weight_type = WEIGHT_CONFIGS[entry.get("weight_method", "adq_codebook")]
-            activation_type = ACTIVATION_CONFIGS[entry.get("activation_method", "n2uq_thresholds")]
+            weight_type = entry_named("weight", entry.get("weight_method", "adq")).config
+            activation_type = entry_named("activation", entry.get("activation_method", "n2uq")).config
             activation = dict(entry["activation_config"], signed=entry["activation_signed"])
             config = ADQConfig(weight=weight_type(**entry["weight_config"]),
                                activation=activation_type(**activation))

@@ -11,7 +11,8 @@ from torch import Tensor, fx, nn
 
 from .int8.modules import _Int8Layer
 from .nn import QATConv2d, QATLinear
-from .nn.lut import _LUTLayer, encoder_for
+from .nn.encoders import encoder_for
+from .nn.lut import _LUTLayer
 from .quantizers import ActivationQuantizer, WeightQuantizer
 
 

@@ -76,12 +76,9 @@ def main() -> None:
           for method, config in METHODS.items()),
     ]
     # The same resnet18 with adq_fx's compiled kernels forced on (`auto` leaves tensors this small eager).
-    previous = adq_fx.set_kernel_backend("compiled")
-    try:
+    with adq_fx.kernel_backend("compiled"):
         rows.append(measure("torchvision resnet18, 10 classes, compiled kernels",
                             torchvision.models.resnet18(num_classes=10), (4, 3, 64, 64)))
-    finally:
-        adq_fx.set_kernel_backend(previous)
     result = {"machine": machine_info(), "rows": rows}
     out = Path(__file__).parent / "results" / "convert_tolerance.json"
     out.write_text(json.dumps(result, indent=2))

@@ -265,7 +265,7 @@ def test_a_checkpoint_of_another_method_is_refused_naming_the_module() -> None:
     adq = prepare_adq(TinyResNet(), _mapping(ADQConfig.with_bits(3)), x)
     lsq = prepare_adq(TinyResNet(), _mapping(LSQ), x)
     with pytest.raises(ValueError, match=r"^layer1\.conv1\.weight_quantizer: the state_dict was saved with "
-                                         r"\{'method': 'adq_codebook'"):
+                                         r"\{'method': 'adq'"):
         lsq.load_state_dict(adq.state_dict(), strict=False)
 
 
@@ -284,5 +284,5 @@ def test_mixing_methods_per_layer_through_the_mapping() -> None:
     prepared = prepare_adq(TinyResNet(), mapping, images(8))
     methods = {name: (e["weight_method"], e["activation_method"])
                for name, e in quantization_map(prepared).items()}
-    assert methods["layer1.conv1"] == ("n2uq_uniform", "lsq")
-    assert methods["layer2.conv1"] == ("adq_codebook", "n2uq_thresholds")
+    assert methods["layer1.conv1"] == ("n2uq", "lsq")
+    assert methods["layer2.conv1"] == ("adq", "n2uq")

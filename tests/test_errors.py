@@ -89,12 +89,13 @@ def test_with_bits_refuses_unsupported_bits(weight_bits: int, activation_bits: i
 
 
 def test_adq_config_refuses_swapped_parts() -> None:
+    # the lists come from adq_fx.registry, by name: adq, lsq, n2uq, post and asq, lsq, n2uq
     with pytest.raises(TypeError, match=r"ADQConfig\(weight=...\) must be one of WeightCodebookConfig, "
-                       r"UniformWeightConfig, LSQWeightConfig, POSTWeightConfig; "
+                       r"LSQWeightConfig, UniformWeightConfig, POSTWeightConfig; "
                        r"got ActivationThresholdConfig"):
         ADQConfig(weight=ActivationThresholdConfig())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"ADQConfig\(activation=...\) must be one of "
-                       r"ActivationThresholdConfig, LSQActivationConfig, ASQActivationConfig; "
+                       r"ASQActivationConfig, LSQActivationConfig, ActivationThresholdConfig; "
                        r"got WeightCodebookConfig"):
         ADQConfig(activation=WeightCodebookConfig())  # type: ignore[arg-type]
 
@@ -235,9 +236,10 @@ def test_quantized_module_called_twice_raises() -> None:
 
 
 def test_missing_example_inputs_raises() -> None:
+    # Required in the signature, as in torch.ao's prepare_fx (it used to default to None).
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'example_inputs'"):
+        prepare_adq(TinyResNet(), default_qconfig_mapping(3))  # type: ignore[call-arg]
     with pytest.raises(ValueError, match=r"prepare_adq needs example_inputs, e\.g\."):
-        prepare_adq(TinyResNet(), default_qconfig_mapping(3))
-    with pytest.raises(ValueError, match="needs example_inputs"):
         prepare_adq(TinyResNet(), default_qconfig_mapping(3), None)
 
 

@@ -37,19 +37,16 @@ def backend(monkeypatch) -> Iterator[None]:
     previous = kernels.get_kernel_backend()
     monkeypatch.setattr(kernels, "_auto_failure", None)
     monkeypatch.setattr(kernels, "_compiled", {})
-    kernels.set_kernel_backend("auto")
-    yield
-    kernels.set_kernel_backend(previous)
+    with kernels.kernel_backend("auto"):
+        yield
+    assert kernels.get_kernel_backend() == previous
 
 
 def both_backends(fn, *args):  # type: ignore[no-untyped-def]
     results = []
     for name in ("eager", "compiled"):
-        previous = kernels.set_kernel_backend(name)
-        try:
+        with kernels.kernel_backend(name):
             results.append(fn(*args))
-        finally:
-            kernels.set_kernel_backend(previous)
     return results
 
 
@@ -144,15 +141,12 @@ def test_training_and_conversion_under_the_compiled_backend_match_eager() -> Non
     x = images(4)
     models = []
     for name in ("eager", "compiled"):
-        previous = kernels.set_kernel_backend(name)
-        try:
+        with adq_fx.kernel_backend(name):
             torch.manual_seed(0)
             prepared = adq_fx.prepare_adq(TinyResNet().eval(), adq_fx.default_qconfig_mapping(3), x)
             train(prepared, x, steps=2, cross_entropy=True)
             with torch.no_grad():
                 trained, converted = prepared(x), adq_fx.convert_adq(prepared, backend="reference")(x)
-        finally:
-            kernels.set_kernel_backend(previous)
         assert torch.equal(converted, trained), name
         models.append((prepared, trained))
     (eager_model, eager_out), (compiled_model, compiled_out) = models
@@ -214,6 +208,19 @@ def test_long_tables_stay_eager_even_when_compiled_is_forced(backend, monkeypatc
     assert torch.equal(kernels.bucketize(values, long_table), torch.bucketize(values, long_table))
     positions, _ = kernels.threshold_forward(values, long_table, torch.tensor(1.0), torch.zeros(33))
     assert torch.equal(positions, torch.bucketize(values, long_table, right=True, out_int32=True))
+
+
+def test_the_kernel_backend_block_restores_the_previous_choice_also_on_error(backend) -> None:
+    with adq_fx.kernel_backend("eager") as chosen:
+        assert chosen == "eager" and adq_fx.get_kernel_backend() == "eager"
+        with pytest.raises(KeyError), adq_fx.kernel_backend("compiled"):
+            assert adq_fx.get_kernel_backend() == "compiled"
+            raise KeyError("inside the block")
+        assert adq_fx.get_kernel_backend() == "eager"
+    assert adq_fx.get_kernel_backend() == "auto"
+    with pytest.raises(ValueError, match=r"must be one of"), adq_fx.kernel_backend("fast"):  # type: ignore[arg-type]
+        pass
+    assert adq_fx.get_kernel_backend() == "auto"
 
 
 def test_set_kernel_backend_validates_and_returns_the_previous_choice(backend) -> None:

@@ -25,7 +25,7 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from ..functional import broadcast_channels
-from ..quantizers._state import CheckedLayout
+from ..quantizers.checkpoint_layout import CheckedLayout
 from . import onednn
 from .grid import GRID_TOLERANCE, GridLevels, to_int8_grid, weight_limit
 from .packing import pack_codes, unpack_codes

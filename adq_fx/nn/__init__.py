@@ -1,14 +1,7 @@
-"""QAT layers (float subclasses) and converted lookup-table layers."""
+"""QAT layers (float subclasses), converted lookup-table layers and their input encoders."""
 
-from .lut import (
-    LUT_MODULES,
-    AdaptiveStepEncoder,
-    LUTConv2d,
-    LUTLinear,
-    StepEncoder,
-    ThresholdEncoder,
-    encoder_for,
-)
+from .encoders import AdaptiveStepEncoder, StepEncoder, ThresholdEncoder, encoder_for
+from .lut import LUT_MODULES, LUTConv2d, LUTLinear
 from .qat import QAT_MODULES, QATConv2d, QATLinear
 
 __all__ = [

@@ -1,17 +1,14 @@
-"""Converted inference modules: integer codes, codebooks and scales, no float weights.
+"""Converted lookup-table layers: integer codes, codebooks and scales, no float weights.
 
-An encoder (``ThresholdEncoder`` for learned thresholds, ``StepEncoder`` for
-LSQ) turns a float activation into uint8 codes; ``LUTConv2d``/``LUTLinear``
-take those codes, look the input codes up in the input level table and the
-weight codes up in the layer's codebook, and scale per output channel. Dequantisation uses the
-same functions as training, so a converted model computes the same floats as
-the trained one (an integer backend would accumulate codes x codebook entries
-and apply the scales once per output channel; see docs/design.md).
+An encoder (adq_fx.nn.encoders) turns a float activation into uint8 codes;
+``LUTConv2d``/``LUTLinear`` look those codes up in the input level table, the
+weight codes up in the layer's codebook, and scale per output channel. The
+same functions as training dequantise, so this reference path computes the
+floats the trained model computed; adq_fx.int8 runs the integer kernels.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -19,132 +16,9 @@ import torch.nn.functional as TF
 from torch import Tensor, nn
 
 from .. import functional as F
-from ..kernels import pad_table, threshold_codes
-from ..quantizers import (
-    ActivationQuantizer,
-    ASQActivationQuantizer,
-    LSQActivationQuantizer,
-    ThresholdActivationQuantizer,
-)
-from ..quantizers._state import CheckedLayout
+from ..quantizers import ActivationQuantizer
+from ..quantizers.checkpoint_layout import CheckedLayout
 from .qat import QATConv2d, QATLinear
-
-
-def _rebuild_input_thresholds(module: ThresholdEncoder, _incompatible_keys: Any) -> None:
-    module._build_input_thresholds()
-
-
-class ThresholdEncoder(nn.Module):
-    """Float activation -> uint8 code, by the thresholds the quantizer learned."""
-
-    beta1: Tensor
-    boundaries: Tensor
-    shift: Tensor | None
-
-    def __init__(self, beta1: Tensor, boundaries: Tensor, shift: Tensor | None, channel_dim: int) -> None:
-        super().__init__()
-        self.channel_dim = channel_dim
-        self.register_buffer("beta1", beta1.detach().clone())
-        self.register_buffer("boundaries", boundaries.detach().clone())
-        self.register_buffer("shift", None if shift is None else shift.detach().clone())
-        self._build_input_thresholds()
-        self.register_load_state_dict_post_hook(_rebuild_input_thresholds)
-
-    def _build_input_thresholds(self) -> None:
-        """Thresholds moved into the input's units, exactly (see functional.input_space_thresholds)."""
-        self._input_thresholds = None if self.shift is not None else F.input_space_thresholds(
-            self.thresholds.contiguous(), self.beta1)
-        if self._input_thresholds is not None:
-            self._padded_thresholds = pad_table(self._input_thresholds)
-
-    @classmethod
-    def from_quantizer(cls, quantizer: ThresholdActivationQuantizer) -> ThresholdEncoder:
-        min_interval = quantizer.config.min_interval
-        boundaries = F.interleaved_boundaries(quantizer.start, quantizer.intervals, min_interval)
-        return cls(quantizer.scales()[0], boundaries, quantizer.shift, quantizer.channel_dim)
-
-    @property
-    def thresholds(self) -> Tensor:
-        """The learned thresholds T_0..T_{n-1}."""
-        return self.boundaries[1:-1:2]
-
-    @property
-    def bits(self) -> int:
-        return (self.thresholds.numel() + 1).bit_length() - 1
-
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.shift is not None}"
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.to(self.beta1.dtype)
-        if self._input_thresholds is not None:  # one search of x itself: no multiply, n boundaries
-            return threshold_codes(x, self._input_thresholds, self._padded_thresholds)
-        shift = None if self.shift is None else F.broadcast_channels(self.shift, x.dim(), self.channel_dim)
-        # The same search as training, so codes match bit for bit.
-        positions = F.search_positions(F.threshold_input(x, self.beta1, shift), self.boundaries)
-        return F.position_codes(positions).to(torch.uint8)
-
-
-class StepEncoder(nn.Module):
-    """Float activation -> uint8 code by LSQ's step: round(clamp(x / s, Q_N, Q_P)) - Q_N."""
-
-    step: Tensor
-
-    def __init__(self, step: Tensor, q_negative: int, q_positive: int) -> None:
-        super().__init__()
-        self.q_negative, self.q_positive = q_negative, q_positive
-        self.register_buffer("step", step.detach().clone())
-
-    @classmethod
-    def from_quantizer(cls, quantizer: LSQActivationQuantizer) -> StepEncoder:
-        return cls(quantizer.current_step(), quantizer.q_negative, quantizer.q_positive)
-
-    def extra_repr(self) -> str:
-        return f"range=[{self.q_negative}, {self.q_positive}]"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.lsq_codes(x.to(self.step.dtype), self.step, self.q_negative, self.q_positive).to(torch.uint8)
-
-
-class AdaptiveStepEncoder(nn.Module):
-    """ASQ: float activation -> (uint8 codes, each sample's step s·beta_n).
-
-    The adapter is a small float network that ships with the model: the step of
-    each sample depends on that sample, so the codes travel with their step.
-    """
-
-    step: Tensor
-
-    def __init__(self, step: Tensor, adapter: nn.Module, q_negative: int, q_positive: int) -> None:
-        super().__init__()
-        self.q_negative, self.q_positive = q_negative, q_positive
-        self.register_buffer("step", step.detach().clone())
-        self.adapter = copy.deepcopy(adapter).eval().requires_grad_(False)
-
-    @classmethod
-    def from_quantizer(cls, quantizer: ASQActivationQuantizer) -> AdaptiveStepEncoder:
-        return cls(quantizer.current_step(), quantizer.adapter, quantizer.q_negative, quantizer.q_positive)
-
-    def extra_repr(self) -> str:
-        return f"range=[{self.q_negative}, {self.q_positive}]"
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.to(self.step.dtype)
-        sample_step = self.step * self.adapter.sample_factor(x)
-        codes = F.lsq_codes(x, sample_step, self.q_negative, self.q_positive)
-        return codes.to(torch.uint8), sample_step
-
-
-ENCODERS: dict[type[ActivationQuantizer], Any] = {
-    ThresholdActivationQuantizer: ThresholdEncoder.from_quantizer,
-    LSQActivationQuantizer: StepEncoder.from_quantizer,
-    ASQActivationQuantizer: AdaptiveStepEncoder.from_quantizer,
-}
-"""Activation quantizer type -> the encoder that replaces it in a converted model."""
-
-
-def encoder_for(quantizer: ActivationQuantizer) -> nn.Module:
-    return ENCODERS[type(quantizer)](quantizer)
 
 
 class _LUTLayer(CheckedLayout):

@@ -5,12 +5,18 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from ..nn import LUT_MODULES, AdaptiveStepEncoder, StepEncoder, ThresholdEncoder
+from ..int8.modules import Int8Conv2d, Int8Linear
+from ..nn import LUT_MODULES
 from ..quantizers import ActivationQuantizer
+from ..registry import encoder_types
 
 QAT_TYPES = tuple(LUT_MODULES)  # the QAT layer classes
-CONVERTED_TYPES = (*{*LUT_MODULES.values()}, ThresholdEncoder, StepEncoder, AdaptiveStepEncoder)
 PREPARED_TYPES = (*QAT_TYPES, ActivationQuantizer)
+
+
+def converted_types() -> tuple[type[nn.Module], ...]:
+    """Modules only a converted model holds: LUT and int8 layers, every registered encoder."""
+    return (*{*LUT_MODULES.values()}, Int8Conv2d, Int8Linear, *encoder_types())
 
 
 def trace(model: nn.Module) -> fx.GraphModule:

@@ -11,7 +11,7 @@ from torch import fx, nn
 from ..int8 import onednn
 from ..nn import LUT_MODULES, encoder_for
 from ..quantizers import ActivationQuantizer
-from ..quantizers._state import FirstBatchInit
+from ..quantizers.first_batch import FirstBatchInit
 from ._graph import PREPARED_TYPES, QAT_TYPES, modules_of_types, set_submodule
 from .lower_int8 import lower_to_int8
 

@@ -7,7 +7,7 @@ import warnings
 from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import Tensor, fx, nn
 
 from ..config import ADQConfig
 from ..mapping import ADQConfigMapping, LayerSite, default_qconfig_mapping
@@ -15,10 +15,10 @@ from ..nn import LUT_MODULES, QAT_MODULES
 from ..nn.qat import input_channel_dim, input_channels
 from ..quantizers import build_activation_quantizer
 from ._graph import (
-    CONVERTED_TYPES,
     FUNCTIONAL_LAYERS,
     PREPARED_TYPES,
     call_counts,
+    converted_types,
     free_target,
     modules_of_types,
     set_submodule,
@@ -31,20 +31,21 @@ INPUT_QUANTIZER_SUFFIX = "_input_quantizer"
 
 def prepare_adq(
     model: nn.Module,
-    qconfig_mapping: ADQConfigMapping | None = None,
-    example_inputs: Any = None,
+    qconfig_mapping: ADQConfigMapping | None,
+    example_inputs: Tensor | tuple[Any, ...],
 ) -> fx.GraphModule:
     """Trace ``model`` and return a copy ready for quantization-aware training.
 
-    Every Conv2d/Linear the mapping gives a config becomes a QAT subclass with
-    an ADQ weight quantizer, and a threshold activation quantizer node is put
-    on its input. ``example_inputs`` (a tensor or a tuple of positional
-    arguments) are run once to tell signed from unsigned layer inputs where the
-    graph cannot. The input model is not changed.
+    As torch.ao's ``prepare_fx``, all three are required (``qconfig_mapping=None``
+    means ``default_qconfig_mapping()``). Every Conv2d/Linear the mapping gives a
+    config becomes a QAT subclass with its weight quantizer, and its activation
+    quantizer node is put on its input. ``example_inputs`` (a tensor or a tuple of
+    positional arguments) are run once to tell signed from unsigned layer inputs
+    where the graph cannot. The input model is not changed.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"prepare_adq expects an nn.Module, got {type(model).__name__}.")
-    already = modules_of_types(model, (*PREPARED_TYPES, *CONVERTED_TYPES))
+    already = modules_of_types(model, (*PREPARED_TYPES, *converted_types()))
     if already:
         raise ValueError(
             f"prepare_adq: the model is already prepared or converted ({already[0]!r} is an adq_fx "

@@ -1,20 +1,14 @@
-"""Thin modules over :mod:`adq_fx.functional`: they hold parameters and state."""
+"""Thin modules over :mod:`adq_fx.functional`: they hold parameters and state.
+
+Importing a module registers its quantizer (adq_fx.registry).
+"""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from ..config import (
-    ActivationConfig,
-    ActivationThresholdConfig,
-    ASQActivationConfig,
-    LSQActivationConfig,
-    LSQWeightConfig,
-    POSTWeightConfig,
-    UniformWeightConfig,
-    WeightCodebookConfig,
-    WeightConfig,
-)
+from ..config import ActivationConfig, WeightConfig
+from ..registry import entry_for_config
 from .asq import ASQActivationQuantizer
 from .base import ActivationQuantizer, WeightQuantizer
 from .codebook import CodebookWeightQuantizer
@@ -23,30 +17,18 @@ from .post import POSTWeightQuantizer
 from .thresholds import ThresholdActivationQuantizer
 from .uniform import UniformWeightQuantizer
 
-WEIGHT_QUANTIZERS: dict[type, type[WeightQuantizer]] = {
-    WeightCodebookConfig: CodebookWeightQuantizer,
-    UniformWeightConfig: UniformWeightQuantizer,
-    LSQWeightConfig: LSQWeightQuantizer,
-    POSTWeightConfig: POSTWeightQuantizer,
-}
-ACTIVATION_QUANTIZERS: dict[type, type[ActivationQuantizer]] = {
-    ActivationThresholdConfig: ThresholdActivationQuantizer,
-    LSQActivationConfig: LSQActivationQuantizer,
-    ASQActivationConfig: ASQActivationQuantizer,
-}
-
 
 def build_weight_quantizer(config: WeightConfig, weight: Tensor) -> WeightQuantizer:
-    """The weight quantizer a config asks for, initialised from the pre-trained weight."""
-    return WEIGHT_QUANTIZERS[type(config)](config, weight)
+    """The weight quantizer a config asks for (adq_fx.registry), initialised from the pre-trained weight."""
+    return entry_for_config(config).quantizer(config, weight)
 
 
 def build_activation_quantizer(
     config: ActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
 ) -> ActivationQuantizer:
     """The activation quantizer a config asks for, for an input of known sign and channel layout."""
-    return ACTIVATION_QUANTIZERS[type(config)](config, signed=signed, num_channels=num_channels,
-                                               channel_dim=channel_dim)
+    return entry_for_config(config).quantizer(config, signed=signed, num_channels=num_channels,
+                                              channel_dim=channel_dim)
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..config import ASQActivationConfig
+from ..registry import register_quantizer
 from .lsq import FirstBatchStepQuantizer
 
 
@@ -41,6 +42,7 @@ class StepAdapter(nn.Module):
         return self(x).view(-1, *([1] * (x.dim() - 1)))
 
 
+@register_quantizer(ASQActivationConfig)
 class ASQActivationQuantizer(FirstBatchStepQuantizer):
     """Per-tensor step (LSQ's init, see FirstBatchStepQuantizer) times the adapter's beta_n."""
 

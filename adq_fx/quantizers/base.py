@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ._state import CheckedLayout
+from .checkpoint_layout import CheckedLayout
 
 
 class WeightQuantizer(CheckedLayout):

@@ -8,10 +8,12 @@ from torch import Tensor
 from .. import functional as F
 from ..config import WeightCodebookConfig
 from ..int8.grid import snap_to_training_grid
+from ..registry import register_quantizer
 from ._distributed import all_reduce_mean_
 from .base import WeightQuantizer
 
 
+@register_quantizer(WeightCodebookConfig)
 class CodebookWeightQuantizer(WeightQuantizer):
     """Holds one layer's codebook and EMA statistics; the math is in ``functional``.
 

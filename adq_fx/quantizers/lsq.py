@@ -10,11 +10,13 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..config import ASQActivationConfig, LSQActivationConfig, LSQWeightConfig
+from ..registry import register_quantizer
 from ._distributed import all_reduce_mean_
-from ._state import FirstBatchInit
 from .base import ActivationQuantizer, WeightQuantizer, as_float
+from .first_batch import FirstBatchInit
 
 
+@register_quantizer(LSQWeightConfig)
 class LSQWeightQuantizer(WeightQuantizer):
     """Per-output-channel step, initialised 2 mean|W_c| / sqrt(Q_P) from the pre-trained weights."""
 
@@ -91,6 +93,7 @@ class FirstBatchStepQuantizer(FirstBatchInit, ActivationQuantizer):
         return 1.0 / math.sqrt(self.q_positive * x.numel()) if self.config.grad_scale else 1.0
 
 
+@register_quantizer(LSQActivationConfig)
 class LSQActivationQuantizer(FirstBatchStepQuantizer):
     """LSQ activations: one learned step per tensor."""
 

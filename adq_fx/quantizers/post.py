@@ -9,9 +9,11 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..config import POSTWeightConfig
+from ..registry import register_quantizer
 from .base import WeightQuantizer
 
 
+@register_quantizer(POSTWeightConfig)
 class POSTWeightQuantizer(WeightQuantizer):
     """Per-output-channel clip α, initialised at a high quantile of |W_c| (0.99 by default).
 

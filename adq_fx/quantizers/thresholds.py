@@ -10,11 +10,13 @@ from torch import Tensor, nn
 
 from .. import functional as F
 from ..config import ActivationThresholdConfig
+from ..registry import register_quantizer
 from ._distributed import all_reduce_mean_
-from ._state import FirstBatchInit
 from .base import ActivationQuantizer, as_float
+from .first_batch import FirstBatchInit
 
 
+@register_quantizer(ActivationThresholdConfig)
 class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     """Per-tensor thresholds (start, interval lengths, input and output scale).
 

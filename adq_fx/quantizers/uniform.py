@@ -7,9 +7,11 @@ from torch import Tensor
 
 from .. import functional as F
 from ..config import UniformWeightConfig
+from ..registry import register_quantizer
 from .base import WeightQuantizer
 
 
+@register_quantizer(UniformWeightConfig)
 class UniformWeightQuantizer(WeightQuantizer):
     """Nothing is learned: the scale follows the weights each step, the levels are fixed."""
 

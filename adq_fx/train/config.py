@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
+from .. import quantizers  # noqa: F401  (registers the built-in quantizers)
 from ..config import SUPPORTED_BITS, ThresholdInit
 from ..kernels import KERNEL_BACKENDS, KernelBackend
-
-WeightQuantizerName = Literal["adq", "n2uq", "lsq", "post"]
-ActivationQuantizerName = Literal["n2uq", "lsq", "asq"]
+from ..registry import names
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,8 +37,9 @@ class TrainConfig:
     float_cache: str | None = None
     float_seed: int = 0
     # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
-    weight_quantizer: WeightQuantizerName = "adq"
-    activation_quantizer: ActivationQuantizerName = "n2uq"
+    # any registered name (adq_fx.registry): the CLI offers them as choices
+    weight_quantizer: str = field(default="adq", metadata={"choices": lambda: names("weight")})
+    activation_quantizer: str = field(default="n2uq", metadata={"choices": lambda: names("activation")})
     # n2uq activations: N2UQ's fixed [0, 2] start where the data fits it, else the data's range
     # ("auto"); always fixed ("uniform"); always LSQ's data rule ("first_batch"). ActivationThresholdConfig
     threshold_init: ThresholdInit = "auto"
@@ -100,10 +100,9 @@ class TrainConfig:
                 f"integer in {SUPPORTED_BITS.start}..{SUPPORTED_BITS.stop - 1}; pass mixed_precision=True "
                 "for a fractional average."
             )
-        for name, names in (("weight_quantizer", WeightQuantizerName),
-                            ("activation_quantizer", ActivationQuantizerName),
-                            ("threshold_init", ThresholdInit)):
-            allowed = get_args(names)
+        for name, allowed in (("weight_quantizer", names("weight")),
+                              ("activation_quantizer", names("activation")),
+                              ("threshold_init", get_args(ThresholdInit))):
             if getattr(self, name) not in allowed:
                 listed = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
                 raise ValueError(f"TrainConfig({name}={getattr(self, name)!r}) must be {listed}.")

@@ -18,14 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import (
-    ActivationThresholdConfig,
     ADQConfig,
-    ASQActivationConfig,
-    LSQActivationConfig,
-    LSQWeightConfig,
-    POSTWeightConfig,
-    UniformWeightConfig,
-    WeightCodebookConfig,
     allocate_bits,
     commitment_loss,
     convert_adq,
@@ -35,14 +28,14 @@ from .. import (
     qconfig_mapping_from_plan,
     quantization_map,
 )
-from ..config import WeightConfig
 from ..environment import machine_info
 from ..int8.onednn import kernel_problem
-from ..kernels import get_kernel_backend, set_kernel_backend
+from ..kernels import get_kernel_backend, kernel_backend
 from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
 from ..optim import param_groups
 from ..quantizers.thresholds import ThresholdActivationQuantizer
+from ..registry import entry_named
 from .checkpoints import file_digest, load_float_state
 from .config import TrainConfig
 from .data import TensorDataset, load_dataset
@@ -50,8 +43,6 @@ from .distributed import init_from_environment, unwrap
 from .kd import distillation_loss
 from .models import build_model
 
-BASELINE_WEIGHTS = {"n2uq": UniformWeightConfig, "lsq": LSQWeightConfig, "post": POSTWeightConfig}
-ACTIVATIONS = {"n2uq": ActivationThresholdConfig, "lsq": LSQActivationConfig, "asq": ASQActivationConfig}
 PHASE_SEEDS = {"float": 1, "qat": 2}  # fixed, so runs and resumes are reproducible
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -252,21 +243,17 @@ class Runner:
     def base_config(self) -> ADQConfig:
         """The per-layer config at 3 bits; the bit plan then sets each layer's bits."""
         cfg = self.config
-        weight: WeightConfig
-        if cfg.weight_quantizer == "adq":
-            weight = WeightCodebookConfig(
-                bits=3, levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
+        options: dict[tuple[str, str], dict[str, Any]] = {  # the quantizers TrainConfig has knobs for
+            ("weight", "adq"): dict(
+                levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
                 commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed,
-                kmeans_init_steps=cfg.codebook_kmeans_steps,
-                int8_grid=cfg.int8_grid)
-        else:
-            weight = BASELINE_WEIGHTS[cfg.weight_quantizer](bits=3)
-        if cfg.activation_quantizer == "n2uq":
-            activation = ActivationThresholdConfig(bits=3, init=cfg.threshold_init,
-                                                   grad_scale=cfg.threshold_grad_scale)
-        else:
-            activation = ACTIVATIONS[cfg.activation_quantizer](bits=3)
-        return ADQConfig(weight=weight, activation=activation)
+                kmeans_init_steps=cfg.codebook_kmeans_steps, int8_grid=cfg.int8_grid),
+            ("activation", "n2uq"): dict(init=cfg.threshold_init, grad_scale=cfg.threshold_grad_scale),
+        }
+        chosen = (("weight", cfg.weight_quantizer), ("activation", cfg.activation_quantizer))
+        built = {role: entry_named(role, name).config(bits=3, **options.get((role, name), {}))
+                 for role, name in chosen}
+        return ADQConfig(**built)
 
     def bit_plan(self, model: nn.Module) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
         """Fixed bits, or eq. (8) sensitivities on the float model + allocate_bits (weights = activations)."""
@@ -293,8 +280,7 @@ class Runner:
 def run_training(config: TrainConfig) -> dict[str, Any]:
     """Run the whole recipe; write results.json, checkpoints and plots under config.out_dir."""
     started = time.perf_counter()
-    previous_kernels = set_kernel_backend(config.kernels)
-    try:
+    with kernel_backend(config.kernels):
         runner = Runner(config)
         try:
             return _run_phases(runner, started)
@@ -302,8 +288,6 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
             return {"stopped": True, "reason": str(stop), "config": asdict(config)}
         finally:
             runner.dist.close()
-    finally:
-        set_kernel_backend(previous_kernels)
 
 
 def _run_phases(runner: Runner, started: float) -> dict[str, Any]:

@@ -1,41 +1,9 @@
-"""Checkpoint compatibility: a quantizer refuses state saved under another bit configuration."""
+"""Data-driven initialisation on the first batch a module sees, saved with the checkpoint."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
-
-
-def check_saved_layout(prefix: str, state_dict: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Raise, naming the module, when the saved layout differs from this module's."""
-    saved = state_dict.get(prefix + "_extra_state")
-    if saved is None or saved == expected:
-        return
-    module_name = prefix.rstrip(".") or "<root>"
-    raise ValueError(
-        f"{module_name}: the state_dict was saved with {saved}, but this model was prepared "
-        f"with {expected}. Prepare the model with the same qconfig mapping as the checkpoint "
-        "(its quantization_map says which bits each layer had) before loading."
-    )
-
-
-class CheckedLayout(nn.Module):
-    """Saves ``layout()`` (method, bits, ...) as extra state and refuses a checkpoint saved with another."""
-
-    def layout(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return self.layout()
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        pass  # checked in _load_from_state_dict, where the module name is known
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        check_saved_layout(prefix, state_dict, self.layout())
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class FirstBatchInit(nn.Module):
