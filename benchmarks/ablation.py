@@ -57,18 +57,18 @@ ResNet-20 trainings well); each gets cores // N torch threads.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import datetime
 import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _runner import code_version, run_parallel, run_script, write_json  # a sibling module
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "resnet20"
@@ -355,19 +355,12 @@ def sha256(path: Path) -> str:
 def run_job(job: Job, *, threads: int, log: bool) -> tuple[Job, int, float]:
     """Run one job in a subprocess (fresh torch, its own thread count); return its exit code."""
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    spec = job.out_dir / "job.json"
-    spec.write_text(json.dumps({"name": job.name, "seed": job.seed, "train": job.train,
-                                "result_path": str(job.result_path), "meta": job.meta, "threads": threads},
-                               indent=2))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec)]
+    spec = write_json(job.out_dir / "job.json", {"name": job.name, "seed": job.seed, "train": job.train,
+                                                  "result_path": str(job.result_path), "meta": job.meta,
+                                                  "threads": threads})
     began = time.perf_counter()
-    if log:
-        with open(job.out_dir / "log.txt", "a") as handle:
-            code = subprocess.run(command, cwd=REPO, env=env, stdout=handle,
-                                  stderr=subprocess.STDOUT).returncode
-    else:
-        code = subprocess.run(command, cwd=REPO, env=env).returncode
+    output = job.out_dir / "log.txt" if log else "inherit"  # one job alone talks to this terminal
+    code = run_script(__file__, ["--worker", str(spec)], threads=threads, output=output).returncode
     return job, code, time.perf_counter() - began
 
 
@@ -394,22 +387,7 @@ def worker(spec_path: Path) -> None:
     record = {"ablation": {**spec["meta"], "train_settings": comparable(train),
                            "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds")},
               **results}
-    path = Path(spec["result_path"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps(record, indent=2))
-    path.with_suffix(".tmp").replace(path)  # the JSON appears whole or not at all
-
-
-def code_version() -> dict[str, Any]:
-    """The commit the library was at, and whether adq_fx/ had uncommitted changes."""
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "--short", "HEAD") or None,
-                "adq_fx_dirty": bool(git("status", "--porcelain", "--", "adq_fx"))}
-    except OSError:  # no git
-        return {"commit": None, "adq_fx_dirty": None}
+    write_json(spec["result_path"], record)
 
 
 def train_float(train: dict[str, Any]) -> dict[str, Any]:
@@ -459,8 +437,7 @@ def record_session(results_dir: Path, entry: dict[str, Any]) -> None:
     path = results_dir / "sessions.json"
     sessions = json.loads(path.read_text()) if path.exists() else []
     sessions.append(entry)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(sessions, indent=2))
+    write_json(path, sessions)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -571,19 +548,18 @@ def execute(float_job: Job, pending: list[Job], done: set[str], jobs: int, threa
         want = json.loads(float_job.result_path.read_text())["float_checkpoint_sha256"]
         if sha256(float_pt) != want:
             raise SystemExit(f"{float_pt} is not the float model {float_job.result_path} recorded.")
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_job, job, threads=threads, log=jobs > 1) for job in pending]
-        for count, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            job, code, seconds = future.result()
-            if code == 0:
-                ran.append({"run": job.label, "seconds": seconds})
-                record = json.loads(job.result_path.read_text())
-                status = (f"converted {record['converted_accuracy']:.2f}% (float "
-                          f"{record['float_accuracy']:.2f}%), {record['average_bits']:.3g} bits")
-            else:
-                failed.append({"run": job.label, "seconds": seconds, "exit": code})
-                status = f"FAILED (exit {code}; log in {job.out_dir})"
-            print(f"[{count}/{len(pending)}] {job.label}: {status}, {seconds:.0f} s", flush=True)
+    finished = run_parallel(pending, lambda job: run_job(job, threads=threads, log=jobs > 1), jobs)
+    for count, (job, code, seconds) in enumerate(finished, 1):
+        if code == 0:
+            ran.append({"run": job.label, "seconds": seconds})
+            record = json.loads(job.result_path.read_text())
+            status = (f"converted {record['converted_accuracy']:.2f}% (float "
+                      f"{record['float_accuracy']:.2f}%), {record['average_bits']:.3g} bits")
+        else:
+            failed.append({"run": job.label, "seconds": seconds, "exit": code})
+            status = f"FAILED (exit {code}; log in {job.out_dir})"
+        print(f"[{count}/{len(pending)}] {job.label}: {status}, {seconds:.0f} s", flush=True)
+
 
 if __name__ == "__main__":
     sys.exit(main())

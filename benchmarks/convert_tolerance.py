@@ -12,16 +12,16 @@ inputs, in eval mode. Writes benchmarks/results/convert_tolerance.json.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import torchvision
+from _runner import RESULTS, record, write_json  # a sibling module
 
 import adq_fx
-from adq_fx.environment import describe, machine_info
+from adq_fx.environment import describe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from models import FunctionalNet, SignedNet, TinyResNet
@@ -79,9 +79,8 @@ def main() -> None:
     with adq_fx.kernel_backend("compiled"):
         rows.append(measure("torchvision resnet18, 10 classes, compiled kernels",
                             torchvision.models.resnet18(num_classes=10), (4, 3, 64, 64)))
-    result = {"machine": machine_info(), "rows": rows}
-    out = Path(__file__).parent / "results" / "convert_tolerance.json"
-    out.write_text(json.dumps(result, indent=2))
+    result = record(rows=rows)
+    out = write_json(RESULTS / "convert_tolerance.json", result)
     print("| model | input | max abs diff | max abs output | relative |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {tuple(r['input'])} | {r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import io
-import json
 import statistics
 import time
 import warnings
@@ -29,10 +28,11 @@ from pathlib import Path
 
 import torch
 import torchvision
+from _runner import record, write_json  # a sibling module
 from torch import nn
 
 import adq_fx
-from adq_fx.environment import describe, machine_info
+from adq_fx.environment import describe
 from adq_fx.train.models import build_model
 
 OUT = Path(__file__).parent / "results" / "inference_speed.json"
@@ -200,11 +200,10 @@ def main() -> None:
         print(f"{name} {size}x{size} batch {batch} ...", flush=True)
         rows.append(measure_point(name, size, batch, args.bits, repeats,
                                   compile_int8=args.compile and not args.quick))
-    data = {"machine": machine_info(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "settings": {"repeats": repeats, "bits": args.bits, "quick": args.quick, "threads": 2},
-            "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=2))
+    data = record(cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                  settings={"repeats": repeats, "bits": args.bits, "quick": args.quick, "threads": 2},
+                  rows=rows)
+    write_json(args.out, data)
     print(markdown(data))
     print(f"\nwritten to {args.out}")
 

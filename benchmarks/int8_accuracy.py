@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
 import torch
+from _runner import record, write_json  # a sibling module
 
 import adq_fx
-from adq_fx.environment import describe, machine_info
+from adq_fx.environment import describe
 from adq_fx.int8.grid import to_int8_grid, weight_limit
 from adq_fx.nn import LUTConv2d, LUTLinear
 from adq_fx.passes.lower_int8 import lower_to_int8
@@ -118,11 +118,10 @@ def main() -> None:
                      "int8_agreement_with_snapped_reference": snapped_reference_agreement(
                          Path(config.out_dir), args.data)})
         print(rows[-1], flush=True)
-    data = {"machine": machine_info(), "rows": rows,
-            "settings": {"epochs": args.epochs, "lr": args.lr, "bits": args.bits, "data": args.data,
-                         "train_subset": args.train_subset, "checkpoint": args.checkpoint.name}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=2))
+    data = record(rows=rows, settings={"epochs": args.epochs, "lr": args.lr, "bits": args.bits,
+                                       "data": args.data, "train_subset": args.train_subset,
+                                       "checkpoint": args.checkpoint.name})
+    write_json(args.out, data)
     print(markdown(data))
 
 

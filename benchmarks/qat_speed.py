@@ -47,7 +47,6 @@ import json
 import re
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -58,6 +57,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _runner import RESULTS, marked_result, record, run_script, write_json  # a sibling module
 from torch import Tensor, nn
 
 import adq_fx
@@ -206,16 +206,16 @@ def child(args: argparse.Namespace) -> None:
 
 def run_child(args: argparse.Namespace, network: str, variant: str, precision: str,
               kernels: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", network, variant, precision, kernels,
-           "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    cmd = ["--child", network, variant, precision, kernels, "--device", args.device,
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.channels_last:
         cmd.append("--channels-last")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
+    proc = run_script(__file__, cmd)
+    row = marked_result(proc.stdout, MARKER)
+    if row is not None:
+        return row
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
     print(f"{network} / {variant} / {precision} / {kernels} kernels failed (exit {proc.returncode}):\n{tail}",
           file=sys.stderr)
@@ -262,8 +262,7 @@ def benchmark(args: argparse.Namespace) -> None:
                               f"median {row['median_ms']:.1f} ms", file=sys.stderr, flush=True)
                     rows.append(row)
     info = machine_info(device)
-    result = {
-        "machine": info,
+    result = record(device, **{
         "settings": {
             "models": {name: {"label": NETWORKS[name].label,
                               "input": [NETWORKS[name].batch[device.type], 3, NETWORKS[name].size,
@@ -278,10 +277,8 @@ def benchmark(args: argparse.Namespace) -> None:
                        if device.type == "cuda" else "peak RSS (ru_maxrss) of the measuring subprocess"),
         },
         "rows": rows,
-    }
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"qat_speed_{device.type}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    })
+    out = write_json(Path(args.out) if args.out else RESULTS / f"qat_speed_{device.type}.json", result)
     print(markdown(rows, device.type))
     quick = " (--quick smoke run)" if args.quick else ""
     print(f"\n{describe(info)}; {args.warmup} warm-up + {args.repeats} timed steps per row{quick}; "

@@ -14,16 +14,15 @@ summary per model and writes ``benchmarks/results/threshold_start.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
 import torchvision
+from _runner import record, write_json  # a sibling module
 
 import adq_fx
 from adq_fx import functional as AF
-from adq_fx.environment import machine_info
 from adq_fx.quantizers import ThresholdActivationQuantizer
 from adq_fx.train.checkpoints import load_float_state
 from adq_fx.train.data import load_dataset
@@ -90,12 +89,9 @@ def main() -> int:
         print(f"{label}: {s['kept_fixed']}/{s['quantizers']} keep N2UQ's start, {s['moved_to_data']} move "
               f"to the data; q99 {s['q99_min']:.3g}..{s['q99_max']:.3g}; LSQ range / q99 median "
               f"{s['lsq_range_over_q99_median']:.3g} (min {s['lsq_range_over_q99_min']:.3g})")
-    record = {"machine": machine_info(torch.device("cpu")), "torch": torch.__version__,
-              "settings": {**vars(args), "auto_start_tolerance":
-                           adq_fx.ActivationThresholdConfig.AUTO_START_TOLERANCE},
-              "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2))
+    write_json(args.out, record(settings={**vars(args), "auto_start_tolerance":
+                                          adq_fx.ActivationThresholdConfig.AUTO_START_TOLERANCE},
+                                results=results))
     return 0
 
 

@@ -15,16 +15,15 @@ the medians and their ratio and writes ``benchmarks/results/update_scale.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _runner import record, write_json  # a sibling module
 
 import adq_fx
 from adq_fx import ActivationThresholdConfig, ADQConfig, ADQConfigMapping, WeightCodebookConfig
-from adq_fx.environment import machine_info
 from adq_fx.quantizers import ThresholdActivationQuantizer
 from adq_fx.train.checkpoints import load_float_state
 from adq_fx.train.data import load_dataset
@@ -75,10 +74,7 @@ def main() -> int:
         print(f"{name:10s} median |g|/|p|: weights {r['weights_median']:.3g}, thresholds "
               f"{r['thresholds_median']:.3g} (max {r['thresholds_max']:.3g}); "
               f"ratio {r['ratio_of_medians']:.3g}")
-    record = {"machine": machine_info(torch.device("cpu")), "torch": torch.__version__,
-              "settings": vars(args), "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=2))
+    write_json(args.out, record(settings=vars(args), results=results))
     return 0
 
 
