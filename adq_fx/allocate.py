@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -150,7 +150,7 @@ def layer_sensitivity(
     layers = {name: m for name, m in model.named_modules() if isinstance(m, layer_types)}
     if not layers:
         raise ValueError(f"layer_sensitivity: {type(model).__name__} has no Conv2d/Linear layer.")
-    weights = [m.weight for m in layers.values()]
+    weights = [cast(Tensor, m.weight) for m in layers.values()]
     totals = dict.fromkeys(layers, 0.0)
     modes = {m: m.training for m in model.modules()}
     model.eval()

@@ -125,7 +125,8 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     x_train, y_train, x_test, y_test = load_digits_tensors(config.seed)
     train_data, test_data = (x_train, y_train), (x_test, y_test)
     model = DigitsCNN()
-    common = {"batch_size": config.batch_size, "seed": config.seed, "progress": config.progress}
+    common: dict[str, Any] = {"batch_size": config.batch_size, "seed": config.seed,
+                              "progress": config.progress}
     train(model, train_data, epochs=config.float_epochs, lr=config.float_lr, desc="float", **common)
     float_acc, _ = evaluate(model, test_data)
     rows = [{"model": "float", "bits": "32/32", "accuracy": float_acc, "converted_accuracy": None,

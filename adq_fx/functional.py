@@ -199,7 +199,7 @@ class _CodebookQuantize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, weight, scale, codebook, with_commitment, with_statistics):  # type: ignore[no-untyped-def]
+    def forward(ctx, weight, scale, codebook, with_commitment, with_statistics):
         fused = kernels.codebook_forward(weight, scale, codebook, codebook_midpoints(codebook),
                                          with_commitment=with_commitment, with_statistics=with_statistics)
         if fused is not None:
@@ -221,7 +221,7 @@ class _CodebookQuantize(torch.autograd.Function):
         return quantized, commitment, counts, sums
 
     @staticmethod
-    def backward(ctx, grad_quantized, grad_commitment, _grad_counts, _grad_sums):  # type: ignore[no-untyped-def]
+    def backward(ctx, grad_quantized, grad_commitment, _grad_counts, _grad_sums):
         residual, scale = ctx.saved_tensors
         grad = grad_quantized
         if ctx.needs_input_grad[0] and grad_commitment is not None and residual is not None:
@@ -367,13 +367,13 @@ class _BoundRelativeGradient(torch.autograd.Function):
     ``bound`` times their joint norm (a trust-ratio cap, as LARS uses one)."""
 
     @staticmethod
-    def forward(ctx, bound, *values):  # type: ignore[no-untyped-def]
+    def forward(ctx, bound, *values):
         ctx.bound = bound
         ctx.save_for_backward(*values)
         return tuple(v.clone() for v in values)
 
     @staticmethod
-    def backward(ctx, *grads):  # type: ignore[no-untyped-def]
+    def backward(ctx, *grads):
         values = ctx.saved_tensors
         grads = tuple(torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True))
         grad_norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads))
@@ -562,7 +562,7 @@ class _ThresholdQuantize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, start, intervals, beta1, beta2, shift, min_interval):  # type: ignore[no-untyped-def]
+    def forward(ctx, x, start, intervals, beta1, beta2, shift, min_interval):
         n = intervals.numel()
         boundaries = interleaved_boundaries(start, intervals, min_interval)
         levels = code_levels(torch.arange(n + 1, device=x.device), n, x.dtype)  # Δ·q per code
@@ -579,7 +579,7 @@ class _ThresholdQuantize(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out):  # type: ignore[no-untyped-def]
+    def backward(ctx, grad_out):
         x, positions, start, intervals, beta1, beta2, shift, levels = ctx.saved_tensors
         delta = 2.0 / intervals.numel()
         edges, lengths = interval_edges(start, intervals, ctx.min_interval)

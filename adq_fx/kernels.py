@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, get_args
 
 import torch
@@ -226,7 +226,7 @@ def _use_compiled(t: Tensor, table_size: int, *, min_elements: int = AUTO_MIN_EL
 
 
 def _run_compiled(
-    kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic: tuple[Tensor, ...], direct: bool = False
+    kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic: Sequence[Tensor], direct: bool = False
 ) -> Any:
     """The compiled kernel's result, or None after a failed compile under "auto" (warned once).
 
@@ -252,7 +252,7 @@ def _run_compiled(
         with (
             torch.profiler.record_function(f"adq_fx.kernels.{kernel.__name__}"),  # its time, by name
             torch.no_grad(),
-            torch._dynamo.config.patch(**{_RECOMPILE_LIMIT_NAME: _RECOMPILE_LIMIT}),
+            torch._dynamo.config.patch(_RECOMPILE_LIMIT_NAME, _RECOMPILE_LIMIT),
         ):
             return _compiled[kernel](*args)
     except Exception as error:  # any failure to compile means: use the eager path

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -85,7 +85,7 @@ class ADQConfigMapping:
         """The config that applies to one layer, by the precedence above."""
         config = _lookup_module_name(self.module_name_configs, site.name)
         if config is not _MISSING:
-            return config
+            return cast("ADQConfig | None", config)
         for regex, regex_config in self.module_name_regex_configs.items():
             if re.match(regex, site.name):
                 return regex_config
@@ -154,7 +154,7 @@ def qconfig_mapping_from_plan(
     return mapping
 
 
-def qconfig_mapping_from_map(quantization_map: dict[str, dict[str, Any]]) -> ADQConfigMapping:
+def qconfig_mapping_from_map(quantization_map: Mapping[str, Mapping[str, Any]]) -> ADQConfigMapping:
     """Rebuild the mapping a model was prepared with from its saved ``quantization_map``.
 
     Layers in the map get their exact configs (the signedness decided at

@@ -71,9 +71,9 @@ def param_groups(
     kind_of: dict[int, str] = {}
     for module in model.modules():
         for local_name, parameter in module.named_parameters(recurse=True):
-            kind = parameter_kind(module, local_name)
-            if kind is not None and id(parameter) not in kind_of:
-                kind_of[id(parameter)] = kind
+            declared = parameter_kind(module, local_name)
+            if declared is not None and id(parameter) not in kind_of:
+                kind_of[id(parameter)] = declared
     grouped: dict[str, list[nn.Parameter]] = {kind: [] for kind in RECIPES}
     for parameter in model.parameters():
         if not parameter.requires_grad:

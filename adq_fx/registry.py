@@ -38,7 +38,7 @@ class QuantizerEntry:
     role: Role
     config: type
     quantizer: type
-    encoder: type | None = None  # activations: built by ``encoder.from_quantizer(quantizer)``
+    encoder: type[Any] | None = None  # activations: built by ``encoder.from_quantizer(quantizer)``
 
 
 _ENTRIES: dict[Role, dict[str, QuantizerEntry]] = {"weight": {}, "activation": {}}

@@ -73,11 +73,15 @@ def _rebuild_after_load(module: _Int8Layer, _incompatible_keys: Any) -> None:
 class _Int8Layer(CheckedLayout):
     """State and the build-once kernel weight shared by the int8 conv and linear layers."""
 
+    input_scale: Tensor
+    input_zero_point: Tensor
+    grid_error: Tensor
     packed_codes: Tensor
     int8_levels: Tensor
     weight_scale: Tensor
     bias: Tensor | None
     input_offset: Tensor | None
+    output_channel_dim: int  # set by each subclass
 
     def _init_from(self, lut: Any, *, name: str, off_grid: str) -> None:
         self.weight_shape = tuple(lut.weight_codes.shape)

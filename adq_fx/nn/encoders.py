@@ -23,6 +23,7 @@ from ..quantizers import (
     LSQActivationQuantizer,
     ThresholdActivationQuantizer,
 )
+from ..quantizers.asq import StepAdapter
 from ..registry import entry_for_quantizer, register_encoder
 
 
@@ -114,7 +115,7 @@ class AdaptiveStepEncoder(nn.Module):
 
     step: Tensor
 
-    def __init__(self, step: Tensor, adapter: nn.Module, q_negative: int, q_positive: int) -> None:
+    def __init__(self, step: Tensor, adapter: StepAdapter, q_negative: int, q_positive: int) -> None:
         super().__init__()
         self.q_negative, self.q_positive = q_negative, q_positive
         self.register_buffer("step", step.detach().clone())

@@ -93,6 +93,7 @@ class LUTConv2d(_LUTLayer):
         return cls(qat, act)
 
     def forward(self, codes: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        padding: str | int | tuple[int, ...]
         x, padding = self.dequantized_input(codes), self.padding
         if self.padding_mode != "zeros":
             x, padding = TF.pad(x, self._reversed_padding, mode=self.padding_mode), 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as TF
 from torch import Tensor, nn
@@ -17,10 +19,15 @@ class QATConv2d(nn.Conv2d):
 
     @classmethod
     def from_float(cls, module: nn.Conv2d, config: WeightConfig) -> QATConv2d:
+        # nn.Conv2d stores these as pairs (padding may be a string); its stubs say tuple[int, ...].
+        kernel_size = cast("tuple[int, int]", module.kernel_size)
+        stride = cast("tuple[int, int]", module.stride)
+        padding = cast("str | tuple[int, int]", module.padding)
+        dilation = cast("tuple[int, int]", module.dilation)
         with torch.device("meta"):  # skip a pointless random init of the weights
             qat = cls(
-                module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                padding=module.padding, dilation=module.dilation, groups=module.groups,
+                module.in_channels, module.out_channels, kernel_size, stride=stride,
+                padding=padding, dilation=dilation, groups=module.groups,
                 bias=module.bias is not None, padding_mode=module.padding_mode,
             )
         qat.weight = module.weight
@@ -64,5 +71,5 @@ def input_channel_dim(module: nn.Module) -> int:
     return 1 if isinstance(module, nn.Conv2d) else -1
 
 
-def input_channels(module: nn.Module) -> int:
+def input_channels(module: nn.Conv2d | nn.Linear) -> int:
     return module.in_channels if isinstance(module, nn.Conv2d) else module.in_features

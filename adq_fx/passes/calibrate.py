@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def calibrate(prepared: nn.Module, example_inputs: Any) -> nn.Module:
+
+def calibrate(prepared: ModuleT, example_inputs: Any) -> ModuleT:
     """Run ``prepared`` once on ``example_inputs`` without gradients, in eval mode, and return it.
 
     Activation quantizers that start from the first batch they see (the

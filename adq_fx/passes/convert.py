@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from torch import fx, nn
 
@@ -82,8 +82,11 @@ def convert_adq(
                 "input is node {!r}); the graph was edited after prepare_adq. Prepare again."
                 .format(getattr(quantizer_node, "name", quantizer_node))
             )
-        set_submodule(gm, quantizer_node.target, encoder_for(quantizer))
-        set_submodule(gm, node.target, LUT_MODULES[type(module)].from_qat(module, quantizer))
+        assert isinstance(quantizer_node, fx.Node)  # it is the call of ``quantizer``
+        set_submodule(gm, cast(str, quantizer_node.target), encoder_for(quantizer))
+        # LUT_MODULES maps each QAT type to its own LUT type, a pairing its dict type cannot state.
+        lut = LUT_MODULES[type(module)].from_qat(module, quantizer)  # type: ignore[arg-type]
+        set_submodule(gm, node.target, lut)
 
     gm.delete_all_unused_submodules()
     residue = modules_of_types(gm, PREPARED_TYPES)
@@ -109,7 +112,8 @@ def _check_initialized(node: fx.Node, quantizer: ActivationQuantizer) -> None:
 
 def _check_feeds_one_layer(node: fx.Node, modules: dict[str, nn.Module]) -> None:
     users = list(node.users)
-    if len(users) != 1 or users[0].op != "call_module" or not isinstance(modules[users[0].target], QAT_TYPES):
+    if (len(users) != 1 or users[0].op != "call_module"
+            or not isinstance(modules[cast(str, users[0].target)], QAT_TYPES)):
         raise ValueError(
             f"convert_adq: input quantizer {node.target!r} feeds {[u.name for u in users]} instead of "
             "exactly one QAT layer; the graph was edited after prepare_adq. Prepare again."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+from typing import TypeGuard, cast
 
 import torch
 import torch.nn.functional as TF
@@ -52,11 +53,12 @@ def lower_to_int8(gm: fx.GraphModule, *, fold_batchnorm: bool = True, off_grid: 
         chain, args = [node], [node.args[0]]
         bn = _sole_user(node)
         if fold_batchnorm and isinstance(layer, Int8Conv2d) and _foldable_batchnorm(bn, modules):
-            layer.fold_batchnorm(modules[bn.target])
+            layer.fold_batchnorm(modules[cast(str, bn.target)])
             chain.append(bn)
         add = _sole_user(chain[-1])
         residual = _residual_operand(add, chain[-1])
         if isinstance(layer, Int8Conv2d) and layer.fuses_in_kernel and residual is not None:
+            assert add is not None  # the residual is an operand of it
             layer.accumulates = True
             layer.private_accumulator = _unread_after(residual, add, modules)
             chain.append(add)
@@ -83,10 +85,10 @@ def _sole_user(node: fx.Node) -> fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
-def _foldable_batchnorm(node: fx.Node | None, modules: dict[str, nn.Module]) -> bool:
+def _foldable_batchnorm(node: fx.Node | None, modules: dict[str, nn.Module]) -> TypeGuard[fx.Node]:
     if node is None or node.op != "call_module":
         return False
-    bn = modules[node.target]
+    bn = modules[cast(str, node.target)]
     return type(bn) is nn.BatchNorm2d and bn.running_mean is not None and bn.running_var is not None
 
 
@@ -94,7 +96,7 @@ def _is_relu(node: fx.Node | None, modules: dict[str, nn.Module]) -> bool:
     if node is None or len(node.args) != 1:
         return False
     if node.op == "call_module":
-        return type(modules[node.target]) is nn.ReLU
+        return type(modules[cast(str, node.target)]) is nn.ReLU
     if node.op == "call_function":
         return node.target in _RELU_FUNCTIONS and set(node.kwargs) <= {"inplace"}
     return node.op == "call_method" and node.target == "relu" and not node.kwargs
@@ -114,7 +116,7 @@ def _residual_operand(add: fx.Node | None, value: fx.Node) -> fx.Node | None:
 
 def _is_alias(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
-        module = modules.get(node.target)
+        module = modules.get(cast(str, node.target))
         return isinstance(module, _ALIAS_MODULES) or (isinstance(module, nn.ReLU) and module.inplace)
     if node.op == "call_function":
         return node.target in _ALIAS_FUNCTIONS or bool(node.kwargs.get("inplace"))

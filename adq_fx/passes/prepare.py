@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, fx, nn
@@ -131,7 +131,7 @@ def _check_finite_weights(gm: fx.GraphModule, configs: dict[fx.Node, ADQConfig |
     for node, config in configs.items():
         if config is None:
             continue
-        weight = gm.get_submodule(node.target).weight
+        weight = cast(Tensor, gm.get_submodule(cast(str, node.target)).weight)
         if not torch.isfinite(weight).all():
             raise ValueError(
                 f"prepare_adq: {node.target}.weight contains NaN or Inf; the codebook is built "
@@ -166,7 +166,8 @@ def _decide_signs(
         if config.activation.signed is not None:
             signs[node] = config.activation.signed
         else:
-            signs[node] = source not in proven and minimum.get(source, 0.0) < 0.0
+            signs[node] = (source not in proven and isinstance(source, fx.Node)
+                           and minimum.get(source, 0.0) < 0.0)
     return signs
 
 

@@ -7,7 +7,7 @@ gets a learnable shift in front (see ThresholdActivationQuantizer).
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as TF
@@ -42,7 +42,7 @@ def graph_nonnegative(gm: fx.GraphModule) -> set[fx.Node]:
 def _op_kind(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[bool, bool]:
     """(always non-negative, keeps non-negative inputs non-negative) for one node."""
     if node.op == "call_module":
-        module = modules[node.target]
+        module = modules[cast(str, node.target)]
         return isinstance(module, _NONNEGATIVE_MODULES), isinstance(module, _PRESERVING_MODULES)
     if node.op == "call_function":
         return node.target in _NONNEGATIVE_FUNCTIONS, node.target in _PRESERVING_FUNCTIONS

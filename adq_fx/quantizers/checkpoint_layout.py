@@ -42,6 +42,6 @@ class CheckedLayout(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         pass  # checked in _load_from_state_dict, where the module name is known
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         check_saved_layout(prefix, state_dict, self.layout())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

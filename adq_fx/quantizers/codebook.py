@@ -27,6 +27,7 @@ class CodebookWeightQuantizer(WeightQuantizer):
     codebook: Tensor
     ema_counts: Tensor
     ema_sums: Tensor
+    _pending_commitment: tuple[Tensor | None, int | None]  # (commitment, weight._version) of a forward
 
     def __init__(self, config: WeightCodebookConfig, weight: Tensor) -> None:
         super().__init__()

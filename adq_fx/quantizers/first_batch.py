@@ -38,7 +38,7 @@ class FirstBatchInit(nn.Module):
             self.initialized.fill_(True)
             self._ready = True
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if "initialized" in self._buffers:
             self._ready = bool(self.initialized)

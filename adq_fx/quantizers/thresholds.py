@@ -110,6 +110,10 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         x = as_float(x, self.beta1)
         self._initialize_once(x)
         g = self.gradient_scale(x)
+        start: Tensor
+        intervals: Tensor
+        beta1: Tensor
+        beta2: Tensor
         start, intervals, beta1, beta2 = self.start, self.intervals, self.beta1, self.beta2
         bound = self.config.max_relative_gradient
         if bound is not None and torch.is_grad_enabled():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ class TensorDataset:
             x = random_crop_flip(x, padding=4, generator=generator)
         return x, self.train_y[index]
 
-    def test_batches(self, batch_size: int, split: str = "test"):  # type: ignore[no-untyped-def]
+    def test_batches(self, batch_size: int, split: str = "test") -> Iterator[tuple[Tensor, Tensor]]:
         """Normalised (x, y) batches of the test split, or of the validation split (``split="val"``)."""
         x, y = (self.test_x, self.test_y) if split == "test" else (self.val_x, self.val_y)
         if x is None or y is None:

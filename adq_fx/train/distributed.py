@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -68,5 +69,8 @@ def init_from_environment(device_setting: str) -> tuple[Distributed, torch.devic
 def unwrap(model: nn.Module) -> nn.Module:
     """The user's module under DDP and torch.compile wrappers."""
     while isinstance(model, DistributedDataParallel) or hasattr(model, "_orig_mod"):
-        model = model.module if isinstance(model, DistributedDataParallel) else model._orig_mod
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        else:
+            model = cast(nn.Module, model._orig_mod)
     return model

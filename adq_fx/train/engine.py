@@ -10,11 +10,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 from tqdm.auto import tqdm
 
 from .. import (
@@ -35,7 +35,7 @@ from ..mapping import ADQConfigMapping
 from ..nn import QATConv2d, QATLinear
 from ..optim import param_groups
 from ..quantizers.thresholds import ThresholdActivationQuantizer
-from ..registry import entry_named
+from ..registry import Role, entry_named
 from .checkpoints import file_digest, load_float_state
 from .config import TrainConfig
 from .data import TensorDataset, load_dataset
@@ -104,7 +104,7 @@ class Runner:
         return self.evaluate(model, "val") if self.has_validation else None
 
     @torch.no_grad()
-    def evaluate_int8(self, prepared: nn.Module, reference_predictions: Tensor) -> dict[str, Any]:
+    def evaluate_int8(self, prepared: fx.GraphModule, reference_predictions: Tensor) -> dict[str, Any]:
         """Top-1 of the int8 model (CPU kernels, so it runs on CPU), and its agreement with the reference."""
         problem = kernel_problem()
         if problem is not None:
@@ -141,13 +141,15 @@ class Runner:
             torch.set_rng_state(state["torch_rng"])
             history, start = state["history"], state["epoch"] + 1
         step_fn = self.dist.wrap(model, self.device)
-        step_fn = torch.compile(step_fn) if cfg.compile else step_fn
+        # torch.compile of a module returns a module (an OptimizedModule wrapping it).
+        step_fn = cast(nn.Module, torch.compile(step_fn)) if cfg.compile else step_fn
         bar = tqdm(range(start, epochs), desc=phase, disable=not (cfg.progress and self.dist.is_main),
                    initial=start, total=epochs)
         for epoch in bar:
             began = time.perf_counter()
             model.train()
             order = torch.randperm(len(self.data.train_x), generator=generator)
+            correct: int | Tensor  # a tensor after the first batch
             seen, correct, loss_sum = 0, 0, torch.zeros((), device=self.device)
             for first in range(0, len(order), cfg.batch_size):
                 index = self.dist.shard(order[first:first + cfg.batch_size]).to(self.device)
@@ -250,7 +252,8 @@ class Runner:
                 kmeans_init_steps=cfg.codebook_kmeans_steps, int8_grid=cfg.int8_grid),
             ("activation", "n2uq"): dict(init=cfg.threshold_init, grad_scale=cfg.threshold_grad_scale),
         }
-        chosen = (("weight", cfg.weight_quantizer), ("activation", cfg.activation_quantizer))
+        chosen: tuple[tuple[Role, str], ...] = (
+            ("weight", cfg.weight_quantizer), ("activation", cfg.activation_quantizer))
         built = {role: entry_named(role, name).config(bits=3, **options.get((role, name), {}))
                  for role, name in chosen}
         return ADQConfig(**built)
@@ -273,8 +276,8 @@ class Runner:
             batches.append((self.prepare_input(x), y))
         scores = layer_sensitivity(model, batches, F.cross_entropy)
         scores = {name: scores[name] for name in layers}
-        bits = allocate_bits(scores, cfg.target_bits, cfg.bit_options)
-        return {name: (b, b) for name, b in bits.items()}, scores
+        allocated = allocate_bits(scores, cfg.target_bits, cfg.bit_options)
+        return {name: (b, b) for name, b in allocated.items()}, scores
 
 
 def run_training(config: TrainConfig) -> dict[str, Any]:
@@ -381,7 +384,7 @@ def _qat_loss(teacher: nn.Module | None, config: TrainConfig) -> LossFn:
 
 def _codebook_snapshot(prepared: nn.Module, layers: int = 3) -> dict[str, dict[str, list[float]]]:
     """Normalised weights and codebook of the first few QAT layers, for the histogram plot."""
-    out = {}
+    out: dict[str, dict[str, list[float]]] = {}
     for name, module in prepared.named_modules():
         if isinstance(module, (QATConv2d, QATLinear)) and len(out) < layers:
             q = module.weight_quantizer
