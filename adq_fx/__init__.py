@@ -1,22 +1,23 @@
 """adq_fx: low-bit quantization-aware training (ADQ; N2UQ and LSQ baselines) as torch.fx passes.
 
-    prepared = prepare_adq(model, default_qconfig_mapping(3), example_inputs)
-    ... train, adding commitment_loss(prepared) to the loss ...
-    int_model = convert_adq(prepared)          # int8 kernels where available (backend="auto")
+prepared = prepare_adq(model, default_qconfig_mapping(3), example_inputs)
+... train, adding commitment_loss(prepared) to the loss ...
+int_model = convert_adq(prepared)          # int8 kernels where available (backend="auto")
 """
 
 from . import registry
 from .allocate import allocate_bits, layer_sensitivity
 from .config import (
-    ActivationThresholdConfig,
     ADQConfig,
     ASQActivationConfig,
+    CodebookWeightConfig,
     LSQActivationConfig,
     LSQWeightConfig,
     POSTWeightConfig,
+    ThresholdActivationConfig,
     UniformWeightConfig,
-    WeightCodebookConfig,
 )
+from .config import renamed as _renamed
 from .int8 import Int8KernelsUnavailable
 from .kernels import get_kernel_backend, kernel_backend, set_kernel_backend
 from .mapping import (
@@ -31,17 +32,22 @@ from .registry import register_encoder, register_quantizer
 from .serialization import load_converted
 from .summary import commitment_loss, model_size, model_size_bits, quantization_map
 
+
+def __getattr__(name: str) -> object:
+    return _renamed(__name__, name, globals())
+
+
 __all__ = [
     "ADQConfig",
     "ADQConfigMapping",
     "ASQActivationConfig",
-    "ActivationThresholdConfig",
+    "CodebookWeightConfig",
     "Int8KernelsUnavailable",
     "LSQActivationConfig",
     "LSQWeightConfig",
     "POSTWeightConfig",
+    "ThresholdActivationConfig",
     "UniformWeightConfig",
-    "WeightCodebookConfig",
     "allocate_bits",
     "calibrate",
     "commitment_loss",

@@ -52,9 +52,7 @@ def allocate_bits(
     _check_inputs(names, values, options, target_average)
     total = math.floor(len(names) * target_average + 0.5)
     reachable = reachable_totals(len(names), options) if len(names) <= 64 else None
-    if not options[0] <= target_average <= options[-1] or (
-        reachable is not None and total not in reachable
-    ):
+    if not options[0] <= target_average <= options[-1] or (reachable is not None and total not in reachable):
         raise ValueError(_unreachable_message(len(names), target_average, total, options, reachable))
 
     wanted = continuous_bits(values, float(total))
@@ -73,8 +71,9 @@ def allocate_bits(
     return dict(zip(names, bits, strict=True))
 
 
-def _best_step(bits: list[int], wanted: list[float], options: list[int], order_of: dict[int, int],
-               remaining: int) -> tuple[int, int] | None:
+def _best_step(
+    bits: list[int], wanted: list[float], options: list[int], order_of: dict[int, int], remaining: int
+) -> tuple[int, int] | None:
     """The next Alg. 2 move: upgrade the largest (b' - b), or downgrade the smallest, if it fits."""
     candidates = []
     for layer, current in enumerate(bits):
@@ -120,16 +119,19 @@ def _check_inputs(names: list[str], values: list[float], options: list[int], tar
         raise ValueError(f"allocate_bits: target_average={target} must be finite.")
 
 
-def _unreachable_message(count: int, target: float, total: int, options: list[int],
-                         reachable: set[int] | None) -> str:
+def _unreachable_message(
+    count: int, target: float, total: int, options: list[int], reachable: set[int] | None
+) -> str:
     if reachable is None:
         reachable = {count * options[0], count * options[-1]}
     below = max((t for t in reachable if t <= total), default=None)
     above = min((t for t in reachable if t >= total), default=None)
     nearest = list(dict.fromkeys(f"{t / count:.4g}" for t in (below, above) if t is not None))
-    return (f"allocate_bits: an average of {target} bits over {count} layers ({total} bits in all) "
-            f"cannot be made from the options {options}; the nearest reachable averages are "
-            f"{' and '.join(nearest)}.")
+    return (
+        f"allocate_bits: an average of {target} bits over {count} layers ({total} bits in all) "
+        f"cannot be made from the options {options}; the nearest reachable averages are "
+        f"{' and '.join(nearest)}."
+    )
 
 
 def layer_sensitivity(

@@ -24,15 +24,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=DemoConfig.seed)
     demo.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    train = sub.add_parser("train", help="the full recipe on digits, CIFAR-10 or an ImageFolder tree",
-                           argument_default=argparse.SUPPRESS)
+    train = sub.add_parser(
+        "train",
+        help="the full recipe on digits, CIFAR-10 or an ImageFolder tree",
+        argument_default=argparse.SUPPRESS,
+    )
     _add_train_flags(train)
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(vars(args))
 
-    config = DemoConfig(float_epochs=args.float_epochs, qat_epochs=args.qat_epochs, bits=tuple(args.bits),
-                        seed=args.seed, progress=not args.no_progress)
+    config = DemoConfig(
+        float_epochs=args.float_epochs,
+        qat_epochs=args.qat_epochs,
+        bits=tuple(args.bits),
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
     results = run_demo(config)
     print(format_table(results))
     if args.json:
@@ -86,11 +94,15 @@ def _train(arguments: dict[str, Any]) -> int:
         print(f"{results['reason']}; continue with the same command and --resume")
         return 0
     data, size = results["data"], results["size_bits"]
-    print(f"data {data['name']} ({data['train']} train / {data['test']} test); "
-          f"device {results['machine']['device']}; {results['seconds']:.1f} s")
-    print(f"float {results['float_accuracy']:.2f}% | QAT {results['qat_accuracy']:.2f}% | "
-          f"converted {results['converted_accuracy']:.2f}% | bits: mean {results['average_bits']:.3f}, "
-          f"parameter-weighted {results['parameter_weighted_bits']:.3f} | "
-          f"size {size['float'] / 8192:.1f} -> {size['converted'] / 8192:.1f} KiB")
+    print(
+        f"data {data['name']} ({data['train']} train / {data['test']} test); "
+        f"device {results['machine']['device']}; {results['seconds']:.1f} s"
+    )
+    print(
+        f"float {results['float_accuracy']:.2f}% | QAT {results['qat_accuracy']:.2f}% | "
+        f"converted {results['converted_accuracy']:.2f}% | bits: mean {results['average_bits']:.3f}, "
+        f"parameter-weighted {results['parameter_weighted_bits']:.3f} | "
+        f"size {size['float'] / 8192:.1f} -> {size['converted'] / 8192:.1f} KiB"
+    )
     print(f"results, checkpoints and plots in {results['config']['out_dir']}")
     return 0

@@ -6,8 +6,9 @@ it is written, with the field name and the fix, not deep inside a pass.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 SUPPORTED_BITS = range(2, 9)  # codes fit one uint8; Alg. 1 is degenerate at 1 bit
 ThresholdInit = Literal["auto", "uniform", "first_batch"]  # how learned thresholds start
@@ -32,7 +33,7 @@ def _check_range(owner: str, name: str, value: float, lo: float, hi: float) -> N
 
 
 @dataclass(frozen=True, kw_only=True)
-class WeightCodebookConfig:
+class CodebookWeightConfig:
     """ADQ weight quantizer: per-channel scale and a learned per-layer codebook.
 
     levels="alg1" builds 2^b - 1 levels with zero exactly as Alg. 1 (one code
@@ -67,8 +68,11 @@ class WeightCodebookConfig:
     def __post_init__(self) -> None:
         name = type(self).__name__
         _check_bits(name, self.bits)
-        if (isinstance(self.kmeans_init_steps, bool) or not isinstance(self.kmeans_init_steps, int)
-                or self.kmeans_init_steps < 0):
+        if (
+            isinstance(self.kmeans_init_steps, bool)
+            or not isinstance(self.kmeans_init_steps, int)
+            or self.kmeans_init_steps < 0
+        ):
             raise ValueError(f"{name}(kmeans_init_steps={self.kmeans_init_steps!r}) must be an integer >= 0.")
         if not isinstance(self.int8_grid, bool):
             raise ValueError(f"{name}(int8_grid={self.int8_grid!r}) must be True or False.")
@@ -93,7 +97,7 @@ class WeightCodebookConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ActivationThresholdConfig:
+class ThresholdActivationConfig:
     """N2UQ activation quantizer: learned thresholds, uniform output levels.
 
     signed=None detects at prepare time whether the input can be negative
@@ -139,8 +143,10 @@ class ActivationThresholdConfig:
         if not self.min_interval > 0:
             raise ValueError(f"{name}(min_interval={self.min_interval!r}) must be positive.")
         if self.max_relative_gradient is not None and not self.max_relative_gradient > 0:
-            raise ValueError(f"{name}(max_relative_gradient={self.max_relative_gradient!r}) must be "
-                             "positive, or None for no cap.")
+            raise ValueError(
+                f"{name}(max_relative_gradient={self.max_relative_gradient!r}) must be "
+                "positive, or None for no cap."
+            )
 
     @property
     def num_levels(self) -> int:
@@ -248,20 +254,20 @@ class POSTWeightConfig:
         _check_range(name, "clip_quantile", self.clip_quantile, 0.5, 1.0)
 
 
-WeightConfig = WeightCodebookConfig | UniformWeightConfig | LSQWeightConfig | POSTWeightConfig
-ActivationConfig = ActivationThresholdConfig | LSQActivationConfig | ASQActivationConfig
+WeightConfig = CodebookWeightConfig | UniformWeightConfig | LSQWeightConfig | POSTWeightConfig
+ActivationConfig = ThresholdActivationConfig | LSQActivationConfig | ASQActivationConfig
 
 
 @dataclass(frozen=True, kw_only=True)
 class ADQConfig:
     """What one quantized layer gets: a weight and an input-activation quantizer.
 
-    ADQ is WeightCodebookConfig + ActivationThresholdConfig (the default); the
+    ADQ is CodebookWeightConfig + ThresholdActivationConfig (the default); the
     baselines swap either side: UniformWeightConfig (N2UQ), LSQ*Config (LSQ).
     """
 
-    weight: WeightConfig = field(default_factory=WeightCodebookConfig)
-    activation: ActivationConfig = field(default_factory=ActivationThresholdConfig)
+    weight: WeightConfig = field(default_factory=CodebookWeightConfig)
+    activation: ActivationConfig = field(default_factory=ThresholdActivationConfig)
 
     def __post_init__(self) -> None:
         from . import quantizers  # noqa: F401  (registers the built-in quantizers)
@@ -282,6 +288,29 @@ class ADQConfig:
         """Default ADQ settings at the given bit-widths (activation defaults to weight)."""
         a_bits = weight_bits if activation_bits is None else activation_bits
         return cls(
-            weight=WeightCodebookConfig(bits=weight_bits),
-            activation=ActivationThresholdConfig(bits=a_bits),
+            weight=CodebookWeightConfig(bits=weight_bits),
+            activation=ThresholdActivationConfig(bits=a_bits),
         )
+
+
+# Names before the <Method><Role>Config pattern; kept importable, with a warning, for old code.
+RENAMED = {
+    "WeightCodebookConfig": "CodebookWeightConfig",
+    "ActivationThresholdConfig": "ThresholdActivationConfig",
+}
+
+
+def renamed(module: str, name: str, namespace: dict[str, Any]) -> Any:
+    """A module ``__getattr__`` body: an old config name warns once per use and gives the new class."""
+    if name not in RENAMED:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(
+        f"{module}.{name} is now {RENAMED[name]}; the old name will be removed in a later release.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return namespace[RENAMED[name]]
+
+
+def __getattr__(name: str) -> Any:
+    return renamed(__name__, name, globals())

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -56,11 +56,11 @@ class DigitsCNN(nn.Module):
         self.fc = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = TF.relu(self.bn1(self.conv1(x)))
-        x = TF.relu(x + self.bn2(self.conv2(x)))  # residual add
-        x = TF.relu(self.bn3(self.conv3(x)))
-        x = torch.flatten(TF.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(TF.relu(self.hidden(x)))
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(x + self.bn2(self.conv2(x)))  # residual add
+        x = F.relu(self.bn3(self.conv3(x)))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(F.relu(self.hidden(x)))
 
 
 def load_digits_tensors(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -79,13 +79,23 @@ def load_digits_tensors(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return to_x(x_train), torch.tensor(y_train), to_x(x_test), torch.tensor(y_test)
 
 
-def train(model: nn.Module, data: tuple[Tensor, Tensor], *, epochs: int, lr: float, batch_size: int,
-          seed: int, desc: str, progress: bool) -> None:
+def train(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    desc: str,
+    progress: bool,
+) -> None:
     """SGD + cosine to zero (the paper's schedule); adds the commitment loss when prepared."""
     x, y = data
     prepared = any(isinstance(m, (QATConv2d, QATLinear)) for m in model.modules())
-    optimizer = torch.optim.SGD(param_groups(model, lr=lr, weight_decay=5e-4), lr=lr, momentum=0.9,
-                                nesterov=True)
+    optimizer = torch.optim.SGD(
+        param_groups(model, lr=lr, weight_decay=5e-4), lr=lr, momentum=0.9, nesterov=True
+    )
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
@@ -95,9 +105,9 @@ def train(model: nn.Module, data: tuple[Tensor, Tensor], *, epochs: int, lr: flo
         order = torch.randperm(len(x), generator=generator)
         total, correct, loss_sum = 0, 0, 0.0
         for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             logits = model(x[idx])
-            loss = TF.cross_entropy(logits, y[idx])
+            loss = F.cross_entropy(logits, y[idx])
             if prepared:
                 loss = loss + commitment_loss(model)
             optimizer.zero_grad(set_to_none=True)
@@ -125,16 +135,33 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     x_train, y_train, x_test, y_test = load_digits_tensors(config.seed)
     train_data, test_data = (x_train, y_train), (x_test, y_test)
     model = DigitsCNN()
-    common: dict[str, Any] = {"batch_size": config.batch_size, "seed": config.seed,
-                              "progress": config.progress}
+    common: dict[str, Any] = {
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "progress": config.progress,
+    }
     train(model, train_data, epochs=config.float_epochs, lr=config.float_lr, desc="float", **common)
     float_acc, _ = evaluate(model, test_data)
-    rows = [{"model": "float", "bits": "32/32", "accuracy": float_acc, "converted_accuracy": None,
-             "size_kib": model_size_bits(model) / 8192, "max_abs_diff": None}]
+    rows = [
+        {
+            "model": "float",
+            "bits": "32/32",
+            "accuracy": float_acc,
+            "converted_accuracy": None,
+            "size_kib": model_size_bits(model) / 8192,
+            "max_abs_diff": None,
+        }
+    ]
     for bits in config.bits:
         prepared = prepare_adq(model, default_qconfig_mapping(bits), (x_train[:64],))
-        train(prepared, train_data, epochs=config.qat_epochs, lr=config.qat_lr, desc=f"QAT W{bits}A{bits}",
-              **common)
+        train(
+            prepared,
+            train_data,
+            epochs=config.qat_epochs,
+            lr=config.qat_lr,
+            desc=f"QAT W{bits}A{bits}",
+            **common,
+        )
         qat_acc, qat_logits = evaluate(prepared, test_data)
         converted = convert_adq(prepared, backend="reference")
         int_acc, int_logits = evaluate(converted, test_data)
@@ -142,14 +169,19 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         if kernel_problem() is None:  # the integer model a CPU deployment runs
             int8 = convert_adq(prepared, backend="int8")
             int8_acc, _ = evaluate(int8, test_data)
-        rows.append({
-            "model": "ADQ", "bits": f"{bits}/{bits}", "accuracy": qat_acc, "converted_accuracy": int_acc,
-            "int8_accuracy": int8_acc,
-            "int8_size_kib": None if int8_acc is None else model_size_bits(int8) / 8192,
-            "size_kib": model_size_bits(converted) / 8192,
-            "max_abs_diff": float((qat_logits - int_logits).abs().max()),
-            "max_abs_logit": float(qat_logits.abs().max()),
-        })
+        rows.append(
+            {
+                "model": "ADQ",
+                "bits": f"{bits}/{bits}",
+                "accuracy": qat_acc,
+                "converted_accuracy": int_acc,
+                "int8_accuracy": int8_acc,
+                "int8_size_kib": None if int8_acc is None else model_size_bits(int8) / 8192,
+                "size_kib": model_size_bits(converted) / 8192,
+                "max_abs_diff": float((qat_logits - int_logits).abs().max()),
+                "max_abs_logit": float(qat_logits.abs().max()),
+            }
+        )
     return {
         "config": asdict(config),
         "data": f"scikit-learn digits, {len(x_train)} train / {len(x_test)} test",
@@ -170,7 +202,9 @@ def format_table(results: dict[str, Any]) -> str:
         diff = "—" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2e}"
         int8 = "—" if row.get("int8_accuracy") is None else f"{row['int8_accuracy']:.2f}"
         int8_size = "—" if row.get("int8_size_kib") is None else f"{row['int8_size_kib']:.1f}"
-        lines.append(f"| {row['model']} | {row['bits']} | {row['accuracy']:.2f} | {conv} | {diff} | "
-                     f"{row['size_kib']:.1f} | {int8} | {int8_size} |")
+        lines.append(
+            f"| {row['model']} | {row['bits']} | {row['accuracy']:.2f} | {conv} | {diff} | "
+            f"{row['size_kib']:.1f} | {int8} | {int8_size} |"
+        )
     lines.append(f"\n{results['data']}; {describe(results['machine'])}; {results['seconds']:.1f} s")
     return "\n".join(lines)

@@ -200,8 +200,14 @@ class _CodebookQuantize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, scale, codebook, with_commitment, with_statistics):
-        fused = kernels.codebook_forward(weight, scale, codebook, codebook_midpoints(codebook),
-                                         with_commitment=with_commitment, with_statistics=with_statistics)
+        fused = kernels.codebook_forward(
+            weight,
+            scale,
+            codebook,
+            codebook_midpoints(codebook),
+            with_commitment=with_commitment,
+            with_statistics=with_statistics,
+        )
         if fused is not None:
             quantized, residual, commitment, statistics = fused  # one compiled pass
         else:
@@ -232,7 +238,11 @@ class _CodebookQuantize(torch.autograd.Function):
 
 
 def codebook_quantize(
-    weight: Tensor, scale: Tensor, codebook: Tensor, *, with_commitment: bool = True,
+    weight: Tensor,
+    scale: Tensor,
+    codebook: Tensor,
+    *,
+    with_commitment: bool = True,
     with_statistics: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(quantized weight with the STE, commitment mean((sg(ŵ') - w')^2), step counts, step sums).
@@ -378,8 +388,11 @@ class _BoundRelativeGradient(torch.autograd.Function):
         grads = tuple(torch.zeros_like(v) if g is None else g for v, g in zip(values, grads, strict=True))
         grad_norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads))
         value_norm = torch.sqrt(sum(v.detach().float().pow(2).sum() for v in values))
-        factor = torch.where(grad_norm > ctx.bound * value_norm,
-                             ctx.bound * value_norm / grad_norm.clamp_min(1e-30), torch.ones_like(grad_norm))
+        factor = torch.where(
+            grad_norm > ctx.bound * value_norm,
+            ctx.bound * value_norm / grad_norm.clamp_min(1e-30),
+            torch.ones_like(grad_norm),
+        )
         return (None, *(g * factor.to(g.dtype) for g in grads))
 
 
@@ -501,7 +514,8 @@ def input_space_thresholds(thresholds: Tensor, beta1: Tensor) -> Tensor | None:
             break
         candidate = torch.where(still, below, candidate)
     exact = bool((beta1 * candidate >= thresholds).all()) and bool(
-        (beta1 * torch.nextafter(candidate, -inf) < thresholds).all())
+        (beta1 * torch.nextafter(candidate, -inf) < thresholds).all()
+    )
     return candidate if exact else None
 
 
@@ -589,8 +603,9 @@ class _ThresholdQuantize(torch.autograd.Function):
         shifted = x if shift is None else x + shift
         level_table = _per_position(levels).to(grad_out.dtype)
         # d(out)/dx per element; per interval k, Σ g and Σ g·(x + shift); Σ g·level (β2's gradient).
-        grad_x, g_k, gx_k, g_level = kernels.interval_sums(positions, grad_out, shifted, input_slope,
-                                                            level_table)
+        grad_x, g_k, gx_k, g_level = kernels.interval_sums(
+            positions, grad_out, shifted, input_slope, level_table
+        )
         grad_u_k = slope * g_k
         # Σ_i∈k grad_u_i·ramp_i with ramp = (u - d_k) / a_k, u = beta1·(x + shift).
         ramp_k = slope / lengths * (beta1 * gx_k - edges[:-1] * g_k)

@@ -70,7 +70,8 @@ _RECOMPILE_LIMIT_NAME = (
 
 # What a call past the recompile limit raises under fullgraph (renamed between torch versions).
 _RECOMPILE_LIMIT_ERRORS = tuple(
-    getattr(torch._dynamo.exc, name) for name in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit")
+    getattr(torch._dynamo.exc, name)
+    for name in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit")
     if hasattr(torch._dynamo.exc, name)
 )
 
@@ -180,12 +181,21 @@ def interval_sums(
     grad_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad)
     product_sums = flat_grad.new_zeros(num_positions).index_add_(0, flat_positions, flat_grad * flat_values)
     scaled = flat_grad * slope_table.index_select(0, flat_positions)
-    return (unflatten(scaled), grad_sums[1:-1].view(num_intervals, 2).sum(1),
-            product_sums[1:-1].view(num_intervals, 2).sum(1), (grad_sums * level_table).sum())
+    return (
+        unflatten(scaled),
+        grad_sums[1:-1].view(num_intervals, 2).sum(1),
+        product_sums[1:-1].view(num_intervals, 2).sum(1),
+        (grad_sums * level_table).sum(),
+    )
 
 
 def codebook_forward(
-    weight: Tensor, scale: Tensor, codebook: Tensor, midpoints: Tensor, *, with_commitment: bool,
+    weight: Tensor,
+    scale: Tensor,
+    codebook: Tensor,
+    midpoints: Tensor,
+    *,
+    with_commitment: bool,
     with_statistics: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor, tuple[Tensor, Tensor] | None] | None:
     """The ADQ weight forward in one pass, or None where the caller's eager code should run.
@@ -206,10 +216,12 @@ def codebook_forward(
     if result is None:
         return None
     quantized, residual, commitment, counts, sums = result
-    return (unflatten(quantized.reshape(-1)),
-            unflatten(residual.reshape(-1)) if with_commitment else None,
-            commitment if with_commitment else weight.new_zeros(()),
-            (counts, sums) if with_statistics else None)
+    return (
+        unflatten(quantized.reshape(-1)),
+        unflatten(residual.reshape(-1)) if with_commitment else None,
+        commitment if with_commitment else weight.new_zeros(()),
+        (counts, sums) if with_statistics else None,
+    )
 
 
 # ------------------------------------------------------------------------ dispatch
@@ -309,7 +321,11 @@ def _fused_threshold_forward(
 
 
 def _fused_codebook_forward(
-    rows: Tensor, scale: Tensor, padded_midpoints: Tensor, codebook: Tensor, with_commitment: bool,
+    rows: Tensor,
+    scale: Tensor,
+    padded_midpoints: Tensor,
+    codebook: Tensor,
+    with_commitment: bool,
     with_statistics: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     normalised = rows / scale[:, None]
@@ -327,7 +343,11 @@ def _fused_codebook_forward(
 
 
 def _fused_interval_sums(
-    positions: Tensor, grad: Tensor, values: Tensor, slope_table: Tensor, level_table: Tensor,
+    positions: Tensor,
+    grad: Tensor,
+    values: Tensor,
+    slope_table: Tensor,
+    level_table: Tensor,
     num_intervals: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     positions = positions.int()  # uint8 from the compiled forward; as an index uint8 would mean a mask

@@ -122,9 +122,7 @@ class ADQConfigMapping:
                 )
 
 
-def default_qconfig_mapping(
-    bits: int = 3, *, keep_first_and_last_float: bool = True
-) -> ADQConfigMapping:
+def default_qconfig_mapping(bits: int = 3, *, keep_first_and_last_float: bool = True) -> ADQConfigMapping:
     """Every Conv2d/Linear at ``bits`` (weights and activations), first conv and last linear float."""
     mapping = ADQConfigMapping(keep_first_and_last_float=keep_first_and_last_float)
     return mapping.set_global(ADQConfig.with_bits(bits))
@@ -147,10 +145,13 @@ def qconfig_mapping_from_plan(
             raise ValueError(
                 f"bit plan entry {name!r}: {bits!r} is not a (weight_bits, activation_bits) pair."
             ) from err
-        mapping.set_module_name(name, ADQConfig(
-            weight=replace(base.weight, bits=weight_bits),
-            activation=replace(base.activation, bits=activation_bits),
-        ))
+        mapping.set_module_name(
+            name,
+            ADQConfig(
+                weight=replace(base.weight, bits=weight_bits),
+                activation=replace(base.activation, bits=activation_bits),
+            ),
+        )
     return mapping
 
 
@@ -167,8 +168,9 @@ def qconfig_mapping_from_map(quantization_map: Mapping[str, Mapping[str, Any]]) 
             weight_type = entry_named("weight", entry.get("weight_method", "adq")).config
             activation_type = entry_named("activation", entry.get("activation_method", "n2uq")).config
             activation = dict(entry["activation_config"], signed=entry["activation_signed"])
-            config = ADQConfig(weight=weight_type(**entry["weight_config"]),
-                               activation=activation_type(**activation))
+            config = ADQConfig(
+                weight=weight_type(**entry["weight_config"]), activation=activation_type(**activation)
+            )
         except (KeyError, TypeError) as err:
             raise ValueError(
                 f"quantization map entry {name!r} lacks or has a bad {err}; pass the dict that "
@@ -180,9 +182,7 @@ def qconfig_mapping_from_map(quantization_map: Mapping[str, Mapping[str, Any]]) 
 
 def _checked(config: ADQConfig | None, method: str) -> ADQConfig | None:
     if config is not None and not isinstance(config, ADQConfig):
-        raise TypeError(
-            f"{method} expects an ADQConfig or None (keep float), got {type(config).__name__}."
-        )
+        raise TypeError(f"{method} expects an ADQConfig or None (keep float), got {type(config).__name__}.")
     return config
 
 

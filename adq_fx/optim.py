@@ -63,8 +63,9 @@ def param_groups(
     scales = {kind: recipe.lr_scale for kind, recipe in RECIPES.items()}
     for kind, scale in (lr_scales or {}).items():
         if kind not in RECIPES:
-            raise ValueError(f"param_groups(lr_scales={{{kind!r}: ...}}): unknown kind; use one of "
-                             f"{sorted(RECIPES)}.")
+            raise ValueError(
+                f"param_groups(lr_scales={{{kind!r}: ...}}): unknown kind; use one of {sorted(RECIPES)}."
+            )
         if not scale > 0:
             raise ValueError(f"param_groups(lr_scales={{{kind!r}: {scale!r}}}) must be positive.")
         scales[kind] = scale
@@ -81,9 +82,14 @@ def param_groups(
         kind = kind_of.get(id(parameter), "weights" if parameter.dim() > 1 else "no_decay")
         grouped[kind].append(parameter)
     return [
-        {"name": kind, "params": params, "lr": lr * scales[kind],
-         "weight_decay": weight_decay if RECIPES[kind].decay else 0.0}
-        for kind, params in grouped.items() if params
+        {
+            "name": kind,
+            "params": params,
+            "lr": lr * scales[kind],
+            "weight_decay": weight_decay if RECIPES[kind].decay else 0.0,
+        }
+        for kind, params in grouped.items()
+        if params
     ]
 
 

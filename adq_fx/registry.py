@@ -52,27 +52,39 @@ def _role_of(quantizer: type) -> Role:
         return "weight"
     if issubclass(quantizer, ActivationQuantizer):
         return "activation"
-    raise TypeError(f"register_quantizer: {quantizer.__name__} must subclass adq_fx.quantizers."
-                    "WeightQuantizer or ActivationQuantizer.")
+    raise TypeError(
+        f"register_quantizer: {quantizer.__name__} must subclass adq_fx.quantizers."
+        "WeightQuantizer or ActivationQuantizer."
+    )
 
 
 def register_quantizer(config: type) -> Callable[[T], T]:
     """Class decorator: ``config`` (a dataclass with a ``method`` name) builds the decorated module."""
     name = getattr(config, "method", None)
     if not isinstance(name, str) or not name:
-        raise TypeError(f"register_quantizer: {config.__name__} needs a class attribute "
-                        "method: ClassVar[str] = '<name>', the quantizer's one name.")
+        raise TypeError(
+            f"register_quantizer: {config.__name__} needs a class attribute "
+            "method: ClassVar[str] = '<name>', the quantizer's one name."
+        )
 
     def register(quantizer: T) -> T:
         role = _role_of(quantizer)
         entries = _ENTRIES[role]
         known = entries.get(name)
-        if known is not None and (known.config is not config or known.quantizer.__qualname__
-                                  != quantizer.__qualname__):
-            raise ValueError(f"register_quantizer: the {role} quantizer name {name!r} is taken by "
-                             f"{known.quantizer.__name__}; give {config.__name__}.method another name.")
-        entries[name] = QuantizerEntry(name=name, role=role, config=config, quantizer=quantizer,
-                                       encoder=None if known is None else known.encoder)
+        if known is not None and (
+            known.config is not config or known.quantizer.__qualname__ != quantizer.__qualname__
+        ):
+            raise ValueError(
+                f"register_quantizer: the {role} quantizer name {name!r} is taken by "
+                f"{known.quantizer.__name__}; give {config.__name__}.method another name."
+            )
+        entries[name] = QuantizerEntry(
+            name=name,
+            role=role,
+            config=config,
+            quantizer=quantizer,
+            encoder=None if known is None else known.encoder,
+        )
         return quantizer
 
     return register
@@ -80,10 +92,13 @@ def register_quantizer(config: type) -> Callable[[T], T]:
 
 def register_encoder(quantizer: type) -> Callable[[T], T]:
     """Class decorator: the decorated module (with ``from_quantizer``) replaces ``quantizer`` at convert."""
+
     def register(encoder: T) -> T:
         if not callable(getattr(encoder, "from_quantizer", None)):
-            raise TypeError(f"register_encoder: {encoder.__name__} needs a classmethod "
-                            "from_quantizer(quantizer) that builds it from the trained quantizer.")
+            raise TypeError(
+                f"register_encoder: {encoder.__name__} needs a classmethod "
+                "from_quantizer(quantizer) that builds it from the trained quantizer."
+            )
         entry_for_quantizer(quantizer).encoder = encoder
         return encoder
 
@@ -105,8 +120,9 @@ def entry_named(role: Role, name: str) -> QuantizerEntry:
     try:
         return _ENTRIES[role][name]
     except KeyError:
-        raise ValueError(f"no {role} quantizer is named {name!r}; registered: "
-                         f"{', '.join(names(role))}.") from None
+        raise ValueError(
+            f"no {role} quantizer is named {name!r}; registered: {', '.join(names(role))}."
+        ) from None
 
 
 def entry_for_config(config: Any) -> QuantizerEntry:
@@ -114,8 +130,10 @@ def entry_for_config(config: Any) -> QuantizerEntry:
         for entry in role_entries.values():
             if type(config) is entry.config:
                 return entry
-    raise TypeError(f"{type(config).__name__} is not a registered quantizer config; registered: "
-                    f"{', '.join(e.config.__name__ for r in _ENTRIES.values() for e in r.values())}.")
+    raise TypeError(
+        f"{type(config).__name__} is not a registered quantizer config; registered: "
+        f"{', '.join(e.config.__name__ for r in _ENTRIES.values() for e in r.values())}."
+    )
 
 
 def entry_for_quantizer(quantizer: type) -> QuantizerEntry:
@@ -123,8 +141,10 @@ def entry_for_quantizer(quantizer: type) -> QuantizerEntry:
         for entry in role_entries.values():
             if entry.quantizer is quantizer:
                 return entry
-    raise TypeError(f"{quantizer.__name__} is not a registered quantizer: decorate it with "
-                    "adq_fx.registry.register_quantizer(ItsConfig).")
+    raise TypeError(
+        f"{quantizer.__name__} is not a registered quantizer: decorate it with "
+        "adq_fx.registry.register_quantizer(ItsConfig)."
+    )
 
 
 def config_types(role: Role) -> tuple[type, ...]:

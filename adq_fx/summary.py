@@ -25,8 +25,7 @@ def commitment_loss(prepared: nn.Module) -> Tensor:
     layers = _qat_layers(prepared)
     if not layers:
         raise ValueError(
-            f"commitment_loss: {type(prepared).__name__} has no adq_fx QAT layer; "
-            "call prepare_adq first."
+            f"commitment_loss: {type(prepared).__name__} has no adq_fx QAT layer; call prepare_adq first."
         )
     return torch.stack([m.weight_quantizer.commitment(m.weight) for _, m in layers]).sum()
 
@@ -155,8 +154,14 @@ def model_size(model: nn.Module) -> dict[str, Any]:
             if isinstance(encoder, ActivationQuantizer):  # what convert_adq will ship for it
                 shipped_encoder = encoder_for(encoder)
                 shipped += [*shipped_encoder.parameters(), *shipped_encoder.buffers(), encoder.level_table()]
-            counted.update(id(t) for t in (module.weight, *module.weight_quantizer.parameters(),
-                                           *module.weight_quantizer.buffers()))
+            counted.update(
+                id(t)
+                for t in (
+                    module.weight,
+                    *module.weight_quantizer.parameters(),
+                    *module.weight_quantizer.buffers(),
+                )
+            )
         elif isinstance(module, _LUTLayer):
             count, bits = module.weight_codes.numel(), module.weight_bits
             layer = count * bits
@@ -182,8 +187,13 @@ def model_size(model: nn.Module) -> dict[str, Any]:
     for module in model.modules():  # training-only quantizer state never ships
         if isinstance(module, (WeightQuantizer, ActivationQuantizer)):
             counted.update(id(t) for t in (*module.parameters(), *module.buffers()))
-    rest = _tensor_bits([t for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
-                         if id(t) not in counted])
+    rest = _tensor_bits(
+        [
+            t
+            for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values()
+            if id(t) not in counted
+        ]
+    )
     total = layer_bits + rest
     return {
         "total_bytes": math.ceil(total / 8),

@@ -31,12 +31,15 @@ R = TypeVar("R")
 
 def code_version() -> dict[str, Any]:
     """The commit the library was at, and whether adq_fx/ had uncommitted changes."""
+
     def git(*command: str) -> str:
         return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "--short", "HEAD") or None,
-                "adq_fx_dirty": bool(git("status", "--porcelain", "--", "adq_fx"))}
+        return {
+            "commit": git("rev-parse", "--short", "HEAD") or None,
+            "adq_fx_dirty": bool(git("status", "--porcelain", "--", "adq_fx")),
+        }
     except OSError:  # no git
         return {"commit": None, "adq_fx_dirty": None}
 
@@ -47,9 +50,13 @@ def record(device: torch.device | None = None, **sections: Any) -> dict[str, Any
 
     from adq_fx.environment import machine_info
 
-    return {"machine": machine_info(device if device is not None else torch.device("cpu")),
-            "torch": torch.__version__, "code": code_version(),
-            "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), **sections}
+    return {
+        "machine": machine_info(device if device is not None else torch.device("cpu")),
+        "torch": torch.__version__,
+        "code": code_version(),
+        "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **sections,
+    }
 
 
 def write_json(path: Path | str, data: Any) -> Path:
@@ -62,8 +69,13 @@ def write_json(path: Path | str, data: Any) -> Path:
     return path
 
 
-def run_script(script: Path | str, arguments: list[str], *, threads: int | None = None,
-               output: Literal["capture", "inherit"] | Path = "capture") -> subprocess.CompletedProcess[str]:
+def run_script(
+    script: Path | str,
+    arguments: list[str],
+    *,
+    threads: int | None = None,
+    output: Literal["capture", "inherit"] | Path = "capture",
+) -> subprocess.CompletedProcess[str]:
     """``python script arguments`` from the repo root in a fresh process with ``threads`` torch threads.
 
     ``output``: captured (read ``.stdout``), inherited (this terminal), or appended to a log file.
@@ -77,15 +89,16 @@ def run_script(script: Path | str, arguments: list[str], *, threads: int | None 
     if output == "inherit":
         return subprocess.run(command, cwd=REPO, env=env, text=True, check=False)
     with open(output, "a") as handle:
-        return subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                              text=True, check=False)
+        return subprocess.run(
+            command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True, check=False
+        )
 
 
 def marked_result(stdout: str, marker: str) -> dict[str, Any] | None:
     """The JSON a child printed after ``marker`` on its last such line, or None."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(marker):
-            return json.loads(line[len(marker):])
+            return json.loads(line[len(marker) :])
     return None
 
 

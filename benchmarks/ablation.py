@@ -93,64 +93,147 @@ class Ablation:
 
 def _lsq(bits: int) -> Ablation:
     paper = {2: 91.0, 3: 92.0, 4: 92.4}[bits]
-    return Ablation(f"LSQ-{bits}", f"LSQ weights + LSQ activations, fixed {bits}-bit",
-                    {"weight_quantizer": "lsq", "activation_quantizer": "lsq", "target_bits": bits},
-                    paper, "ASQ paper's LSQ re-run (as cited)")
+    return Ablation(
+        f"LSQ-{bits}",
+        f"LSQ weights + LSQ activations, fixed {bits}-bit",
+        {"weight_quantizer": "lsq", "activation_quantizer": "lsq", "target_bits": bits},
+        paper,
+        "ASQ paper's LSQ re-run (as cited)",
+    )
 
 
-CONFIGS: dict[str, Ablation] = {a.name: a for a in [
-    Ablation("A", "N2UQ baseline: uniform weights + LTQ activations, fixed 3-bit",
-             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3}, 88.21,
-             claim=True),
-    Ablation("B", "ADQ, codebook init N(0,1), learned, mixed 2.8-bit",
-             {"codebook_init": "normal", "mixed_precision": True, "target_bits": 2.8}, 90.26),
-    Ablation("C", "ADQ, quantile codebook kept static (no EMA), mixed 2.8-bit",
-             {"learn_codebook": False, "mixed_precision": True, "target_bits": 2.8}, 89.95, claim=True),
-    Ablation("D", "ADQ, quantile init, learned, fixed 3-bit", {"target_bits": 3}, 90.98, claim=True),
-    Ablation("E", "full ADQ, mixed 2.8-bit", {"mixed_precision": True, "target_bits": 2.8}, 90.45,
-             claim=True),
-    Ablation("F", "full ADQ, mixed 3.0-bit", {"mixed_precision": True, "target_bits": 3.0}, 91.26,
-             claim=True),
-    _lsq(2), _lsq(3), _lsq(4),
-    Ablation("ADQ-2", "ADQ, quantile init, learned, fixed 2-bit", {"target_bits": 2}, None, "—"),
-    Ablation("ADQ-4", "ADQ, quantile init, learned, fixed 4-bit", {"target_bits": 4}, None, "—"),
-    Ablation("ASQ-3", "LSQ weights + ASQ activations, fixed 3-bit",
-             {"weight_quantizer": "lsq", "activation_quantizer": "asq", "target_bits": 3}, 91.7,
-             "ASQ paper (as cited)"),
-    Ablation("ASQ+POST-3", "POST weights + ASQ activations, fixed 3-bit",
-             {"weight_quantizer": "post", "activation_quantizer": "asq", "target_bits": 3}, 92.3,
-             "ASQ paper (as cited)"),
-    # Diagnostics, not in any paper: D and LSQ-3 with their weight or activation halves swapped,
-    # to locate which half of the quantizer a gap between them comes from.
-    Ablation("ADQw+LSQa-3", "diagnostic: ADQ weights + LSQ activations, fixed 3-bit",
-             {"activation_quantizer": "lsq", "target_bits": 3}, None, "—"),
-    Ablation("LSQw+N2UQa-3", "diagnostic: LSQ weights + N2UQ (LTQ) activations, fixed 3-bit",
-             {"weight_quantizer": "lsq", "activation_quantizer": "n2uq", "target_bits": 3}, None, "—"),
-    # D and E with the thresholds always scaled to the first batch by LSQ's rule (threshold_init="auto"
-    # keeps N2UQ's fixed [0, 2] where the data fits it).
-    Ablation("D-fbinit", "diagnostic: D with the threshold start from LSQ's rule on the first batch",
-             {"target_bits": 3, "threshold_init": "first_batch"}, None, "—"),
-    Ablation("E-fbinit", "diagnostic: E with first-batch threshold init",
-             {"mixed_precision": True, "target_bits": 2.8, "threshold_init": "first_batch"}, None, "—"),
-    # What each of ADQ's defaults buys (each row is D with one default set back to the paper's).
-    Ablation("D-alg1", "D with Alg. 1's codebook as written (no k-means steps at init)",
-             {"target_bits": 3, "codebook_kmeans_steps": 0}, None, "—"),
-    Ablation("D-uniform", "D with N2UQ's fixed [0, 2] threshold start",
-             {"target_bits": 3, "threshold_init": "uniform"}, None, "—"),
-    Ablation("D-kd", "D with distillation from the float model (N2UQ's loss)",
-             {"target_bits": 3, "kd": True}, None, "—"),
-    Ablation("N2UQ-2", "N2UQ baseline, fixed 2-bit",
-             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 2}, None, "—"),
-    Ablation("N2UQ-4", "N2UQ baseline, fixed 4-bit",
-             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 4}, None, "—"),
-    Ablation("ADQ-2-full", "ADQ at 2 bits with all 4 codes (levels='full')",
-             {"target_bits": 2, "codebook_levels": "full"}, None, "—"),
-]}
+CONFIGS: dict[str, Ablation] = {
+    a.name: a
+    for a in [
+        Ablation(
+            "A",
+            "N2UQ baseline: uniform weights + LTQ activations, fixed 3-bit",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3},
+            88.21,
+            claim=True,
+        ),
+        Ablation(
+            "B",
+            "ADQ, codebook init N(0,1), learned, mixed 2.8-bit",
+            {"codebook_init": "normal", "mixed_precision": True, "target_bits": 2.8},
+            90.26,
+        ),
+        Ablation(
+            "C",
+            "ADQ, quantile codebook kept static (no EMA), mixed 2.8-bit",
+            {"learn_codebook": False, "mixed_precision": True, "target_bits": 2.8},
+            89.95,
+            claim=True,
+        ),
+        Ablation("D", "ADQ, quantile init, learned, fixed 3-bit", {"target_bits": 3}, 90.98, claim=True),
+        Ablation(
+            "E", "full ADQ, mixed 2.8-bit", {"mixed_precision": True, "target_bits": 2.8}, 90.45, claim=True
+        ),
+        Ablation(
+            "F", "full ADQ, mixed 3.0-bit", {"mixed_precision": True, "target_bits": 3.0}, 91.26, claim=True
+        ),
+        _lsq(2),
+        _lsq(3),
+        _lsq(4),
+        Ablation("ADQ-2", "ADQ, quantile init, learned, fixed 2-bit", {"target_bits": 2}, None, "—"),
+        Ablation("ADQ-4", "ADQ, quantile init, learned, fixed 4-bit", {"target_bits": 4}, None, "—"),
+        Ablation(
+            "ASQ-3",
+            "LSQ weights + ASQ activations, fixed 3-bit",
+            {"weight_quantizer": "lsq", "activation_quantizer": "asq", "target_bits": 3},
+            91.7,
+            "ASQ paper (as cited)",
+        ),
+        Ablation(
+            "ASQ+POST-3",
+            "POST weights + ASQ activations, fixed 3-bit",
+            {"weight_quantizer": "post", "activation_quantizer": "asq", "target_bits": 3},
+            92.3,
+            "ASQ paper (as cited)",
+        ),
+        # Diagnostics, not in any paper: D and LSQ-3 with their weight or activation halves swapped,
+        # to locate which half of the quantizer a gap between them comes from.
+        Ablation(
+            "ADQw+LSQa-3",
+            "diagnostic: ADQ weights + LSQ activations, fixed 3-bit",
+            {"activation_quantizer": "lsq", "target_bits": 3},
+            None,
+            "—",
+        ),
+        Ablation(
+            "LSQw+N2UQa-3",
+            "diagnostic: LSQ weights + N2UQ (LTQ) activations, fixed 3-bit",
+            {"weight_quantizer": "lsq", "activation_quantizer": "n2uq", "target_bits": 3},
+            None,
+            "—",
+        ),
+        # D and E with the thresholds always scaled to the first batch by LSQ's rule (threshold_init="auto"
+        # keeps N2UQ's fixed [0, 2] where the data fits it).
+        Ablation(
+            "D-fbinit",
+            "diagnostic: D with the threshold start from LSQ's rule on the first batch",
+            {"target_bits": 3, "threshold_init": "first_batch"},
+            None,
+            "—",
+        ),
+        Ablation(
+            "E-fbinit",
+            "diagnostic: E with first-batch threshold init",
+            {"mixed_precision": True, "target_bits": 2.8, "threshold_init": "first_batch"},
+            None,
+            "—",
+        ),
+        # What each of ADQ's defaults buys (each row is D with one default set back to the paper's).
+        Ablation(
+            "D-alg1",
+            "D with Alg. 1's codebook as written (no k-means steps at init)",
+            {"target_bits": 3, "codebook_kmeans_steps": 0},
+            None,
+            "—",
+        ),
+        Ablation(
+            "D-uniform",
+            "D with N2UQ's fixed [0, 2] threshold start",
+            {"target_bits": 3, "threshold_init": "uniform"},
+            None,
+            "—",
+        ),
+        Ablation(
+            "D-kd",
+            "D with distillation from the float model (N2UQ's loss)",
+            {"target_bits": 3, "kd": True},
+            None,
+            "—",
+        ),
+        Ablation(
+            "N2UQ-2",
+            "N2UQ baseline, fixed 2-bit",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 2},
+            None,
+            "—",
+        ),
+        Ablation(
+            "N2UQ-4",
+            "N2UQ baseline, fixed 4-bit",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 4},
+            None,
+            "—",
+        ),
+        Ablation(
+            "ADQ-2-full",
+            "ADQ at 2 bits with all 4 codes (levels='full')",
+            {"target_bits": 2, "codebook_levels": "full"},
+            None,
+            "—",
+        ),
+    ]
+}
 FLOAT_DESCRIPTION = "float ResNet-20 (the start of every QAT run)"
 FLOAT_PAPER = (92.6, "ASQ paper, LSQ's FP (as cited)")  # the ADQ paper gives no FP figure for ResNet-20
 # (name, minuend, subtrahend, the paper's difference)
 CLAIMS: list[tuple[str, str, str, float | None]] = [
-    ("E − A", "E", "A", 90.45 - 88.21), ("F − D", "F", "D", 91.26 - 90.98),
+    ("E − A", "E", "A", 90.45 - 88.21),
+    ("F − D", "F", "D", 91.26 - 90.98),
     ("E − C", "E", "C", 90.45 - 89.95),
 ]
 # Where a gap comes from: swap one half of a quantizer pair, or change one init (no paper figure).
@@ -194,25 +277,40 @@ class Schedule:
 
 SCHEDULES = {
     "full": Schedule(
-        "full", "full schedule (paper-length)",
+        "full",
+        "full schedule (paper-length)",
         {"float_epochs": 200, "float_lr": 0.1, "batch_size": 128},
-        {"epochs": 120, "lr": 0.3, "batch_size": 128}, per_run_plots=True),
+        {"epochs": 120, "lr": 0.3, "batch_size": 128},
+        per_run_plots=True,
+    ),
     "reduced": Schedule(
-        "reduced", "reduced schedule (CPU)",
+        "reduced",
+        "reduced schedule (CPU)",
         {"float_epochs": 8, "float_lr": 0.1, "batch_size": 128, "train_subset": 20000, "test_subset": 2000},
-        {"epochs": 3, "lr": 0.02, "batch_size": 128, "train_subset": 10000, "test_subset": 2000}),
+        {"epochs": 3, "lr": 0.02, "batch_size": 128, "train_subset": 10000, "test_subset": 2000},
+    ),
     # From the pre-trained ResNet-20 in ../shared/data (akamaster, BSD-2), fine-tuned 3 epochs in
     # float on the JPEG copy's training set less the validation split (the last 500 images of each
     # class), then one QAT epoch on those 45,000 images. Choices are read on the validation split.
     "pretrained": Schedule(
-        "pretrained", "pre-trained start (CPU)",
-        {"float_checkpoint": PRETRAINED, "float_checkpoint_rename": ["linear.=fc."], "finetune_epochs": 3,
-         "finetune_lr": 0.02, "batch_size": 128, "validation": 5000},
-        {"epochs": 1, "lr": 0.01, "batch_size": 128, "validation": 5000}),
+        "pretrained",
+        "pre-trained start (CPU)",
+        {
+            "float_checkpoint": PRETRAINED,
+            "float_checkpoint_rename": ["linear.=fc."],
+            "finetune_epochs": 3,
+            "finetune_lr": 0.02,
+            "batch_size": 128,
+            "validation": 5000,
+        },
+        {"epochs": 1, "lr": 0.01, "batch_size": 128, "validation": 5000},
+    ),
     "smoke": Schedule(
-        "smoke", "smoke test (tiny; not a result)",
+        "smoke",
+        "smoke test (tiny; not a result)",
         {"float_epochs": 1, "float_lr": 0.1, "batch_size": 128, "train_subset": 512, "test_subset": 256},
-        {"epochs": 1, "lr": 0.02, "batch_size": 128, "train_subset": 512, "test_subset": 256}),
+        {"epochs": 1, "lr": 0.02, "batch_size": 128, "train_subset": 512, "test_subset": 256},
+    ),
 }
 
 
@@ -249,9 +347,15 @@ def plan(args: argparse.Namespace) -> tuple[Job, list[Job]]:
     schedule = SCHEDULES[args.schedule]
     runs_dir = Path(args.runs_dir) if args.runs_dir else REPO / "runs" / "ablation" / args.schedule
     results_dir = Path(args.results_dir) if args.results_dir else default_results_dir(args.schedule)
-    common = {"dataset": args.data, "model": MODEL, "device": args.device, "progress": args.progress,
-              "plots": schedule.per_run_plots if args.plots is None else args.plots, "resume": True,
-              "data_seed": DATA_SEED}
+    common = {
+        "dataset": args.data,
+        "model": MODEL,
+        "device": args.device,
+        "progress": args.progress,
+        "plots": schedule.per_run_plots if args.plots is None else args.plots,
+        "resume": True,
+        "data_seed": DATA_SEED,
+    }
     knobs = {"float_epochs": args.float_epochs, "float_lr": args.float_lr}
     float_settings = {**schedule.float_settings, **{k: v for k, v in knobs.items() if v is not None}}
     if args.float_train_subset is not None:
@@ -265,15 +369,28 @@ def plan(args: argparse.Namespace) -> tuple[Job, list[Job]]:
             qat_settings[key] = getattr(args, key) or None  # 0 = the whole split
     if args.kd:
         qat_settings["kd"] = True
-    meta = {"schedule": schedule.name, "schedule_label": schedule.label, "data_variant": args.data_label
-            or data_variant(args.data), "model": MODEL}
+    meta = {
+        "schedule": schedule.name,
+        "schedule_label": schedule.label,
+        "data_variant": args.data_label or data_variant(args.data),
+        "model": MODEL,
+    }
 
     float_dir = runs_dir / f"{FLOAT_NAME}_s{FLOAT_SEED}"
-    float_job = Job(FLOAT_NAME, FLOAT_SEED,
-                    {**common, **float_settings, "seed": FLOAT_SEED, "out_dir": str(float_dir)},
-                    results_dir / f"{FLOAT_NAME}_s{FLOAT_SEED}.json",
-                    {**meta, "config": FLOAT_NAME, "description": FLOAT_DESCRIPTION, "seed": FLOAT_SEED,
-                     "paper_accuracy": FLOAT_PAPER[0], "paper_source": FLOAT_PAPER[1]})
+    float_job = Job(
+        FLOAT_NAME,
+        FLOAT_SEED,
+        {**common, **float_settings, "seed": FLOAT_SEED, "out_dir": str(float_dir)},
+        results_dir / f"{FLOAT_NAME}_s{FLOAT_SEED}.json",
+        {
+            **meta,
+            "config": FLOAT_NAME,
+            "description": FLOAT_DESCRIPTION,
+            "seed": FLOAT_SEED,
+            "paper_accuracy": FLOAT_PAPER[0],
+            "paper_source": FLOAT_PAPER[1],
+        },
+    )
     jobs = []
     names = args.configs or list(CONFIGS)
     seeds_of = {n: (args.claim_seeds if CONFIGS[n].claim else args.seeds) for n in names}
@@ -283,12 +400,31 @@ def plan(args: argparse.Namespace) -> tuple[Job, list[Job]]:
                 continue
             config = CONFIGS[name]
             out = runs_dir / f"{name}_s{seed}"
-            train = {**common, **qat_settings, **config.overrides, "seed": seed, "out_dir": str(out),
-                     "float_checkpoint": str(float_dir / "float.pt")}
-            jobs.append(Job(name, seed, train, results_dir / f"{name}_s{seed}.json",
-                            {**meta, "config": name, "description": config.description, "seed": seed,
-                             "paper_accuracy": config.paper, "paper_source": config.paper_source,
-                             "claim_config": config.claim}))
+            train = {
+                **common,
+                **qat_settings,
+                **config.overrides,
+                "seed": seed,
+                "out_dir": str(out),
+                "float_checkpoint": str(float_dir / "float.pt"),
+            }
+            jobs.append(
+                Job(
+                    name,
+                    seed,
+                    train,
+                    results_dir / f"{name}_s{seed}.json",
+                    {
+                        **meta,
+                        "config": name,
+                        "description": config.description,
+                        "seed": seed,
+                        "paper_accuracy": config.paper,
+                        "paper_source": config.paper_source,
+                        "claim_config": config.claim,
+                    },
+                )
+            )
     return float_job, jobs
 
 
@@ -307,7 +443,8 @@ def check_train_configs(jobs: list[Job]) -> None:
             raise SystemExit(
                 f"{job.label}: this adq_fx's TrainConfig does not take these settings ({err}). "
                 f"The N2UQ/LSQ baselines need TrainConfig.weight_quantizer/activation_quantizer; "
-                f"leave them out with --configs, e.g. --configs B C D E F ADQ-2 ADQ-4.") from err
+                f"leave them out with --configs, e.g. --configs B C D E F ADQ-2 ADQ-4."
+            ) from err
         except ValueError as err:
             raise SystemExit(f"{job.label}: {err}") from err
 
@@ -342,8 +479,10 @@ def existing_result(job: Job) -> dict[str, Any] | None:
     keys = sorted(k for k in set(had) & set(want) if not unused_setting(k, want))
     diff = {k: (had.get(k), want.get(k)) for k in keys if had.get(k) != want.get(k)}
     if diff:
-        raise SystemExit(f"{job.result_path} was made with other settings {diff} (had, now). Use another "
-                         "--results-dir and --runs-dir for a variant, or delete it to redo the run.")
+        raise SystemExit(
+            f"{job.result_path} was made with other settings {diff} (had, now). Use another "
+            "--results-dir and --runs-dir for a variant, or delete it to redo the run."
+        )
     return record
 
 
@@ -355,9 +494,17 @@ def sha256(path: Path) -> str:
 def run_job(job: Job, *, threads: int, log: bool) -> tuple[Job, int, float]:
     """Run one job in a subprocess (fresh torch, its own thread count); return its exit code."""
     job.out_dir.mkdir(parents=True, exist_ok=True)
-    spec = write_json(job.out_dir / "job.json", {"name": job.name, "seed": job.seed, "train": job.train,
-                                                  "result_path": str(job.result_path), "meta": job.meta,
-                                                  "threads": threads})
+    spec = write_json(
+        job.out_dir / "job.json",
+        {
+            "name": job.name,
+            "seed": job.seed,
+            "train": job.train,
+            "result_path": str(job.result_path),
+            "meta": job.meta,
+            "threads": threads,
+        },
+    )
     began = time.perf_counter()
     output = job.out_dir / "log.txt" if log else "inherit"  # one job alone talks to this terminal
     code = run_script(__file__, ["--worker", str(spec)], threads=threads, output=output).returncode
@@ -384,9 +531,14 @@ def worker(spec_path: Path) -> None:
         results["float_checkpoint_sha256"] = sha256(checkpoint)
     results["torch"] = torch.__version__
     results["code"] = code_version()
-    record = {"ablation": {**spec["meta"], "train_settings": comparable(train),
-                           "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds")},
-              **results}
+    record = {
+        "ablation": {
+            **spec["meta"],
+            "train_settings": comparable(train),
+            "written": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        },
+        **results,
+    }
     write_json(spec["result_path"], record)
 
 
@@ -421,11 +573,15 @@ def train_float(train: dict[str, Any]) -> dict[str, Any]:
     return {
         "config": asdict(TrainConfig(**train)),
         "machine": machine_info(device),
-        "data": {"name": train["dataset"], "train": train.get("train_subset") or "whole split",
-                 "test": train.get("test_subset") or "whole split"},
+        "data": {
+            "name": train["dataset"],
+            "train": train.get("train_subset") or "whole split",
+            "test": train.get("test_subset") or "whole split",
+        },
         "float_accuracy": history[-1]["test_acc"],
         "validation_accuracy": {"float": history[-1].get("val_acc")},
-        "average_bits": 32.0, "parameter_weighted_bits": 32.0,
+        "average_bits": 32.0,
+        "parameter_weighted_bits": 32.0,
         "history": {"float": history},
         "seconds": sum(r["seconds"] for r in history),
         "seconds_this_invocation": time.perf_counter() - started,
@@ -442,21 +598,29 @@ def record_session(results_dir: Path, entry: dict[str, Any]) -> None:
 
 # -- command line ---------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--schedule", choices=list(SCHEDULES), default="reduced")
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), metavar="NAME",
-                        help=f"QAT configurations to run (default all: {' '.join(CONFIGS)}); FP always runs")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        metavar="NAME",
+        help=f"QAT configurations to run (default all: {' '.join(CONFIGS)}); FP always runs",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of B, LSQ-*, ADQ-2/4")
-    parser.add_argument("--claim-seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="seeds of A, C, D, E, F")
+    parser.add_argument(
+        "--claim-seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of A, C, D, E, F"
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help="TrainConfig.dataset, relative to the repo root")
     parser.add_argument("--data-label", help="how outputs name the data (default from --data)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (subprocesses)")
     parser.add_argument("--threads", type=int, help="torch threads per job (default cores // jobs)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--kd", action="store_true",
-                        help="QAT with knowledge distillation from the float model")
+    parser.add_argument(
+        "--kd", action="store_true", help="QAT with knowledge distillation from the float model"
+    )
     parser.add_argument("--runs-dir", help="default runs/ablation/<schedule>")
     parser.add_argument("--results-dir", help="default benchmarks/results/ablation_<schedule>")
     group = parser.add_argument_group("schedule knobs (override the schedule's values)")
@@ -468,10 +632,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--batch-size", type=int, help="QAT batch size")
     group.add_argument("--train-subset", type=int, help="QAT train images; 0 = whole train split")
     group.add_argument("--test-subset", type=int, help="test images (float and QAT); 0 = whole test split")
-    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
-                        help="per-run plots (default on for the full schedule only)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars (default: on with --jobs 1 on a terminal)")
+    parser.add_argument(
+        "--plots",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-run plots (default on for the full schedule only)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars (default: on with --jobs 1 on a terminal)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -487,21 +659,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     kind, _, where = args.data.partition(":")
     if kind == "imagefolder" and not (REPO / where).is_dir() and not args.dry_run:
-        raise SystemExit(f"no {REPO / where}: unpack the data first, e.g. "
-                         "mkdir -p data && tar -xJf ../shared/data/cifar10-jpeg.tar.xz -C data")
+        raise SystemExit(
+            f"no {REPO / where}: unpack the data first, e.g. "
+            "mkdir -p data && tar -xJf ../shared/data/cifar10-jpeg.tar.xz -C data"
+        )
     float_job, jobs = plan(args)
     source = float_job.train.get("float_checkpoint")
     if source and not (REPO / source).is_file() and not args.dry_run:
-        raise SystemExit(f"no {REPO / source}: the {args.schedule} schedule starts from that pre-trained "
-                         "model (see ../shared/data/README.md).")
+        raise SystemExit(
+            f"no {REPO / source}: the {args.schedule} schedule starts from that pre-trained "
+            "model (see ../shared/data/README.md)."
+        )
     check_train_configs([float_job, *jobs])
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     done = {job.label for job in [float_job, *jobs] if existing_result(job) is not None}
     pending = [job for job in jobs if job.label not in done]
     schedule = SCHEDULES[args.schedule]
-    print(f"ADQ ablation, {schedule.label}: {len(jobs)} QAT runs planned, {len(jobs) - len(pending)} done; "
-          f"float pre-training {'done' if float_job.label in done else 'to run'}; "
-          f"{args.jobs} job(s) x {threads} thread(s); results in {float_job.result_path.parent}")
+    print(
+        f"ADQ ablation, {schedule.label}: {len(jobs)} QAT runs planned, {len(jobs) - len(pending)} done; "
+        f"float pre-training {'done' if float_job.label in done else 'to run'}; "
+        f"{args.jobs} job(s) x {threads} thread(s); results in {float_job.result_path.parent}"
+    )
     for job in [float_job, *pending]:
         if job.label not in done:
             overrides = {k: v for k, v in job.train.items() if k not in VOLATILE | {"dataset", "model"}}
@@ -516,20 +694,40 @@ def main(argv: list[str] | None = None) -> int:
         execute(float_job, pending, done, args.jobs, threads, ran, failed)
     finally:  # an interrupted invocation still counts its wall time and finished runs
         wall = time.perf_counter() - began
-        record_session(float_job.result_path.parent, {
-            "schedule": schedule.name, "schedule_label": schedule.label,
-            "started": started_at.isoformat(timespec="seconds"), "wall_seconds": wall,
-            "jobs": args.jobs, "threads_per_job": threads, "ran": ran, "failed": failed,
-            "completed": len(ran) + len(failed) == len(pending) + (float_job.label not in done),
-            "argv": sys.argv[1:], "host": platform.node(), "cores": os.cpu_count()})
-    print(f"{len(ran)} run(s) in {wall / 60:.1f} min; {len(failed)} failed. "
-          f"Report: python benchmarks/ablation_report.py --schedule {schedule.name}"
-          + (f" --results-dir {float_job.result_path.parent}" if args.results_dir else ""))
+        record_session(
+            float_job.result_path.parent,
+            {
+                "schedule": schedule.name,
+                "schedule_label": schedule.label,
+                "started": started_at.isoformat(timespec="seconds"),
+                "wall_seconds": wall,
+                "jobs": args.jobs,
+                "threads_per_job": threads,
+                "ran": ran,
+                "failed": failed,
+                "completed": len(ran) + len(failed) == len(pending) + (float_job.label not in done),
+                "argv": sys.argv[1:],
+                "host": platform.node(),
+                "cores": os.cpu_count(),
+            },
+        )
+    print(
+        f"{len(ran)} run(s) in {wall / 60:.1f} min; {len(failed)} failed. "
+        f"Report: python benchmarks/ablation_report.py --schedule {schedule.name}"
+        + (f" --results-dir {float_job.result_path.parent}" if args.results_dir else "")
+    )
     return 1 if failed else 0
 
 
-def execute(float_job: Job, pending: list[Job], done: set[str], jobs: int, threads: int,
-            ran: list[dict[str, Any]], failed: list[dict[str, Any]]) -> None:
+def execute(
+    float_job: Job,
+    pending: list[Job],
+    done: set[str],
+    jobs: int,
+    threads: int,
+    ran: list[dict[str, Any]],
+    failed: list[dict[str, Any]],
+) -> None:
     """The float pre-training if missing, then the pending QAT runs, ``jobs`` at a time."""
     float_pt = float_job.out_dir / "float.pt"
     if float_job.label not in done:
@@ -541,9 +739,11 @@ def execute(float_job: Job, pending: list[Job], done: set[str], jobs: int, threa
         record = json.loads(float_job.result_path.read_text())
         print(f"FP_s0: float accuracy {record['float_accuracy']:.2f}%, {seconds:.0f} s", flush=True)
     elif pending and not float_pt.exists():
-        raise SystemExit(f"{float_job.result_path} exists but {float_pt} does not: the pending runs must "
-                         "start from the same float model. Restore the runs dir, or delete the results dir "
-                         "to redo the table.")
+        raise SystemExit(
+            f"{float_job.result_path} exists but {float_pt} does not: the pending runs must "
+            "start from the same float model. Restore the runs dir, or delete the results dir "
+            "to redo the table."
+        )
     if pending:
         want = json.loads(float_job.result_path.read_text())["float_checkpoint_sha256"]
         if sha256(float_pt) != want:
@@ -553,8 +753,10 @@ def execute(float_job: Job, pending: list[Job], done: set[str], jobs: int, threa
         if code == 0:
             ran.append({"run": job.label, "seconds": seconds})
             record = json.loads(job.result_path.read_text())
-            status = (f"converted {record['converted_accuracy']:.2f}% (float "
-                      f"{record['float_accuracy']:.2f}%), {record['average_bits']:.3g} bits")
+            status = (
+                f"converted {record['converted_accuracy']:.2f}% (float "
+                f"{record['float_accuracy']:.2f}%), {record['average_bits']:.3g} bits"
+            )
         else:
             failed.append({"run": job.label, "seconds": seconds, "exit": code})
             status = f"FAILED (exit {code}; log in {job.out_dir})"

@@ -71,16 +71,21 @@ def validation_accuracy(record: dict[str, Any]) -> float:
 
 
 def has_validation(runs: dict[str, list[dict[str, Any]]]) -> bool:
-    return any((r.get("validation_accuracy") or {}).get("float") is not None
-               for records in runs.values() for r in records)
+    return any(
+        (r.get("validation_accuracy") or {}).get("float") is not None
+        for records in runs.values()
+        for r in records
+    )
 
 
 def config_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     with_val = has_validation(runs)
-    lines = ["| config | description | avg bits | param-weighted bits | seeds | top-1 % converted "
-             "(mean ± std) | top-1 % QAT model | paper % | ours − paper |"
-             + (" validation top-1 % |" if with_val else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_val else "")]
+    lines = [
+        "| config | description | avg bits | param-weighted bits | seeds | top-1 % converted "
+        "(mean ± std) | top-1 % QAT model | paper % | ours − paper |"
+        + (" validation top-1 % |" if with_val else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_val else ""),
+    ]
     for name in [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER)):
         records = runs[name]
         meta = records[0]["ablation"]
@@ -93,9 +98,11 @@ def config_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         seeds = ",".join(str(r["ablation"]["seed"]) for r in records)
         description = meta["description"] + ("; float model's accuracy" if name == FLOAT_NAME else "")
         val = f" {fmt([validation_accuracy(r) for r in records])} |" if with_val else ""
-        lines.append(f"| {name} | {description} | {bits_cell(records, 'average_bits')} | "
-                     f"{bits_cell(records, 'parameter_weighted_bits')} | {seeds} | {fmt(accs)} | "
-                     f"{fmt(qat)} | {paper_cell} | {delta} |{val}")
+        lines.append(
+            f"| {name} | {description} | {bits_cell(records, 'average_bits')} | "
+            f"{bits_cell(records, 'parameter_weighted_bits')} | {seeds} | {fmt(accs)} | "
+            f"{fmt(qat)} | {paper_cell} | {delta} |{val}"
+        )
     return lines
 
 
@@ -122,8 +129,12 @@ def noise_test(a: list[float], b: list[float]) -> tuple[str, str, bool | None, s
     if va == 0 and vb == 0:
         return f"{pooled:.2f}", "—", diff != 0, "no spread on either side"
     test = stats.ttest_ind(a, b, equal_var=False)
-    return (f"{pooled:.2f}", f"t = {test.statistic:.2f}, p = {test.pvalue:.3f}", bool(test.pvalue < ALPHA),
-            f"Welch's t-test (scipy), two-sided, p < {ALPHA}")
+    return (
+        f"{pooled:.2f}",
+        f"t = {test.statistic:.2f}, p = {test.pvalue:.3f}",
+        bool(test.pvalue < ALPHA),
+        f"Welch's t-test (scipy), two-sided, p < {ALPHA}",
+    )
 
 
 def paired(runs: dict[str, list[dict[str, Any]]], first: str, second: str, metric: Any = None) -> str:
@@ -145,12 +156,16 @@ def paired(runs: dict[str, list[dict[str, Any]]], first: str, second: str, metri
     return f"{text} (p = {stats.ttest_rel([a[s] for s in common], [b[s] for s in common]).pvalue:.3f})"
 
 
-def comparison_table(runs: dict[str, list[dict[str, Any]]], rows: list[tuple[str, str, str, float | None]],
-                     metric: Any = None) -> tuple[list[str], set[str]]:
+def comparison_table(
+    runs: dict[str, list[dict[str, Any]]], rows: list[tuple[str, str, str, float | None]], metric: Any = None
+) -> tuple[list[str], set[str]]:
     """One line per (label, minuend, subtrahend, the paper's difference or None), on ``metric``."""
     metric = metric or accuracy
-    lines = ["| comparison | paper Δ | ours Δ (mean) | seeds | pooled std | Welch's t-test | beyond noise? | "
-             "paired Δ by seed (paired t) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| comparison | paper Δ | ours Δ (mean) | seeds | pooled std | Welch's t-test | beyond noise? | "
+        "paired Δ by seed (paired t) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     rules = set()
     for label, first, second, paper in rows:
         paper_cell = "—" if paper is None else f"{paper:+.2f}"
@@ -162,9 +177,11 @@ def comparison_table(runs: dict[str, list[dict[str, Any]]], rows: list[tuple[str
         pooled, statistic, beyond, rule = noise_test(a, b)
         rules.add(rule)
         verdict = {None: "—", True: "yes", False: "no"}[beyond]
-        lines.append(f"| {label} | {paper_cell} | {statistics.fmean(a) - statistics.fmean(b):+.2f} | "
-                     f"{len(a)} vs {len(b)} | {pooled} | {statistic} | {verdict} | "
-                     f"{paired(runs, first, second, metric)} |")
+        lines.append(
+            f"| {label} | {paper_cell} | {statistics.fmean(a) - statistics.fmean(b):+.2f} | "
+            f"{len(a)} vs {len(b)} | {pooled} | {statistic} | {verdict} | "
+            f"{paired(runs, first, second, metric)} |"
+        )
     return lines, rules
 
 
@@ -186,8 +203,12 @@ def tables(runs: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]]
     if choices and has_validation(runs):
         table, more_rules = comparison_table(runs, choices, validation_accuracy)
         rules |= more_rules
-        lines += ["", "**What each ADQ default buys** (validation split, where the defaults were chosen)", "",
-                  *table]
+        lines += [
+            "",
+            "**What each ADQ default buys** (validation split, where the defaults were chosen)",
+            "",
+            *table,
+        ]
     if has_validation(runs) and FLOAT_NAME in runs:
         lines += ["", "**Targets** (issue 10; test set, mean over seeds)", "", *targets(runs)]
     return [*lines, *footer(runs, sessions, rules)]
@@ -195,6 +216,7 @@ def tables(runs: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]]
 
 def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Each target: the two sides, the margin, met or not."""
+
     def mean(name: str) -> float | None:
         return statistics.fmean(accuracy(r) for r in runs[name]) if name in runs else None
 
@@ -203,24 +225,35 @@ def targets(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         return max(present, key=lambda p: p[1]) if present else ("—", None)
 
     fp = mean(FLOAT_NAME)
-    rows = [("ADQ W3A3 ≥ float − 1.0", "D", mean("D"), "float − 1.0", None if fp is None else fp - 1.0),
-            ("ADQ W2A2 ≥ float − 3.0", "ADQ-2", mean("ADQ-2"), "float − 3.0",
-             None if fp is None else fp - 3.0)]
+    rows = [
+        ("ADQ W3A3 ≥ float − 1.0", "D", mean("D"), "float − 1.0", None if fp is None else fp - 1.0),
+        ("ADQ W2A2 ≥ float − 3.0", "ADQ-2", mean("ADQ-2"), "float − 3.0", None if fp is None else fp - 3.0),
+    ]
     a = mean("A")
     rows.append(("E (mixed 2.8) ≥ A + 1.0", "E", mean("E"), "A + 1.0", None if a is None else a + 1.0))
     for bits, adq in ((2, "ADQ-2"), (3, "D"), (4, "ADQ-4")):
-        name, value = best(*(["N2UQ-2", "LSQ-2"] if bits == 2 else ["A", "LSQ-3"] if bits == 3
-                             else ["N2UQ-4", "LSQ-4"]))
-        rows.append((f"ADQ ≥ best baseline + 0.5 at {bits} bits", adq, mean(adq), f"{name} + 0.5",
-                     None if value is None else value + 0.5))
+        name, value = best(
+            *(["N2UQ-2", "LSQ-2"] if bits == 2 else ["A", "LSQ-3"] if bits == 3 else ["N2UQ-4", "LSQ-4"])
+        )
+        rows.append(
+            (
+                f"ADQ ≥ best baseline + 0.5 at {bits} bits",
+                adq,
+                mean(adq),
+                f"{name} + 0.5",
+                None if value is None else value + 0.5,
+            )
+        )
     lines = ["| target | ours | value % | needed % | margin | met? |", "|---|---|---|---|---|---|"]
     for label, name, value, needed_label, needed in rows:
         if value is None or needed is None:
             lines.append(f"| {label} | {name} | not run | {needed_label} | | |")
             continue
         margin = value - needed
-        lines.append(f"| {label} | {name} | {value:.2f} | {needed:.2f} ({needed_label}) | {margin:+.2f} | "
-                     f"{'yes' if margin >= 0 else 'no'} |")
+        lines.append(
+            f"| {label} | {name} | {value:.2f} | {needed:.2f} ({needed_label}) | {margin:+.2f} | "
+            f"{'yes' if margin >= 0 else 'no'} |"
+        )
     return lines
 
 
@@ -233,38 +266,48 @@ def header(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     parts = [f"Data: {meta['data_variant']}."]
     if floats and floats[0]["config"].get("float_checkpoint"):
         cfg = floats[0]["config"]
-        parts.append(f"Float start: the pre-trained {Path(cfg['float_checkpoint']).name} (see "
-                     "../shared/data/README.md), fine-tuned once in float for "
-                     f"{cfg['finetune_epochs']} epochs "
-                     f"at lr {cfg['finetune_lr']} (batch {cfg['batch_size']}) on the training set less the "
-                     f"validation split ({cfg.get('validation', 0):,} images: the last of each class); every "
-                     "QAT run starts from that model, so seeds vary the QAT phase only.")
+        parts.append(
+            f"Float start: the pre-trained {Path(cfg['float_checkpoint']).name} (see "
+            "../shared/data/README.md), fine-tuned once in float for "
+            f"{cfg['finetune_epochs']} epochs "
+            f"at lr {cfg['finetune_lr']} (batch {cfg['batch_size']}) on the training set less the "
+            f"validation split ({cfg.get('validation', 0):,} images: the last of each class); every "
+            "QAT run starts from that model, so seeds vary the QAT phase only."
+        )
     elif floats:
         cfg = floats[0]["config"]
-        parts.append(f"Float pre-training once (seed 0): {cfg['float_epochs']} epochs, lr {cfg['float_lr']}, "
-                     f"batch {cfg['batch_size']}, {_images(cfg['train_subset'])} train images; every QAT run "
-                     "starts from this float.pt, so seeds vary the QAT phase only.")
+        parts.append(
+            f"Float pre-training once (seed 0): {cfg['float_epochs']} epochs, lr {cfg['float_lr']}, "
+            f"batch {cfg['batch_size']}, {_images(cfg['train_subset'])} train images; every QAT run "
+            "starts from this float.pt, so seeds vary the QAT phase only."
+        )
     if qat:
         cfg = qat[0]["config"]
-        parts.append(f"QAT: {cfg['epochs']} epochs, SGD (Nesterov) lr {cfg['lr']} cosine to 0, batch "
-                     f"{cfg['batch_size']}, weight decay {cfg['weight_decay']}, "
-                     f"{_images(cfg['train_subset'])} train / {_images(cfg['test_subset'])} test images, "
-                     f"KD {'on' if cfg['kd'] else 'off'}; "
-                     "first conv and last FC float; weights and activations share each layer's bits.")
+        parts.append(
+            f"QAT: {cfg['epochs']} epochs, SGD (Nesterov) lr {cfg['lr']} cosine to 0, batch "
+            f"{cfg['batch_size']}, weight decay {cfg['weight_decay']}, "
+            f"{_images(cfg['train_subset'])} train / {_images(cfg['test_subset'])} test images, "
+            f"KD {'on' if cfg['kd'] else 'off'}; "
+            "first conv and last FC float; weights and activations share each layer's bits."
+        )
         if cfg["train_subset"] or cfg["test_subset"]:
-            parts.append(f"Subsets are drawn with one data seed ({cfg.get('data_seed')}) for every run: all "
-                         "runs are evaluated on the same test images and the seed varies only the quantizer "
-                         "init, data order and augmentation (seed s of two configurations also shares them, "
-                         "hence the paired column).")
+            parts.append(
+                f"Subsets are drawn with one data seed ({cfg.get('data_seed')}) for every run: all "
+                "runs are evaluated on the same test images and the seed varies only the quantizer "
+                "init, data order and augmentation (seed s of two configurations also shares them, "
+                "hence the paired column)."
+            )
     records = [r for group in runs.values() for r in group]
     devices = sorted({r["machine"].get("gpu") or r["machine"]["cpu"] for r in records})
     threads = sorted({r["machine"]["threads"] for r in records})
     torches = sorted({r.get("torch", r["machine"]["torch"]) for r in records})
     commits = sorted({(r.get("code") or {}).get("commit") or "?" for r in records})
     dirty = any((r.get("code") or {}).get("adq_fx_dirty") for r in records)
-    parts.append(f"Machine: {', '.join(devices)}; {'/'.join(map(str, threads))} torch threads per run; "
-                 f"torch {', '.join(torches)}. Code: adq_fx at {', '.join(commits)}"
-                 + (" (some runs with uncommitted changes)." if dirty else "."))
+    parts.append(
+        f"Machine: {', '.join(devices)}; {'/'.join(map(str, threads))} torch threads per run; "
+        f"torch {', '.join(torches)}. Code: adq_fx at {', '.join(commits)}"
+        + (" (some runs with uncommitted changes)." if dirty else ".")
+    )
     lines.append(" ".join(parts))
     return [*lines, ""]
 
@@ -273,19 +316,23 @@ def _images(subset: int | None) -> str:
     return "all" if not subset else f"{subset:,}"
 
 
-def footer(runs: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]],
-           rules: set[str]) -> list[str]:
+def footer(
+    runs: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]], rules: set[str]
+) -> list[str]:
     compute = sum(r["seconds"] for records in runs.values() for r in records)
     wall = sum(s["wall_seconds"] for s in sessions)
-    lines = ["", "¹ Not from the ADQ paper: the LSQ figures (and FP 92.6) are the ASQ paper's LSQ re-run on "
-             "CIFAR-10 ResNet-20, and the ASQ and ASQ+POST figures that paper's own, as cited in our "
-             "reference notes (not re-checked against the paper text); the ADQ paper reports no FP "
-             "accuracy for ResNet-20. "
-             "Paper figures are on the lossless CIFAR-10; ours on the data named above.",
-             f"Noise rule: {'; '.join(sorted(rules)) or '—'}. With few seeds a test has little power: "
-             "'no' means not shown at this noise level, not 'no effect'.",
-             f"Time: {compute / 60:.1f} min of training summed over the runs; {wall / 60:.1f} min wall "
-             f"time over {len(sessions)} invocation(s) of benchmarks/ablation.py."]
+    lines = [
+        "",
+        "¹ Not from the ADQ paper: the LSQ figures (and FP 92.6) are the ASQ paper's LSQ re-run on "
+        "CIFAR-10 ResNet-20, and the ASQ and ASQ+POST figures that paper's own, as cited in our "
+        "reference notes (not re-checked against the paper text); the ADQ paper reports no FP "
+        "accuracy for ResNet-20. "
+        "Paper figures are on the lossless CIFAR-10; ours on the data named above.",
+        f"Noise rule: {'; '.join(sorted(rules)) or '—'}. With few seeds a test has little power: "
+        "'no' means not shown at this noise level, not 'no effect'.",
+        f"Time: {compute / 60:.1f} min of training summed over the runs; {wall / 60:.1f} min wall "
+        f"time over {len(sessions)} invocation(s) of benchmarks/ablation.py.",
+    ]
     return lines
 
 
@@ -314,16 +361,22 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
         if CONFIGS[name].paper is not None:
             nominal = float(CONFIGS[name].overrides.get("target_bits", 3))
             paper_ax.plot(nominal, CONFIGS[name].paper, "o", mfc="none", color=color, label=name)
-            paper_ax.annotate(name, (nominal, CONFIGS[name].paper), textcoords="offset points",
-                              xytext=(5, 4), fontsize=8)
+            paper_ax.annotate(
+                name, (nominal, CONFIGS[name].paper), textcoords="offset points", xytext=(5, 4), fontsize=8
+            )
     if FLOAT_NAME in runs:
-        ours_ax.axhline(statistics.fmean(accuracy(r) for r in runs[FLOAT_NAME]), ls="--", color="grey",
-                        label="FP (ours)")
+        ours_ax.axhline(
+            statistics.fmean(accuracy(r) for r in runs[FLOAT_NAME]), ls="--", color="grey", label="FP (ours)"
+        )
     paper_ax.axhline(92.6, ls=":", color="grey", label="FP 92.6 (ASQ, as cited)")
-    ours_ax.set_title(f"ours: {meta['schedule_label']}, {meta['data_variant']}\n"
-                      "mean ± std over seeds; measured average bits", fontsize=9)
-    paper_ax.set_title("paper: ADQ Table 4.4; LSQ from the ASQ paper (as cited)\n"
-                       "lossless CIFAR-10; nominal bits", fontsize=9)
+    ours_ax.set_title(
+        f"ours: {meta['schedule_label']}, {meta['data_variant']}\n"
+        "mean ± std over seeds; measured average bits",
+        fontsize=9,
+    )
+    paper_ax.set_title(
+        "paper: ADQ Table 4.4; LSQ from the ASQ paper (as cited)\nlossless CIFAR-10; nominal bits", fontsize=9
+    )
     for ax in (ours_ax, paper_ax):
         ax.set_xlabel("average bits (unweighted over quantized layers)")
         ax.set_ylabel("top-1 % (converted model)" if ax is ours_ax else "top-1 %")
@@ -338,12 +391,14 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--schedule", default="reduced", help="full, reduced or smoke")
     parser.add_argument("--results-dir", help="default benchmarks/results/ablation_<schedule>")
-    parser.add_argument("--plot", help="default benchmarks/results/ablation_<schedule>.png "
-                                       "(smoke: in its results dir)")
+    parser.add_argument(
+        "--plot", help="default benchmarks/results/ablation_<schedule>.png (smoke: in its results dir)"
+    )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--markdown", help="also write the Markdown to this file")
     args = parser.parse_args(argv)

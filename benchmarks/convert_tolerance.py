@@ -27,21 +27,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from models import FunctionalNet, SignedNet, TinyResNet
 
 METHODS = {
-    "LSQ": adq_fx.ADQConfig(weight=adq_fx.LSQWeightConfig(bits=3),
-                            activation=adq_fx.LSQActivationConfig(bits=3)),
-    "N2UQ": adq_fx.ADQConfig(weight=adq_fx.UniformWeightConfig(bits=3),
-                             activation=adq_fx.ActivationThresholdConfig(bits=3)),
-    "POST + ASQ": adq_fx.ADQConfig(weight=adq_fx.POSTWeightConfig(bits=3),
-                                   activation=adq_fx.ASQActivationConfig(bits=3)),
+    "LSQ": adq_fx.ADQConfig(
+        weight=adq_fx.LSQWeightConfig(bits=3), activation=adq_fx.LSQActivationConfig(bits=3)
+    ),
+    "N2UQ": adq_fx.ADQConfig(
+        weight=adq_fx.UniformWeightConfig(bits=3), activation=adq_fx.ThresholdActivationConfig(bits=3)
+    ),
+    "POST + ASQ": adq_fx.ADQConfig(
+        weight=adq_fx.POSTWeightConfig(bits=3), activation=adq_fx.ASQActivationConfig(bits=3)
+    ),
 }
 
 
-def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], steps: int = 5,
-            config: adq_fx.ADQConfig | None = None) -> dict:
+def measure(
+    name: str,
+    model: torch.nn.Module,
+    shape: tuple[int, ...],
+    steps: int = 5,
+    config: adq_fx.ADQConfig | None = None,
+) -> dict:
     torch.manual_seed(0)
     example = torch.randn(shape)
-    mapping = adq_fx.default_qconfig_mapping(3) if config is None else \
-        adq_fx.ADQConfigMapping().set_global(config)
+    mapping = (
+        adq_fx.default_qconfig_mapping(3) if config is None else adq_fx.ADQConfigMapping().set_global(config)
+    )
     prepared = adq_fx.prepare_adq(model, mapping, (example,))
     optimizer = torch.optim.SGD(prepared.parameters(), lr=0.01, momentum=0.9)
     prepared.train()
@@ -60,9 +69,15 @@ def measure(name: str, model: torch.nn.Module, shape: tuple[int, ...], steps: in
         y, y_int = prepared(x), converted(x)
     diff = float((y - y_int).abs().max())
     scale = float(y.abs().max())
-    return {"model": name, "input": list(shape), "qat_steps": steps, "quantized_layers": len(
-        adq_fx.quantization_map(prepared)), "max_abs_diff": diff, "max_abs_output": scale,
-        "relative": diff / scale}
+    return {
+        "model": name,
+        "input": list(shape),
+        "qat_steps": steps,
+        "quantized_layers": len(adq_fx.quantization_map(prepared)),
+        "max_abs_diff": diff,
+        "max_abs_output": scale,
+        "relative": diff / scale,
+    }
 
 
 def main() -> None:
@@ -70,21 +85,31 @@ def main() -> None:
         measure("TinyResNet (residual adds)", TinyResNet(), (8, 3, 16, 16)),
         measure("FunctionalNet (functional calls)", FunctionalNet(), (8, 3, 16, 16)),
         measure("SignedNet (signed inputs)", SignedNet(), (8, 3, 16, 16)),
-        measure("torchvision resnet18, 10 classes", torchvision.models.resnet18(num_classes=10),
-                (4, 3, 64, 64)),
-        *(measure(f"TinyResNet, {method}", TinyResNet(), (8, 3, 16, 16), config=config)
-          for method, config in METHODS.items()),
+        measure(
+            "torchvision resnet18, 10 classes", torchvision.models.resnet18(num_classes=10), (4, 3, 64, 64)
+        ),
+        *(
+            measure(f"TinyResNet, {method}", TinyResNet(), (8, 3, 16, 16), config=config)
+            for method, config in METHODS.items()
+        ),
     ]
     # The same resnet18 with adq_fx's compiled kernels forced on (`auto` leaves tensors this small eager).
     with adq_fx.kernel_backend("compiled"):
-        rows.append(measure("torchvision resnet18, 10 classes, compiled kernels",
-                            torchvision.models.resnet18(num_classes=10), (4, 3, 64, 64)))
+        rows.append(
+            measure(
+                "torchvision resnet18, 10 classes, compiled kernels",
+                torchvision.models.resnet18(num_classes=10),
+                (4, 3, 64, 64),
+            )
+        )
     result = record(rows=rows)
     out = write_json(RESULTS / "convert_tolerance.json", result)
     print("| model | input | max abs diff | max abs output | relative |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {tuple(r['input'])} | {r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | "
-              f"{r['relative']:.2e} |")
+        print(
+            f"| {r['model']} | {tuple(r['input'])} | {r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | "
+            f"{r['relative']:.2e} |"
+        )
     print(f"\n{describe(result['machine'])}; written to {out}")
 
 

@@ -1,6 +1,6 @@
 """The README's demo table: runs `adq-fx demo` with its defaults and records the result.
 
-    python benchmarks/demo_table.py      # writes benchmarks/results/demo.json
+python benchmarks/demo_table.py      # writes benchmarks/results/demo.json
 """
 
 from __future__ import annotations

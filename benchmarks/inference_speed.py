@@ -123,8 +123,11 @@ def measure_point(name: str, size: int, batch: int, bits: int, repeats: int, com
         variants["adq_int8_compiled"] = compiled
     with torch.no_grad():
         expected = reference(x)
-        agreement = {k: float((v(x).argmax(1) == expected.argmax(1)).float().mean())
-                     for k, v in variants.items() if k.startswith("adq_int8")}
+        agreement = {
+            k: float((v(x).argmax(1) == expected.argmax(1)).float().mean())
+            for k, v in variants.items()
+            if k.startswith("adq_int8")
+        }
         single = time_block(lambda: model(x), 1)
         iterations = max(1, min(50, int(0.2 / max(single, 1e-4))))
         for fn in variants.values():  # warm-up
@@ -134,11 +137,18 @@ def measure_point(name: str, size: int, batch: int, bits: int, repeats: int, com
             for key, fn in variants.items():
                 samples[key].append(time_block(lambda fn=fn: fn(x), iterations))
     median = {k: statistics.median(v) for k, v in samples.items()}
-    sizes = {"float32": serialized_bytes(model), "adq_reference": serialized_bytes(reference),
-             "adq_int8": serialized_bytes(int8), "torch_ao_int8": serialized_bytes(anchor)}
+    sizes = {
+        "float32": serialized_bytes(model),
+        "adq_reference": serialized_bytes(reference),
+        "adq_int8": serialized_bytes(int8),
+        "torch_ao_int8": serialized_bytes(anchor),
+    }
     size_int8 = adq_fx.model_size(int8)
     return {
-        "model": name, "input": [batch, 3, size, size], "bits": bits, "iterations": iterations,
+        "model": name,
+        "input": [batch, 3, size, size],
+        "bits": bits,
+        "iterations": iterations,
         "median_ms": {k: 1e3 * v for k, v in median.items()},
         "ratio_to_float": {k: median["float32"] / v for k, v in median.items()},
         "ratio_to_anchor": {k: median["torch_ao_int8"] / v for k, v in median.items()},
@@ -151,46 +161,68 @@ def measure_point(name: str, size: int, batch: int, bits: int, repeats: int, com
 
 
 def markdown(data: dict) -> str:
-    keys = [k for k in ("float32", "adq_reference", "adq_int8", "adq_int8_compiled", "torch_ao_int8")
-            if any(k in r["median_ms"] for r in data["rows"])]
-    lines = ["| model | input | " + " | ".join(f"{k} ms" for k in keys)
-             + " | int8 vs float | int8 vs torch.ao | best int8 vs torch.ao |",
-             "|---|---|" + "---|" * (len(keys) + 3)]
+    keys = [
+        k
+        for k in ("float32", "adq_reference", "adq_int8", "adq_int8_compiled", "torch_ao_int8")
+        if any(k in r["median_ms"] for r in data["rows"])
+    ]
+    lines = [
+        "| model | input | "
+        + " | ".join(f"{k} ms" for k in keys)
+        + " | int8 vs float | int8 vs torch.ao | best int8 vs torch.ao |",
+        "|---|---|" + "---|" * (len(keys) + 3),
+    ]
     for r in data["rows"]:
         cells = [f"{r['median_ms'][k]:.2f}" if k in r["median_ms"] else "—" for k in keys]
         best = max(v for k, v in r["ratio_to_anchor"].items() if k.startswith("adq_int8"))
-        ratios = (f"{r['ratio_to_float']['adq_int8']:.2f}× | {r['ratio_to_anchor']['adq_int8']:.2f}× | "
-                  f"{best:.2f}×")
-        lines.append(f"| {r['model']} W{r['bits']}A{r['bits']} | {tuple(r['input'])} | "
-                     + " | ".join(cells) + f" | {ratios} |")
-    lines += ["", "| model | float32 KiB | adq reference KiB | adq int8 KiB | torch.ao int8 KiB "
-              "| int8 bits/weight (quantized layers) | code bits |", "|---|---|---|---|---|---|---|"]
+        ratios = (
+            f"{r['ratio_to_float']['adq_int8']:.2f}× | {r['ratio_to_anchor']['adq_int8']:.2f}× | {best:.2f}×"
+        )
+        lines.append(
+            f"| {r['model']} W{r['bits']}A{r['bits']} | {tuple(r['input'])} | "
+            + " | ".join(cells)
+            + f" | {ratios} |"
+        )
+    lines += [
+        "",
+        "| model | float32 KiB | adq reference KiB | adq int8 KiB | torch.ao int8 KiB "
+        "| int8 bits/weight (quantized layers) | code bits |",
+        "|---|---|---|---|---|---|---|",
+    ]
     seen = set()
     for r in data["rows"]:
         if r["model"] in seen:
             continue
         seen.add(r["model"])
         b = r["serialized_bytes"]
-        lines.append(f"| {r['model']} W{r['bits']}A{r['bits']} | {b['float32'] / 1024:.0f} | "
-                     f"{b['adq_reference'] / 1024:.0f} | {b['adq_int8'] / 1024:.0f} | "
-                     f"{b['torch_ao_int8'] / 1024:.0f} | {r['model_size_int8']['bits_per_weight']:.2f} | "
-                     f"{r['model_size_int8']['weight_bits']:.0f} |")
+        lines.append(
+            f"| {r['model']} W{r['bits']}A{r['bits']} | {b['float32'] / 1024:.0f} | "
+            f"{b['adq_reference'] / 1024:.0f} | {b['adq_int8'] / 1024:.0f} | "
+            f"{b['torch_ao_int8'] / 1024:.0f} | {r['model_size_int8']['bits_per_weight']:.2f} | "
+            f"{r['model_size_int8']['weight_bits']:.0f} |"
+        )
     s = data["settings"]
     quick = " **(--quick smoke run: not a measurement)**" if s["quick"] else ""
-    lines.append(f"\n{describe(data['machine'])}; CPU capability {data['cpu_capability']}; "
-                 f"{s['repeats']} interleaved repeats, medians; ratios > 1 mean faster than the anchor; "
-                 f"sizes are `torch.save(state_dict)` bytes.{quick}")
+    lines.append(
+        f"\n{describe(data['machine'])}; CPU capability {data['cpu_capability']}; "
+        f"{s['repeats']} interleaved repeats, medians; ratios > 1 mean faster than the anchor; "
+        f"sizes are `torch.save(state_dict)` bytes.{quick}"
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="few repeats, no compile: a smoke run")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats per point")
     parser.add_argument("--bits", type=int, default=3, help="weight and activation bits of the adq models")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the int8 model under torch.compile (graph-breaks at the oneDNN ops)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the int8 model under torch.compile (graph-breaks at the oneDNN ops)",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the JSON")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -198,11 +230,14 @@ def main() -> None:
     rows = []
     for name, size, batch in POINTS:
         print(f"{name} {size}x{size} batch {batch} ...", flush=True)
-        rows.append(measure_point(name, size, batch, args.bits, repeats,
-                                  compile_int8=args.compile and not args.quick))
-    data = record(cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                  settings={"repeats": repeats, "bits": args.bits, "quick": args.quick, "threads": 2},
-                  rows=rows)
+        rows.append(
+            measure_point(name, size, batch, args.bits, repeats, compile_int8=args.compile and not args.quick)
+        )
+    data = record(
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        settings={"repeats": repeats, "bits": args.bits, "quick": args.quick, "threads": 2},
+        rows=rows,
+    )
     write_json(args.out, data)
     print(markdown(data))
     print(f"\nwritten to {args.out}")

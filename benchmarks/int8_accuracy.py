@@ -76,51 +76,91 @@ def snapped_reference_agreement(run_dir: Path, data_spec: str) -> float:
 
 
 def markdown(data: dict) -> str:
-    lines = ["| codebook | float % | QAT % | converted (reference) % | int8 % | int8 − trained, pt "
-             "| top-1 agreement int8 vs reference % | int8 vs reference with the same snapped codebook % |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| codebook | float % | QAT % | converted (reference) % | int8 % | int8 − trained, pt "
+        "| top-1 agreement int8 vs reference % | int8 vs reference with the same snapped codebook % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in data["rows"]:
-        lines.append(f"| {r['codebook']} | {r['float_accuracy']:.2f} | {r['qat_accuracy']:.2f} | "
-                     f"{r['converted_accuracy']:.2f} | {r['int8_accuracy']:.2f} | "
-                     f"{r['int8_accuracy'] - r['qat_accuracy']:+.2f} | {r['int8_agreement']:.2f} | "
-                     f"{r['int8_agreement_with_snapped_reference']:.2f} |")
+        lines.append(
+            f"| {r['codebook']} | {r['float_accuracy']:.2f} | {r['qat_accuracy']:.2f} | "
+            f"{r['converted_accuracy']:.2f} | {r['int8_accuracy']:.2f} | "
+            f"{r['int8_accuracy'] - r['qat_accuracy']:+.2f} | {r['int8_agreement']:.2f} | "
+            f"{r['int8_agreement_with_snapped_reference']:.2f} |"
+        )
     s = data["settings"]
-    lines.append(f"\nCIFAR-10 (JPEG q75 copy), full test set; ResNet-20 from the akamaster checkpoint, "
-                 f"W{s['bits']}A{s['bits']}, {s['epochs']} QAT epoch(s) at lr {s['lr']}, first and last "
-                 f"layer float; {describe(data['machine'])}.")
+    lines.append(
+        f"\nCIFAR-10 (JPEG q75 copy), full test set; ResNet-20 from the akamaster checkpoint, "
+        f"W{s['bits']}A{s['bits']}, {s['epochs']} QAT epoch(s) at lr {s['lr']}, first and last "
+        f"layer float; {describe(data['machine'])}."
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, required=True, help="the akamaster ResNet-20 .th file")
     parser.add_argument("--data", default="imagefolder:data", help="TrainConfig.dataset")
     parser.add_argument("--epochs", type=int, default=1, help="QAT epochs per run")
     parser.add_argument("--lr", type=float, default=0.01, help="QAT learning rate")
     parser.add_argument("--bits", type=int, default=3, help="weight and activation bits")
-    parser.add_argument("--train-subset", type=int, default=None,
-                        help="train on this many images (smoke runs)")
+    parser.add_argument(
+        "--train-subset", type=int, default=None, help="train on this many images (smoke runs)"
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the JSON")
     args = parser.parse_args()
     work = REPO / "runs" / "int8_accuracy"
     start = ours_from_akamaster(args.checkpoint, work / "float_resnet20.pt")
     rows = []
     for codebook, on_grid in (("learned (snapped at convert)", False), ("int8_grid=True", True)):
-        config = TrainConfig(dataset=args.data, model="resnet20", out_dir=str(work / f"grid_{on_grid}"),
-                             float_checkpoint=str(start), epochs=args.epochs, lr=args.lr,
-                             target_bits=args.bits, int8_grid=on_grid,
-                             train_subset=args.train_subset, plots=False, progress=False)
+        config = TrainConfig(
+            dataset=args.data,
+            model="resnet20",
+            out_dir=str(work / f"grid_{on_grid}"),
+            float_checkpoint=str(start),
+            epochs=args.epochs,
+            lr=args.lr,
+            target_bits=args.bits,
+            int8_grid=on_grid,
+            train_subset=args.train_subset,
+            plots=False,
+            progress=False,
+        )
         result = run_training(config)
-        rows.append({"codebook": codebook, "int8_grid": on_grid,
-                     **{k: result[k] for k in ("float_accuracy", "qat_accuracy", "converted_accuracy",
-                                               "int8_accuracy", "int8_agreement", "seconds")},
-                     "int8_agreement_with_snapped_reference": snapped_reference_agreement(
-                         Path(config.out_dir), args.data)})
+        rows.append(
+            {
+                "codebook": codebook,
+                "int8_grid": on_grid,
+                **{
+                    k: result[k]
+                    for k in (
+                        "float_accuracy",
+                        "qat_accuracy",
+                        "converted_accuracy",
+                        "int8_accuracy",
+                        "int8_agreement",
+                        "seconds",
+                    )
+                },
+                "int8_agreement_with_snapped_reference": snapped_reference_agreement(
+                    Path(config.out_dir), args.data
+                ),
+            }
+        )
         print(rows[-1], flush=True)
-    data = record(rows=rows, settings={"epochs": args.epochs, "lr": args.lr, "bits": args.bits,
-                                       "data": args.data, "train_subset": args.train_subset,
-                                       "checkpoint": args.checkpoint.name})
+    data = record(
+        rows=rows,
+        settings={
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "bits": args.bits,
+            "data": args.data,
+            "train_subset": args.train_subset,
+            "checkpoint": args.checkpoint.name,
+        },
+    )
     write_json(args.out, data)
     print(markdown(data))
 

@@ -106,10 +106,14 @@ def prepare(variant: str, model: nn.Module, example: Tensor) -> tuple[nn.Module,
     if variant == "adq":
         return adq_fx.prepare_adq(model, adq_fx.default_qconfig_mapping(BITS), (example,)), True
     if variant in ("lsq", "asq_post"):
-        config = adq_fx.ADQConfig(
-            weight=adq_fx.LSQWeightConfig(bits=BITS), activation=adq_fx.LSQActivationConfig(bits=BITS)
-        ) if variant == "lsq" else adq_fx.ADQConfig(
-            weight=adq_fx.POSTWeightConfig(bits=BITS), activation=adq_fx.ASQActivationConfig(bits=BITS)
+        config = (
+            adq_fx.ADQConfig(
+                weight=adq_fx.LSQWeightConfig(bits=BITS), activation=adq_fx.LSQActivationConfig(bits=BITS)
+            )
+            if variant == "lsq"
+            else adq_fx.ADQConfig(
+                weight=adq_fx.POSTWeightConfig(bits=BITS), activation=adq_fx.ASQActivationConfig(bits=BITS)
+            )
         )
         return adq_fx.prepare_adq(model, adq_fx.ADQConfigMapping().set_global(config), (example,)), True
     if variant == "torch_ao_qat":
@@ -189,11 +193,18 @@ def child(args: argparse.Namespace) -> None:
     warmup_times, times = time_steps(setup.step, device, args.warmup, args.repeats)
     q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
     row = {
-        "model": network, "variant": variant, "precision": precision, "kernels": kernels,
-        "batch": setup.batch, "warmup_times_ms": warmup_times,
+        "model": network,
+        "variant": variant,
+        "precision": precision,
+        "kernels": kernels,
+        "batch": setup.batch,
+        "warmup_times_ms": warmup_times,
         "input": [setup.batch, 3, NETWORKS[network].size, NETWORKS[network].size],
-        "commitment_loss": setup.commitment, "quantized_layers": setup.quantized_layers,
-        "threads": torch.get_num_threads(), "median_ms": statistics.median(times), "iqr_ms": q3 - q1,
+        "commitment_loss": setup.commitment,
+        "quantized_layers": setup.quantized_layers,
+        "threads": torch.get_num_threads(),
+        "median_ms": statistics.median(times),
+        "iqr_ms": q3 - q1,
         "times_ms": times,
     }
     if device.type == "cuda":
@@ -204,10 +215,22 @@ def child(args: argparse.Namespace) -> None:
     print(MARKER + json.dumps(row), flush=True)
 
 
-def run_child(args: argparse.Namespace, network: str, variant: str, precision: str,
-              kernels: str) -> dict[str, Any]:
-    cmd = ["--child", network, variant, precision, kernels, "--device", args.device,
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+def run_child(
+    args: argparse.Namespace, network: str, variant: str, precision: str, kernels: str
+) -> dict[str, Any]:
+    cmd = [
+        "--child",
+        network,
+        variant,
+        precision,
+        kernels,
+        "--device",
+        args.device,
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.channels_last:
@@ -217,20 +240,32 @@ def run_child(args: argparse.Namespace, network: str, variant: str, precision: s
     if row is not None:
         return row
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-    print(f"{network} / {variant} / {precision} / {kernels} kernels failed (exit {proc.returncode}):\n{tail}",
-          file=sys.stderr)
-    return {"model": network, "variant": variant, "precision": precision, "kernels": kernels,
-            "batch": NETWORKS[network].batch[torch.device(args.device).type],
-            "error": f"exit {proc.returncode}: {tail}"}
+    print(
+        f"{network} / {variant} / {precision} / {kernels} kernels failed (exit {proc.returncode}):\n{tail}",
+        file=sys.stderr,
+    )
+    return {
+        "model": network,
+        "variant": variant,
+        "precision": precision,
+        "kernels": kernels,
+        "batch": NETWORKS[network].batch[torch.device(args.device).type],
+        "error": f"exit {proc.returncode}: {tail}",
+    }
 
 
 def markdown(rows: list[dict[str, Any]], device_type: str) -> str:
     memory = "peak CUDA alloc MiB" if device_type == "cuda" else "peak RSS MiB"
-    lines = [f"| model | batch | variant | adq_fx kernels | median ms | IQR ms | × float | first step ms "
-             f"| {memory} |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    float_median = {(r["model"], r["precision"]): r["median_ms"]
-                    for r in rows if r["variant"] == "float" and "error" not in r}
+    lines = [
+        f"| model | batch | variant | adq_fx kernels | median ms | IQR ms | × float | first step ms "
+        f"| {memory} |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    float_median = {
+        (r["model"], r["precision"]): r["median_ms"]
+        for r in rows
+        if r["variant"] == "float" and "error" not in r
+    }
     for r in rows:
         variant = r["variant"] + (", bf16 autocast" if r["precision"] == "bf16" else "")
         kernels = r.get("kernels", "eager") if r["variant"] in KERNEL_VARIANTS else "—"
@@ -241,8 +276,10 @@ def markdown(rows: list[dict[str, Any]], device_type: str) -> str:
         ratio = f"{r['median_ms'] / base:.2f}" if base else "—"
         peak = r.get("peak_cuda_allocated_mib", r.get("peak_rss_mib"))
         first = f"{r['warmup_times_ms'][0]:.0f}" if r.get("warmup_times_ms") else "—"
-        lines.append(f"| {r['model']} | {r['batch']} | {variant} | {kernels} | {r['median_ms']:.1f} | "
-                     f"{r['iqr_ms']:.1f} | {ratio} | {first} | {peak:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {variant} | {kernels} | {r['median_ms']:.1f} | "
+            f"{r['iqr_ms']:.1f} | {ratio} | {first} | {peak:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -258,31 +295,57 @@ def benchmark(args: argparse.Namespace) -> None:
                 for kernels in kernel_choices if variant in KERNEL_VARIANTS else ["eager"]:
                     row = run_child(args, network, variant, precision, kernels)
                     if "error" not in row:
-                        print(f"{network} / {variant} / {precision} / {kernels}: "
-                              f"median {row['median_ms']:.1f} ms", file=sys.stderr, flush=True)
+                        print(
+                            f"{network} / {variant} / {precision} / {kernels}: "
+                            f"median {row['median_ms']:.1f} ms",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     rows.append(row)
     info = machine_info(device)
-    result = record(device, **{
-        "settings": {
-            "models": {name: {"label": NETWORKS[name].label,
-                              "input": [NETWORKS[name].batch[device.type], 3, NETWORKS[name].size,
-                                        NETWORKS[name].size]}
-                       for name in args.models},
-            "variants": variants, "precisions": precisions, "kernels": kernel_choices, "bits": BITS,
-            "optimizer": {"name": "SGD", "lr": LR, "momentum": MOMENTUM},
-            "torch_ao_qconfig": 'get_default_qat_qconfig_mapping("x86")',
-            "warmup": args.warmup, "repeats": args.repeats, "threads": info["threads"],
-            "channels_last": args.channels_last, "quick": args.quick,
-            "memory": ("torch.cuda.max_memory_allocated over warm-up and timed steps, per subprocess"
-                       if device.type == "cuda" else "peak RSS (ru_maxrss) of the measuring subprocess"),
+    result = record(
+        device,
+        **{
+            "settings": {
+                "models": {
+                    name: {
+                        "label": NETWORKS[name].label,
+                        "input": [
+                            NETWORKS[name].batch[device.type],
+                            3,
+                            NETWORKS[name].size,
+                            NETWORKS[name].size,
+                        ],
+                    }
+                    for name in args.models
+                },
+                "variants": variants,
+                "precisions": precisions,
+                "kernels": kernel_choices,
+                "bits": BITS,
+                "optimizer": {"name": "SGD", "lr": LR, "momentum": MOMENTUM},
+                "torch_ao_qconfig": 'get_default_qat_qconfig_mapping("x86")',
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+                "threads": info["threads"],
+                "channels_last": args.channels_last,
+                "quick": args.quick,
+                "memory": (
+                    "torch.cuda.max_memory_allocated over warm-up and timed steps, per subprocess"
+                    if device.type == "cuda"
+                    else "peak RSS (ru_maxrss) of the measuring subprocess"
+                ),
+            },
+            "rows": rows,
         },
-        "rows": rows,
-    })
+    )
     out = write_json(Path(args.out) if args.out else RESULTS / f"qat_speed_{device.type}.json", result)
     print(markdown(rows, device.type))
     quick = " (--quick smoke run)" if args.quick else ""
-    print(f"\n{describe(info)}; {args.warmup} warm-up + {args.repeats} timed steps per row{quick}; "
-          f"written to {out}")
+    print(
+        f"\n{describe(info)}; {args.warmup} warm-up + {args.repeats} timed steps per row{quick}; "
+        f"written to {out}"
+    )
 
 
 ADQ_FX_FRAME = re.compile(r"^(?:.*/)?adq_fx/([\w/]+)\.py\(\d+\): (\w+)$")
@@ -366,15 +429,19 @@ def profile(args: argparse.Namespace) -> None:
             for _ in range(PROFILE_STEPS):
                 setup.step()
             sync(device)
-        print(f"\n### {network}, {args.profile} ({kernels} kernels), batch {setup.batch}, "
-              f"{torch.get_num_threads()} threads: "
-              f"{PROFILE_STEPS} steps after {PROFILE_WARMUP} warm-up\n")
+        print(
+            f"\n### {network}, {args.profile} ({kernels} kernels), batch {setup.batch}, "
+            f"{torch.get_num_threads()} threads: "
+            f"{PROFILE_STEPS} steps after {PROFILE_WARMUP} warm-up\n"
+        )
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
         by_frame, total = self_time_by_adq_fx_frame(prof.events())
         if by_frame:
-            print("\nself CPU time of the ops adq_fx code ran (forward by Python stack, autograd backward by "
-                  "its forward op), by the two innermost adq_fx frames; compiled kernels by their whole "
-                  "time:\n")
+            print(
+                "\nself CPU time of the ops adq_fx code ran (forward by Python stack, autograd backward by "
+                "its forward op), by the two innermost adq_fx frames; compiled kernels by their whole "
+                "time:\n"
+            )
             print("| adq_fx frame | self CPU ms / step | % of all self CPU |\n|---|---|---|")
             for frame, us in sorted(by_frame.items(), key=lambda item: -item[1])[:15]:
                 print(f"| {frame} | {us / 1e3 / PROFILE_STEPS:.1f} | {100 * us / total:.1f} |")
@@ -386,23 +453,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(NETWORKS), default=list(NETWORKS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    parser.add_argument("--repeats", type=int, help=f"timed steps per row (default {DEFAULT_REPEATS}, "
-                        f"--quick {QUICK_REPEATS})")
-    parser.add_argument("--warmup", type=int, help=f"untimed steps first (default {DEFAULT_WARMUP}, "
-                        f"--quick {QUICK_WARMUP})")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help=f"timed steps per row (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS})",
+    )
+    parser.add_argument(
+        "--warmup", type=int, help=f"untimed steps first (default {DEFAULT_WARMUP}, --quick {QUICK_WARMUP})"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
     parser.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     parser.add_argument("--quick", action="store_true", help="smoke run: few warm-up and timed steps")
-    parser.add_argument("--out", help="JSON path (default benchmarks/results/qat_speed_<device>.json, the "
-                                      "published table: use another path for partial or exploratory runs)")
-    parser.add_argument("--profile", choices=VARIANTS, metavar="VARIANT",
-                        help="profile a few steps of this variant instead of timing")
-    parser.add_argument("--kernels", nargs="+", choices=["eager", "compiled"],
-                        help="adq_fx kernel backends to time the quantized variants with (default: both on "
-                             "CPU, eager on CUDA; see adq_fx.set_kernel_backend)")
-    parser.add_argument("--child", nargs=4, metavar=("MODEL", "VARIANT", "PRECISION", "KERNELS"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--out",
+        help="JSON path (default benchmarks/results/qat_speed_<device>.json, the "
+        "published table: use another path for partial or exploratory runs)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=VARIANTS,
+        metavar="VARIANT",
+        help="profile a few steps of this variant instead of timing",
+    )
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        choices=["eager", "compiled"],
+        help="adq_fx kernel backends to time the quantized variants with (default: both on "
+        "CPU, eager on CUDA; see adq_fx.set_kernel_backend)",
+    )
+    parser.add_argument(
+        "--child", nargs=4, metavar=("MODEL", "VARIANT", "PRECISION", "KERNELS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS

@@ -49,11 +49,15 @@ def tolerance_block() -> str:
     data = _load("convert_tolerance.json")
     if data is None:
         return "_No results: run `python benchmarks/convert_tolerance.py`._"
-    lines = ["| model | input | quantized layers | max abs Δ | max abs output | relative |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | input | quantized layers | max abs Δ | max abs output | relative |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in data["rows"]:
-        lines.append(f"| {r['model']} | {tuple(r['input'])} | {r['quantized_layers']} | "
-                     f"{r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | {r['relative']:.2e} |")
+        lines.append(
+            f"| {r['model']} | {tuple(r['input'])} | {r['quantized_layers']} | "
+            f"{r['max_abs_diff']:.2e} | {r['max_abs_output']:.3g} | {r['relative']:.2e} |"
+        )
     steps = data["rows"][0]["qat_steps"]
     lines.append(f"\n{describe(data['machine'])}; {steps} QAT steps before converting.")
     return "\n".join(lines)
@@ -66,13 +70,15 @@ def speed_block(device_type: str) -> str:
     settings = data["settings"]
     note = " **(--quick smoke run: not a measurement)**" if settings.get("quick") else ""
     table = qat_speed.markdown(data["rows"], device_type)
-    return (f"{table}\n\n{describe(data['machine'])}; {settings['warmup']} warm-up + "
-            f"{settings['repeats']} timed steps per row, median and interquartile range; ADQ and LSQ at "
-            f"{settings['bits']} bits (first conv and last FC float); torch.ao at its default 8-bit QAT "
-            f"qconfig; adq_fx kernels: `eager` = torch ops (`torch.bucketize`, `index_add_`), `compiled` = "
-            f"the fused torch.compile kernels that `auto`, the default, picks for large CPU tensors "
-            f"(first step: includes compiling or loading them from torch.compile's disk cache); "
-            f"memory: {settings['memory']}.{note}")
+    return (
+        f"{table}\n\n{describe(data['machine'])}; {settings['warmup']} warm-up + "
+        f"{settings['repeats']} timed steps per row, median and interquartile range; ADQ and LSQ at "
+        f"{settings['bits']} bits (first conv and last FC float); torch.ao at its default 8-bit QAT "
+        f"qconfig; adq_fx kernels: `eager` = torch ops (`torch.bucketize`, `index_add_`), `compiled` = "
+        f"the fused torch.compile kernels that `auto`, the default, picks for large CPU tensors "
+        f"(first step: includes compiling or loading them from torch.compile's disk cache); "
+        f"memory: {settings['memory']}.{note}"
+    )
 
 
 def inference_block() -> str:
@@ -93,8 +99,10 @@ def inference_profile_block() -> str:
     data = _load("inference_speed.json")
     if data is None:
         return "_No inference profile: run `python benchmarks/inference_speed.py`._"
-    lines = ["| model | input | top ops of the int8 eager forward (share of self CPU time) |",
-             "|---|---|---|"]
+    lines = [
+        "| model | input | top ops of the int8 eager forward (share of self CPU time) |",
+        "|---|---|---|",
+    ]
     for r in data["rows"]:
         ops = ", ".join(f"`{p['op']}` {100 * p['share']:.0f} %" for p in r["profile_int8_eager"][:6])
         lines.append(f"| {r['model']} | {tuple(r['input'])} | {ops} |")
@@ -108,8 +116,12 @@ def ablation_block(schedule: str) -> str:
         return f"_No {schedule}-schedule results: run `python benchmarks/ablation.py --schedule {schedule}`._"
     plot = RESULTS / f"ablation_{schedule}.png"
     ablation_report.plot(runs, plot)
-    lines = [*ablation_report.header(runs)[1:], *ablation_report.tables(runs, sessions), "",
-             f"![accuracy vs bits](../benchmarks/results/{plot.name})"]
+    lines = [
+        *ablation_report.header(runs)[1:],
+        *ablation_report.tables(runs, sessions),
+        "",
+        f"![accuracy vs bits](../benchmarks/results/{plot.name})",
+    ]
     return "\n".join(lines).strip()
 
 
@@ -129,6 +141,7 @@ BLOCKS = {
 
 def fill(text: str, blocks: dict[str, str]) -> str:
     """Replace the body of every ``<!-- results:NAME -->`` block with the generated text."""
+
     def body(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in blocks:

@@ -32,8 +32,11 @@ def main() -> None:
     mapping = adq_fx.default_qconfig_mapping(3, keep_first_and_last_float=False)
     prepared = adq_fx.prepare_adq(model, mapping, example)
     converted = adq_fx.convert_adq(prepared.eval())
-    for title, gm in (("before prepare", fx.symbolic_trace(model)), ("after prepare_adq", prepared),
-                      ("after convert_adq", converted)):
+    for title, gm in (
+        ("before prepare", fx.symbolic_trace(model)),
+        ("after prepare_adq", prepared),
+        ("after convert_adq", converted),
+    ):
         print(f"### {title}\n```python{gm.code.rstrip()}\n```\n")
     print("### converted modules\n```")
     for name, module in converted.named_children():

@@ -22,7 +22,7 @@ import torchvision
 from _runner import record, write_json  # a sibling module
 
 import adq_fx
-from adq_fx import functional as AF
+from adq_fx import functional as qf
 from adq_fx.quantizers import ThresholdActivationQuantizer
 from adq_fx.train.checkpoints import load_float_state
 from adq_fx.train.data import load_dataset
@@ -39,9 +39,15 @@ def starts(model: torch.nn.Module, x: torch.Tensor, bits: int) -> list[dict[str,
     def record(name: str):  # type: ignore[no-untyped-def]
         def hook(module: ThresholdActivationQuantizer, inputs: tuple[torch.Tensor, ...]) -> None:
             v = inputs[0].detach().float()
-            rows.append({"quantizer": name, "signed": module.signed,
-                         "q99": float(AF.magnitude_quantile(v, 0.99)),
-                         "lsq_range": float(2 * v.abs().mean() * module.intervals.numel() ** 0.5)})
+            rows.append(
+                {
+                    "quantizer": name,
+                    "signed": module.signed,
+                    "q99": float(qf.magnitude_quantile(v, 0.99)),
+                    "lsq_range": float(2 * v.abs().mean() * module.intervals.numel() ** 0.5),
+                }
+            )
+
         return hook
 
     quantizers = {n: m for n, m in prepared.named_modules() if isinstance(m, ThresholdActivationQuantizer)}
@@ -56,16 +62,21 @@ def starts(model: torch.nn.Module, x: torch.Tensor, bits: int) -> list[dict[str,
 
 def summary(rows: list[dict[str, object]]) -> dict[str, object]:
     ratio = [float(r["lsq_range"]) / float(r["q99"]) for r in rows if float(r["q99"]) > 0]
-    return {"quantizers": len(rows), "kept_fixed": sum(r["auto_start"] == "fixed" for r in rows),
-            "moved_to_data": sum(r["auto_start"] == "data" for r in rows),
-            "q99_min": min(float(r["q99"]) for r in rows), "q99_max": max(float(r["q99"]) for r in rows),
-            "lsq_range_over_q99_median": statistics.median(ratio) if ratio else None,
-            "lsq_range_over_q99_min": min(ratio) if ratio else None}
+    return {
+        "quantizers": len(rows),
+        "kept_fixed": sum(r["auto_start"] == "fixed" for r in rows),
+        "moved_to_data": sum(r["auto_start"] == "data" for r in rows),
+        "q99_min": min(float(r["q99"]) for r in rows),
+        "q99_max": max(float(r["q99"]) for r in rows),
+        "lsq_range_over_q99_median": statistics.median(ratio) if ratio else None,
+        "lsq_range_over_q99_min": min(ratio) if ratio else None,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", default="../shared/data/resnet20-cifar10-akamaster.th")
     parser.add_argument("--rename", nargs="*", default=["linear.=fc."])
     parser.add_argument("--data", default="imagefolder:data")
@@ -79,19 +90,31 @@ def main() -> int:
     x, _ = data.train_batch(torch.randint(0, len(data.train_x), (128,), generator=generator), None)
     alexnet = torchvision.models.alexnet(num_classes=10).eval()
     alexnet_x = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    cases = {"resnet20 pre-trained, 2-bit": (resnet, x, 2), "resnet20 pre-trained, 3-bit": (resnet, x, 3),
-             "alexnet random init, 3-bit": (alexnet, alexnet_x, 3)}
+    cases = {
+        "resnet20 pre-trained, 2-bit": (resnet, x, 2),
+        "resnet20 pre-trained, 3-bit": (resnet, x, 3),
+        "alexnet random init, 3-bit": (alexnet, alexnet_x, 3),
+    }
     results = {}
     for label, (model, inputs, bits) in cases.items():
         rows = starts(model, inputs, bits)
         results[label] = {"summary": summary(rows), "rows": rows}
         s = results[label]["summary"]
-        print(f"{label}: {s['kept_fixed']}/{s['quantizers']} keep N2UQ's start, {s['moved_to_data']} move "
-              f"to the data; q99 {s['q99_min']:.3g}..{s['q99_max']:.3g}; LSQ range / q99 median "
-              f"{s['lsq_range_over_q99_median']:.3g} (min {s['lsq_range_over_q99_min']:.3g})")
-    write_json(args.out, record(settings={**vars(args), "auto_start_tolerance":
-                                          adq_fx.ActivationThresholdConfig.AUTO_START_TOLERANCE},
-                                results=results))
+        print(
+            f"{label}: {s['kept_fixed']}/{s['quantizers']} keep N2UQ's start, {s['moved_to_data']} move "
+            f"to the data; q99 {s['q99_min']:.3g}..{s['q99_max']:.3g}; LSQ range / q99 median "
+            f"{s['lsq_range_over_q99_median']:.3g} (min {s['lsq_range_over_q99_min']:.3g})"
+        )
+    write_json(
+        args.out,
+        record(
+            settings={
+                **vars(args),
+                "auto_start_tolerance": adq_fx.ThresholdActivationConfig.AUTO_START_TOLERANCE,
+            },
+            results=results,
+        ),
+    )
     return 0
 
 

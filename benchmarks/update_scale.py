@@ -7,7 +7,7 @@ about the fraction of itself that it moves a weight. This measures that
 fraction, |grad| / |value|, for every conv weight and every threshold
 parameter (intervals, beta1) of a 3-bit ADQ ResNet-20 prepared from a
 pre-trained float model, on a few training batches of the CIFAR-10 JPEG copy,
-with ``ActivationThresholdConfig(grad_scale=False)`` and ``True`` (the default cap
+with ``ThresholdActivationConfig(grad_scale=False)`` and ``True`` (the default cap
 max_relative_gradient=1.0 in effect in both); it prints
 the medians and their ratio and writes ``benchmarks/results/update_scale.json``.
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from _runner import record, write_json  # a sibling module
 
 import adq_fx
-from adq_fx import ActivationThresholdConfig, ADQConfig, ADQConfigMapping, WeightCodebookConfig
+from adq_fx import ADQConfig, ADQConfigMapping, CodebookWeightConfig, ThresholdActivationConfig
 from adq_fx.quantizers import ThresholdActivationQuantizer
 from adq_fx.train.checkpoints import load_float_state
 from adq_fx.train.data import load_dataset
@@ -33,8 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def relative_gradients(model: torch.nn.Module, batches: list, grad_scale: bool) -> dict[str, float]:
-    config = ADQConfig(weight=WeightCodebookConfig(bits=3),
-                       activation=ActivationThresholdConfig(bits=3, grad_scale=grad_scale))
+    config = ADQConfig(
+        weight=CodebookWeightConfig(bits=3),
+        activation=ThresholdActivationConfig(bits=3, grad_scale=grad_scale),
+    )
     prepared = adq_fx.prepare_adq(model, ADQConfigMapping().set_global(config), (batches[0][0],))
     prepared.train()
     weights, thresholds = [], []
@@ -47,14 +49,18 @@ def relative_gradients(model: torch.nn.Module, batches: list, grad_scale: bool) 
             if isinstance(module, ThresholdActivationQuantizer):
                 thresholds.append(float(module.intervals.grad.norm() / module.intervals.norm()))
                 thresholds.append(abs(float(module.beta1.grad / module.beta1)))
-    return {"weights_median": statistics.median(weights), "thresholds_median": statistics.median(thresholds),
-            "thresholds_max": max(thresholds),
-            "ratio_of_medians": statistics.median(thresholds) / statistics.median(weights)}
+    return {
+        "weights_median": statistics.median(weights),
+        "thresholds_median": statistics.median(thresholds),
+        "thresholds_max": max(thresholds),
+        "ratio_of_medians": statistics.median(thresholds) / statistics.median(weights),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", default="../shared/data/resnet20-cifar10-akamaster.th")
     parser.add_argument("--rename", nargs="*", default=["linear.=fc."])
     parser.add_argument("--data", default="imagefolder:data")
@@ -66,14 +72,20 @@ def main() -> int:
     model = build_model("resnet20", data.num_classes)
     load_float_state(model, args.checkpoint, args.rename)
     generator = torch.Generator().manual_seed(0)
-    batches = [data.train_batch(torch.randint(0, len(data.train_x), (128,), generator=generator), generator)
-               for _ in range(args.batches)]
-    results = {"unscaled": relative_gradients(model, batches, False),
-               "lsq_scaled": relative_gradients(model, batches, True)}
+    batches = [
+        data.train_batch(torch.randint(0, len(data.train_x), (128,), generator=generator), generator)
+        for _ in range(args.batches)
+    ]
+    results = {
+        "unscaled": relative_gradients(model, batches, False),
+        "lsq_scaled": relative_gradients(model, batches, True),
+    }
     for name, r in results.items():
-        print(f"{name:10s} median |g|/|p|: weights {r['weights_median']:.3g}, thresholds "
-              f"{r['thresholds_median']:.3g} (max {r['thresholds_max']:.3g}); "
-              f"ratio {r['ratio_of_medians']:.3g}")
+        print(
+            f"{name:10s} median |g|/|p|: weights {r['weights_median']:.3g}, thresholds "
+            f"{r['thresholds_median']:.3g} (max {r['thresholds_max']:.3g}); "
+            f"ratio {r['ratio_of_medians']:.3g}"
+        )
     write_json(args.out, record(settings=vars(args), results=results))
     return 0
 

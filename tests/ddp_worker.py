@@ -12,15 +12,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from adq_fx import (
-    ActivationThresholdConfig,
     ADQConfig,
+    CodebookWeightConfig,
     LSQActivationConfig,
-    WeightCodebookConfig,
+    ThresholdActivationConfig,
     commitment_loss,
     default_qconfig_mapping,
     prepare_adq,
 )
-from adq_fx import functional as AF
+from adq_fx import functional as qf
 from adq_fx.quantizers import LSQActivationQuantizer, ThresholdActivationQuantizer
 from tests.models import TinyResNet, images
 
@@ -38,9 +38,10 @@ def prepared_model() -> nn.Module:
     fixed: a data init averaged over ranks can differ from the full batch's in the last bit, and a
     threshold that moves by one ulp can flip a code (its averaging is checked on its own below)."""
     torch.manual_seed(0)
-    fixed_start = ActivationThresholdConfig(bits=3, init="uniform")
+    fixed_start = ThresholdActivationConfig(bits=3, init="uniform")
     mapping = default_qconfig_mapping(3).set_global(
-        ADQConfig(weight=WeightCodebookConfig(bits=3), activation=fixed_start))
+        ADQConfig(weight=CodebookWeightConfig(bits=3), activation=fixed_start)
+    )
     prepared = prepare_adq(TinyResNet(), mapping, images(8))
     prepared.train()
     for m in prepared.modules():
@@ -59,8 +60,11 @@ def train(model: nn.Module, prepared: nn.Module, x: torch.Tensor, y: torch.Tenso
 
 
 def codebooks(prepared: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in prepared.state_dict().items()
-            if k.endswith(("codebook", "ema_counts", "ema_sums")) or k.endswith("weight")}
+    return {
+        k: v.detach().clone()
+        for k, v in prepared.state_dict().items()
+        if k.endswith(("codebook", "ema_counts", "ema_sums")) or k.endswith("weight")
+    }
 
 
 def rank_specific_update(prepared: nn.Module, rank: int) -> dict[str, torch.Tensor]:
@@ -69,20 +73,21 @@ def rank_specific_update(prepared: nn.Module, rank: int) -> dict[str, torch.Tens
     quantizer = layer.weight_quantizer
     weight = layer.weight.detach() * (1.0 + 0.5 * rank)
     before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in quantizer.state_dict().items()}
-    normalised = AF.normalise(weight, quantizer.scale)
-    quantizer.update_codebook(normalised, AF.nearest_codes(normalised, quantizer.codebook))
+    normalised = qf.normalise(weight, quantizer.scale)
+    quantizer.update_codebook(normalised, qf.nearest_codes(normalised, quantizer.codebook))
     return {"codebook": quantizer.codebook.clone(), "weight": weight, "before": before}
 
 
 def lsq_first_batch(rank: int) -> torch.Tensor:
-    quantizer = LSQActivationQuantizer(LSQActivationConfig(bits=3), signed=False, num_channels=3,
-                                       channel_dim=1)
+    quantizer = LSQActivationQuantizer(
+        LSQActivationConfig(bits=3), signed=False, num_channels=3, channel_dim=1
+    )
     quantizer(images(4, seed=10 + rank).abs())
     return quantizer.step.detach().clone()
 
 
 def threshold_first_batch(rank: int) -> torch.Tensor:
-    config = ActivationThresholdConfig(bits=3, init="first_batch")
+    config = ThresholdActivationConfig(bits=3, init="first_batch")
     quantizer = ThresholdActivationQuantizer(config, signed=False, num_channels=3, channel_dim=1)
     quantizer(images(4, seed=10 + rank).abs())
     return quantizer.beta1.detach().clone()
@@ -96,8 +101,12 @@ def run(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         x, y = batch()
         shard = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
         train(DistributedDataParallel(prepared), prepared, x[shard], y[shard])
-        result = {"trained": codebooks(prepared), "update": rank_specific_update(prepared, rank),
-                  "lsq_step": lsq_first_batch(rank), "threshold_beta1": threshold_first_batch(rank)}
+        result = {
+            "trained": codebooks(prepared),
+            "update": rank_specific_update(prepared, rank),
+            "lsq_step": lsq_first_batch(rank),
+            "threshold_beta1": threshold_first_batch(rank),
+        }
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -43,8 +43,10 @@ def test_meets_the_budget_exactly_and_keeps_sensitive_layers_ahead(values, targe
 # Alg. 2 is defined where every continuous b'_l lies in [2, 4): draw log(1 + σ_l) near the target, so
 # most draws land there (eq. 9 makes b'_l proportional to log(1 + σ_l)) instead of filtering most out.
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
-@given(st.lists(st.floats(min_value=2.2, max_value=3.8), min_size=2, max_size=7, unique=True),
-       st.sampled_from([2.5, 2.8, 3.0, 3.2]))
+@given(
+    st.lists(st.floats(min_value=2.2, max_value=3.8), min_size=2, max_size=7, unique=True),
+    st.sampled_from([2.5, 2.8, 3.0, 3.2]),
+)
 def test_equals_literal_alg2_where_alg2_is_defined(log_sensitivities, target) -> None:
     values = [math.expm1(v) for v in log_sensitivities]
     total = math.floor(len(values) * target + 0.5)
@@ -57,8 +59,11 @@ def test_equals_literal_alg2_where_alg2_is_defined(log_sensitivities, target) ->
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(sensitivity, min_size=1, max_size=5), st.floats(min_value=2.0, max_value=8.0),
-       st.sampled_from([(2, 3, 4), (2, 4), (2, 4, 8), (3, 8)]))
+@given(
+    st.lists(sensitivity, min_size=1, max_size=5),
+    st.floats(min_value=2.0, max_value=8.0),
+    st.sampled_from([(2, 3, 4), (2, 4), (2, 4, 8), (3, 8)]),
+)
 def test_brute_force_agrees_on_feasibility_and_the_result_is_feasible(values, target, options) -> None:
     names = [f"l{i}" for i in range(len(values))]
     total = math.floor(len(values) * target + 0.5)
@@ -86,14 +91,17 @@ def test_paper_average_over_sixteen_layers_is_45_bits() -> None:
     assert sum(bits.values()) == 45  # 2.8125, Table 4.3's 45/16
 
 
-@pytest.mark.parametrize(("values", "target", "options", "message"), [
-    ({"a": 1.0}, 1.5, (2, 3, 4), "nearest reachable averages are 2"),
-    ({"a": 1.0, "b": 2.0}, 4.5, (2, 3, 4), "nearest reachable averages are 4"),
-    ({"a": 1.0, "b": 2.0, "c": 3.0}, 3.0, (2, 4), "nearest reachable averages are 2.667 and 3.333"),
-    ({"a": -1.0}, 3.0, (2, 3, 4), "'a'"),
-    ({"a": float("nan")}, 3.0, (2, 3, 4), "'a'"),
-    ({}, 3.0, (2, 3, 4), "no sensitivities"),
-])
+@pytest.mark.parametrize(
+    ("values", "target", "options", "message"),
+    [
+        ({"a": 1.0}, 1.5, (2, 3, 4), "nearest reachable averages are 2"),
+        ({"a": 1.0, "b": 2.0}, 4.5, (2, 3, 4), "nearest reachable averages are 4"),
+        ({"a": 1.0, "b": 2.0, "c": 3.0}, 3.0, (2, 4), "nearest reachable averages are 2.667 and 3.333"),
+        ({"a": -1.0}, 3.0, (2, 3, 4), "'a'"),
+        ({"a": float("nan")}, 3.0, (2, 3, 4), "'a'"),
+        ({}, 3.0, (2, 3, 4), "no sensitivities"),
+    ],
+)
 def test_impossible_requests_raise_with_the_fix(values, target, options, message) -> None:
     with pytest.raises(ValueError, match=message):
         allocate_bits(values, target, options)

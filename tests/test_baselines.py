@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adq_fx import (
-    ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
     ASQActivationConfig,
     LSQActivationConfig,
     LSQWeightConfig,
     POSTWeightConfig,
+    ThresholdActivationConfig,
     UniformWeightConfig,
     commitment_loss,
     convert_adq,
@@ -26,7 +26,7 @@ from adq_fx import (
     qconfig_mapping_from_map,
     quantization_map,
 )
-from adq_fx import functional as F
+from adq_fx import functional as qf
 from adq_fx.nn import AdaptiveStepEncoder, LUTConv2d, StepEncoder, ThresholdEncoder
 from adq_fx.quantizers import (
     ASQActivationQuantizer,
@@ -40,12 +40,13 @@ from tests.test_passes import train
 
 FAST = settings(max_examples=40, deadline=None)
 bits = st.integers(min_value=2, max_value=8)
-values = st.lists(st.floats(min_value=-50.0, max_value=50.0, width=32, allow_subnormal=False),
-                  min_size=1, max_size=40)
+values = st.lists(
+    st.floats(min_value=-50.0, max_value=50.0, width=32, allow_subnormal=False), min_size=1, max_size=40
+)
 steps = st.floats(min_value=1 / 1024, max_value=10.0, width=32)
 
 LSQ = ADQConfig(weight=LSQWeightConfig(bits=3), activation=LSQActivationConfig(bits=3))
-N2UQ = ADQConfig(weight=UniformWeightConfig(bits=3), activation=ActivationThresholdConfig(bits=3))
+N2UQ = ADQConfig(weight=UniformWeightConfig(bits=3), activation=ThresholdActivationConfig(bits=3))
 POST = ADQConfig(weight=POSTWeightConfig(bits=3), activation=LSQActivationConfig(bits=3))
 ASQ_POST = ADQConfig(weight=POSTWeightConfig(bits=3), activation=ASQActivationConfig(bits=3))
 
@@ -55,14 +56,14 @@ ASQ_POST = ADQConfig(weight=POSTWeightConfig(bits=3), activation=ASQActivationCo
 @given(values, steps, bits, st.booleans())
 def test_lsq_values_are_the_step_times_an_integer_in_range(xs, step, b, signed) -> None:
     x, s = torch.tensor(xs), torch.tensor(step)
-    q_negative, q_positive = F.lsq_range(b, signed)
-    y = F.lsq_quantize(x, s, q_negative, q_positive, 1.0)
+    q_negative, q_positive = qf.lsq_range(b, signed)
+    y = qf.lsq_quantize(x, s, q_negative, q_positive, 1.0)
     level = (y / s).round()
     assert torch.equal(level * s, y)
     assert bool((level >= q_negative).all() and (level <= q_positive).all())
     # idempotent, and the codes reproduce the values through the integer grid
-    assert torch.equal(F.lsq_quantize(y, s, q_negative, q_positive, 1.0), y)
-    codes = F.lsq_codes(x, s, q_negative, q_positive)
+    assert torch.equal(qf.lsq_quantize(y, s, q_negative, q_positive, 1.0), y)
+    codes = qf.lsq_codes(x, s, q_negative, q_positive)
     assert torch.equal((codes + q_negative).float() * s, y)
 
 
@@ -71,19 +72,22 @@ def test_lsq_values_are_the_step_times_an_integer_in_range(xs, step, b, signed) 
 def test_lsq_gradients_are_the_papers(xs, step, b, signed, grad_scale) -> None:
     x = torch.tensor(xs, requires_grad=True)
     s = torch.tensor(step, requires_grad=True)
-    q_negative, q_positive = F.lsq_range(b, signed)
-    F.lsq_quantize(x, s, q_negative, q_positive, grad_scale).sum().backward()
+    q_negative, q_positive = qf.lsq_range(b, signed)
+    qf.lsq_quantize(x, s, q_negative, q_positive, grad_scale).sum().backward()
     ratio = x.detach() / s.detach()
     inside = (ratio > q_negative) & (ratio < q_positive)  # a value on the clip edge counts as clipped
     assert torch.equal(x.grad, inside.float())
-    expected = torch.where(ratio <= q_negative, float(q_negative),
-                           torch.where(ratio >= q_positive, float(q_positive), ratio.round() - ratio))
+    expected = torch.where(
+        ratio <= q_negative,
+        float(q_negative),
+        torch.where(ratio >= q_positive, float(q_positive), ratio.round() - ratio),
+    )
     assert torch.allclose(s.grad, expected.sum() * grad_scale, rtol=1e-4, atol=1e-4)
 
 
 def test_uniform_levels_are_mid_rise_without_zero() -> None:
     for b in range(2, 9):
-        levels = F.uniform_levels(b)
+        levels = qf.uniform_levels(b)
         assert levels.numel() == 2**b and levels[0] == -1 and levels[-1] == 1
         assert not bool((levels == 0).any())
         assert torch.allclose(levels.diff(), torch.full((2**b - 1,), 2 / (2**b - 1)), atol=1e-6)
@@ -91,7 +95,7 @@ def test_uniform_levels_are_mid_rise_without_zero() -> None:
 
 def test_uniform_scale_is_gamma_times_mean_abs() -> None:
     w = torch.tensor([[1.0, -3.0], [0.5, 0.5]])
-    assert torch.allclose(F.mean_abs_scale(w, 2), torch.tensor([1.5 * 2.0, 1.5 * 0.5]))
+    assert torch.allclose(qf.mean_abs_scale(w, 2), torch.tensor([1.5 * 2.0, 1.5 * 0.5]))
 
 
 # ----------------------------------------------------------------------------- modules
@@ -101,7 +105,7 @@ def test_uniform_weight_quantizer_gives_scale_times_level_and_identity_gradient(
     weight = torch.randn(6, 3, 3, 3, generator=torch.Generator().manual_seed(seed)).requires_grad_()
     quantizer = UniformWeightQuantizer(UniformWeightConfig(bits=b), weight)
     out = quantizer(weight)
-    scale = F.mean_abs_scale(weight, b).view(-1, 1, 1, 1)
+    scale = qf.mean_abs_scale(weight, b).view(-1, 1, 1, 1)
     assert torch.equal(out, scale * quantizer.levels()[quantizer.codes(weight)])
     assert quantizer.levels().numel() == 2**b
     out.backward(torch.ones_like(out))
@@ -111,7 +115,7 @@ def test_uniform_weight_quantizer_gives_scale_times_level_and_identity_gradient(
 
 @pytest.mark.parametrize("b", [2, 3, 4, 8])
 def test_post_levels_are_signed_powers_of_the_base_with_zero_and_fit_b_bits(b) -> None:
-    levels = F.post_levels(b, 2**0.5)
+    levels = qf.post_levels(b, 2**0.5)
     assert levels.numel() == 2**b - 1 <= 2**b
     assert bool((levels.diff() > 0).all()) and levels[0] == -1 and levels[-1] == 1
     assert int((levels == 0).sum()) == 1
@@ -138,8 +142,9 @@ def test_post_weight_quantizer_values_gradients_and_clip_init(b, seed) -> None:
 
 
 def test_asq_scales_the_lsq_step_per_sample_and_trains_its_adapter() -> None:
-    quantizer = ASQActivationQuantizer(ASQActivationConfig(bits=3), signed=False, num_channels=16,
-                                       channel_dim=1)
+    quantizer = ASQActivationQuantizer(
+        ASQActivationConfig(bits=3), signed=False, num_channels=16, channel_dim=1
+    )
     x = (torch.rand(4, 16, 5, 5) * torch.tensor([1.0, 2.0, 4.0, 8.0]).view(4, 1, 1, 1)).requires_grad_()
     out = quantizer(x)
     assert torch.allclose(quantizer.step.detach(), 2 * x.detach().abs().mean() / math.sqrt(7))
@@ -154,8 +159,9 @@ def test_asq_scales_the_lsq_step_per_sample_and_trains_its_adapter() -> None:
 
 
 def test_asq_adapter_for_few_channels_is_one_linear() -> None:
-    quantizer = ASQActivationQuantizer(ASQActivationConfig(bits=2), signed=True, num_channels=3,
-                                       channel_dim=1)
+    quantizer = ASQActivationQuantizer(
+        ASQActivationConfig(bits=2), signed=True, num_channels=3, channel_dim=1
+    )
     linears = [m for m in quantizer.adapter.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(3, 1)]
     assert quantizer.q_negative == -2
@@ -180,8 +186,9 @@ def test_lsq_weight_step_init_and_gradient_scale() -> None:
 
 
 def test_lsq_activation_initialises_once_from_the_first_batch_and_keeps_that_in_state() -> None:
-    quantizer = LSQActivationQuantizer(LSQActivationConfig(bits=2), signed=False, num_channels=3,
-                                       channel_dim=1)
+    quantizer = LSQActivationQuantizer(
+        LSQActivationConfig(bits=2), signed=False, num_channels=3, channel_dim=1
+    )
     first = torch.rand(4, 3, 5, 5) * 3
     quantizer(first)
     step = 2 * first.abs().mean() / math.sqrt(3)
@@ -199,10 +206,17 @@ def _mapping(config: ADQConfig) -> ADQConfigMapping:
     return ADQConfigMapping().set_global(config)
 
 
-@pytest.mark.parametrize("config", [LSQ, N2UQ, POST, ASQ_POST,
-                                    ADQConfig(weight=LSQWeightConfig(bits=2),
-                                              activation=ActivationThresholdConfig(bits=4))],
-                         ids=["lsq", "n2uq", "post_lsq", "asq_post", "lsq_w2_thresholds_a4"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        LSQ,
+        N2UQ,
+        POST,
+        ASQ_POST,
+        ADQConfig(weight=LSQWeightConfig(bits=2), activation=ThresholdActivationConfig(bits=4)),
+    ],
+    ids=["lsq", "n2uq", "post_lsq", "asq_post", "lsq_w2_thresholds_a4"],
+)
 @pytest.mark.parametrize("model_type", [TinyResNet, SignedNet])
 def test_baselines_convert_to_lookup_tables_that_compute_the_trained_model(config, model_type) -> None:
     torch.manual_seed(0)
@@ -210,16 +224,22 @@ def test_baselines_convert_to_lookup_tables_that_compute_the_trained_model(confi
     prepared = prepare_adq(model_type(), _mapping(config), x)
     before = {k: v.clone() for k, v in prepared.state_dict().items() if isinstance(v, torch.Tensor)}
     train(prepared, x, steps=3, cross_entropy=True)
-    moved = [k for k, v in prepared.state_dict().items()
-             if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.equal(v, before[k])]
+    moved = [
+        k
+        for k, v in prepared.state_dict().items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.equal(v, before[k])
+    ]
     assert any(k.endswith("weight") for k in moved)
     converted = convert_adq(prepared, backend="reference")
     fresh = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         expected, got = prepared(fresh), converted(fresh)
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
-    encoder_type = {LSQActivationConfig: StepEncoder, ASQActivationConfig: AdaptiveStepEncoder,
-                    ActivationThresholdConfig: ThresholdEncoder}[type(config.activation)]
+    encoder_type = {
+        LSQActivationConfig: StepEncoder,
+        ASQActivationConfig: AdaptiveStepEncoder,
+        ThresholdActivationConfig: ThresholdEncoder,
+    }[type(config.activation)]
     assert any(isinstance(m, encoder_type) for m in converted.modules())
     layers = [m for m in converted.modules() if isinstance(m, LUTConv2d)]
     assert layers and all(m.weight_codes.dtype == torch.uint8 for m in layers)
@@ -264,8 +284,11 @@ def test_a_checkpoint_of_another_method_is_refused_naming_the_module() -> None:
     x = images(8)
     adq = prepare_adq(TinyResNet(), _mapping(ADQConfig.with_bits(3)), x)
     lsq = prepare_adq(TinyResNet(), _mapping(LSQ), x)
-    with pytest.raises(ValueError, match=r"^layer1\.conv1\.weight_quantizer: the state_dict was saved with "
-                                         r"\{'method': 'adq'"):
+    with pytest.raises(
+        ValueError,
+        match=r"^layer1\.conv1\.weight_quantizer: the state_dict was saved with "
+        r"\{'method': 'adq'",
+    ):
         lsq.load_state_dict(adq.state_dict(), strict=False)
 
 
@@ -278,11 +301,12 @@ def test_weight_configs_validate_their_bits() -> None:
 
 
 def test_mixing_methods_per_layer_through_the_mapping() -> None:
-    mapping = (_mapping(ADQConfig.with_bits(3))
-               .set_module_name("layer1", ADQConfig(weight=UniformWeightConfig(bits=2),
-                                                    activation=LSQActivationConfig(bits=2))))
+    mapping = _mapping(ADQConfig.with_bits(3)).set_module_name(
+        "layer1", ADQConfig(weight=UniformWeightConfig(bits=2), activation=LSQActivationConfig(bits=2))
+    )
     prepared = prepare_adq(TinyResNet(), mapping, images(8))
-    methods = {name: (e["weight_method"], e["activation_method"])
-               for name, e in quantization_map(prepared).items()}
+    methods = {
+        name: (e["weight_method"], e["activation_method"]) for name, e in quantization_map(prepared).items()
+    }
     assert methods["layer1.conv1"] == ("n2uq", "lsq")
     assert methods["layer2.conv1"] == ("adq", "n2uq")

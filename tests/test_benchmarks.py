@@ -26,11 +26,15 @@ def _script(name: str):  # type: ignore[no-untyped-def]
 
 def test_results_page_rewrites_only_marked_blocks() -> None:
     page = _script("results_page")
-    text = "intro\n<!-- results:demo -->\nold\n<!-- /results:demo -->\nmiddle\n<!-- results:convert -->\n" \
-           "<!-- /results:convert -->\nend"
+    text = (
+        "intro\n<!-- results:demo -->\nold\n<!-- /results:demo -->\nmiddle\n<!-- results:convert -->\n"
+        "<!-- /results:convert -->\nend"
+    )
     out = page.fill(text, {"demo": "NEW TABLE", "convert": "X"})
-    assert out == ("intro\n<!-- results:demo -->\nNEW TABLE\n<!-- /results:demo -->\nmiddle\n"
-                   "<!-- results:convert -->\nX\n<!-- /results:convert -->\nend")
+    assert out == (
+        "intro\n<!-- results:demo -->\nNEW TABLE\n<!-- /results:demo -->\nmiddle\n"
+        "<!-- results:convert -->\nX\n<!-- /results:convert -->\nend"
+    )
     assert page.fill(out, {"demo": "NEW TABLE", "convert": "X"}) == out  # idempotent
     with pytest.raises(SystemExit, match="unknown results block 'nope'"):
         page.fill("<!-- results:nope -->\n<!-- /results:nope -->", {"demo": ""})
@@ -47,9 +51,22 @@ def test_every_results_block_in_the_docs_is_one_the_page_knows() -> None:
 @pytest.mark.parametrize("schedule", ["full", "reduced"])
 def test_ablation_plans_valid_training_configs(schedule, tmp_path) -> None:
     """--dry-run builds and validates every TrainConfig of the table without training."""
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "ablation.py"), "--schedule", schedule,
-                           "--dry-run", "--results-dir", str(tmp_path / "results"),
-                           "--runs-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "ablation.py"),
+            "--schedule",
+            schedule,
+            "--dry-run",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("A_s2", "C_s2", "E_s2", "F_s2", "LSQ-4_s0", "ADQ-2_s0"):
         assert name in done.stdout
@@ -58,12 +75,36 @@ def test_ablation_plans_valid_training_configs(schedule, tmp_path) -> None:
 def test_speed_table_names_the_kernel_backend_and_ratios_to_float() -> None:
     speed = _script("qat_speed")
     rows = [
-        {"model": "m", "variant": "float", "precision": "fp32", "kernels": "eager", "batch": 2,
-         "median_ms": 100.0, "iqr_ms": 1.0, "peak_rss_mib": 10.0, "warmup_times_ms": [300.0]},
-        {"model": "m", "variant": "adq", "precision": "fp32", "kernels": "compiled", "batch": 2,
-         "median_ms": 130.0, "iqr_ms": 2.0, "peak_rss_mib": 12.0, "warmup_times_ms": [4000.0]},
-        {"model": "m", "variant": "adq", "precision": "fp32", "kernels": "eager", "batch": 2,
-         "error": "exit 1"},
+        {
+            "model": "m",
+            "variant": "float",
+            "precision": "fp32",
+            "kernels": "eager",
+            "batch": 2,
+            "median_ms": 100.0,
+            "iqr_ms": 1.0,
+            "peak_rss_mib": 10.0,
+            "warmup_times_ms": [300.0],
+        },
+        {
+            "model": "m",
+            "variant": "adq",
+            "precision": "fp32",
+            "kernels": "compiled",
+            "batch": 2,
+            "median_ms": 130.0,
+            "iqr_ms": 2.0,
+            "peak_rss_mib": 12.0,
+            "warmup_times_ms": [4000.0],
+        },
+        {
+            "model": "m",
+            "variant": "adq",
+            "precision": "fp32",
+            "kernels": "eager",
+            "batch": 2,
+            "error": "exit 1",
+        },
     ]
     table = speed.markdown(rows, "cpu").splitlines()
     assert table[0].startswith("| model | batch | variant | adq_fx kernels | median ms")
@@ -79,8 +120,9 @@ def test_comparison_table_reports_differences_and_the_noise_rule() -> None:
         return [{"converted_accuracy": v, "ablation": {"seed": s}} for s, v in enumerate(values)]
 
     data = {"X": runs([71.0, 71.5, 72.0]), "Y": runs([70.0, 70.5, 71.0]), "Z": runs([69.0])}
-    lines, rules = report.comparison_table(data, [("X − Y", "X", "Y", None), ("X − Z", "X", "Z", 1.5),
-                                                  ("X − W", "X", "W", None)])
+    lines, rules = report.comparison_table(
+        data, [("X − Y", "X", "Y", None), ("X − Z", "X", "Z", 1.5), ("X − W", "X", "W", None)]
+    )
     assert lines[2].startswith("| X − Y | — | +1.00 | 3 vs 3 | 0.50 |")
     assert "1.00 ± 0.00" in lines[2]  # paired by seed: the same +1 for every seed
     assert lines[3] == "| X − Z | +1.50 | +2.50 | 3 vs 1 | — | — | — | — |"  # one seed: no test

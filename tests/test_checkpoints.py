@@ -13,11 +13,17 @@ from adq_fx.demo import DigitsCNN
 
 
 def _mixed_mapping() -> adq_fx.ADQConfigMapping:
-    return (adq_fx.default_qconfig_mapping(3)
-            .set_module_name("conv3", adq_fx.ADQConfig.with_bits(2, 4))
-            .set_module_name("hidden", adq_fx.ADQConfig(
-                weight=adq_fx.WeightCodebookConfig(bits=4, levels="full", pin_zero=False),
-                activation=adq_fx.ActivationThresholdConfig(bits=3, signed=True))))
+    return (
+        adq_fx.default_qconfig_mapping(3)
+        .set_module_name("conv3", adq_fx.ADQConfig.with_bits(2, 4))
+        .set_module_name(
+            "hidden",
+            adq_fx.ADQConfig(
+                weight=adq_fx.CodebookWeightConfig(bits=4, levels="full", pin_zero=False),
+                activation=adq_fx.ThresholdActivationConfig(bits=3, signed=True),
+            ),
+        )
+    )
 
 
 def _trained(model: torch.nn.Module, x: torch.Tensor) -> torch.fx.GraphModule:
@@ -36,8 +42,13 @@ def test_prepared_checkpoint_round_trips_through_its_json_map() -> None:
     model, x = DigitsCNN(), torch.rand(16, 1, 8, 8)
     prepared = _trained(model, x)
     buffer = io.BytesIO()
-    torch.save({"state_dict": prepared.state_dict(),
-                "quantization_map": json.dumps(adq_fx.quantization_map(prepared))}, buffer)
+    torch.save(
+        {
+            "state_dict": prepared.state_dict(),
+            "quantization_map": json.dumps(adq_fx.quantization_map(prepared)),
+        },
+        buffer,
+    )
     buffer.seek(0)
     checkpoint = torch.load(buffer, weights_only=True)
 
@@ -48,8 +59,9 @@ def test_prepared_checkpoint_round_trips_through_its_json_map() -> None:
     assert torch.equal(restored(x), prepared(x))
 
     def comparable(qmap: dict) -> dict:  # 'signed' goes from None (auto) to the decision made
-        return {name: {k: v for k, v in entry.items() if k != "activation_config"}
-                for name, entry in qmap.items()}
+        return {
+            name: {k: v for k, v in entry.items() if k != "activation_config"} for name, entry in qmap.items()
+        }
 
     assert comparable(adq_fx.quantization_map(restored)) == comparable(adq_fx.quantization_map(prepared))
 
@@ -72,7 +84,8 @@ def test_signedness_is_pinned_by_the_map_not_the_new_example_inputs() -> None:
     mapping = adq_fx.qconfig_mapping_from_map(adq_fx.quantization_map(prepared))
     again = adq_fx.prepare_adq(model, mapping, -x)  # examples of the other sign
     assert {k: v["activation_signed"] for k, v in adq_fx.quantization_map(again).items()} == {
-        k: v["activation_signed"] for k, v in adq_fx.quantization_map(prepared).items()}
+        k: v["activation_signed"] for k, v in adq_fx.quantization_map(prepared).items()
+    }
 
 
 def test_a_malformed_map_names_the_entry() -> None:

@@ -40,16 +40,32 @@ def test_run_demo_is_deterministic_for_a_seed() -> None:
 
 def test_cli_prints_table_and_writes_json(tmp_path, capsys) -> None:
     out = tmp_path / "demo.json"
-    assert main(["demo", "--float-epochs", "1", "--qat-epochs", "1", "--bits", "3",
-                 "--no-progress", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--float-epochs",
+                "1",
+                "--qat-epochs",
+                "1",
+                "--bits",
+                "3",
+                "--no-progress",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| ADQ | 3/3 |" in printed and "| float | 32/32 |" in printed
     assert json.loads(out.read_text())["config"]["bits"] == [3]
 
 
 def test_python_dash_m_entry_point() -> None:
-    done = subprocess.run([sys.executable, "-m", "adq_fx", "--help"], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "adq_fx", "--help"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0 and "demo" in done.stdout
 
 

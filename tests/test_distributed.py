@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from adq_fx import ActivationThresholdConfig, LSQActivationConfig
-from adq_fx import functional as AF
+from adq_fx import LSQActivationConfig, ThresholdActivationConfig
+from adq_fx import functional as qf
 from adq_fx.quantizers import LSQActivationQuantizer, ThresholdActivationQuantizer
 from tests import ddp_worker
 from tests.models import images
@@ -52,16 +52,19 @@ def test_the_ema_step_averages_cluster_statistics_over_ranks(ranks) -> None:
     q.load_state_dict(first["before"])  # the state both ranks held before the step
     counts, sums = torch.zeros_like(q.codebook), torch.zeros_like(q.codebook)
     for update in (first, second):
-        normalised = AF.normalise(update["weight"], q.scale)
-        c, s = AF.cluster_statistics(normalised, AF.nearest_codes(normalised, q.codebook), q.codebook.numel())
+        normalised = qf.normalise(update["weight"], q.scale)
+        c, s = qf.cluster_statistics(normalised, qf.nearest_codes(normalised, q.codebook), q.codebook.numel())
         counts, sums = counts + c / WORLD, sums + s / WORLD
     c = q.config
-    expected, _, _ = AF.ema_kmeans_step(q.codebook, q.ema_counts, q.ema_sums, counts, sums,
-                                        decay=c.ema_decay, eps=c.eps, pin_zero=c.pin_zero)
+    expected, _, _ = qf.ema_kmeans_step(
+        q.codebook, q.ema_counts, q.ema_sums, counts, sums, decay=c.ema_decay, eps=c.eps, pin_zero=c.pin_zero
+    )
     assert torch.allclose(first["codebook"], expected, rtol=1e-6, atol=1e-7)
     alone = q.codebook.clone()
-    q.update_codebook(AF.normalise(first["weight"], q.scale),
-                      AF.nearest_codes(AF.normalise(first["weight"], q.scale), q.codebook))
+    q.update_codebook(
+        qf.normalise(first["weight"], q.scale),
+        qf.nearest_codes(qf.normalise(first["weight"], q.scale), q.codebook),
+    )
     assert not torch.allclose(q.codebook, first["codebook"])  # without the all-reduce rank 0 would differ
     assert not torch.equal(alone, q.codebook)
 
@@ -81,8 +84,9 @@ def test_threshold_first_batch_scale_is_set_from_the_mean_over_ranks(ranks) -> N
     assert torch.equal(ranks[0]["threshold_beta1"], ranks[1]["threshold_beta1"])
     clips = []
     for rank in range(WORLD):
-        q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init="first_batch"), signed=False,
-                                         num_channels=3, channel_dim=1)
+        q = ThresholdActivationQuantizer(
+            ThresholdActivationConfig(bits=3, init="first_batch"), signed=False, num_channels=3, channel_dim=1
+        )
         q(images(4, seed=10 + rank).abs())
         clips.append(2 / q.beta1.detach())
     assert not torch.allclose(clips[0], clips[1])

@@ -30,8 +30,11 @@ def _documented_modules() -> set[str]:
 
 
 def test_the_layout_tree_in_design_md_lists_every_module_and_no_other() -> None:
-    actual = {p.relative_to(ROOT).as_posix() for p in (ROOT / "adq_fx").rglob("*.py")
-              if p.name not in ("__init__.py", "__main__.py")}
+    actual = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "adq_fx").rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
     documented = _documented_modules()
     assert not actual - documented, f"add to docs/design.md's layout: {sorted(actual - documented)}"
     assert not documented - actual, f"remove from docs/design.md's layout: {sorted(documented - actual)}"

@@ -9,11 +9,11 @@ import torch
 from torch import fx, nn
 
 from adq_fx import (
-    ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
+    CodebookWeightConfig,
     LSQActivationConfig,
-    WeightCodebookConfig,
+    ThresholdActivationConfig,
     calibrate,
     convert_adq,
     default_qconfig_mapping,
@@ -68,7 +68,7 @@ def test_convert_of_a_prepared_model_that_quantizes_nothing_raises() -> None:
 
 # --------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("bits", [0, 1, 9, 16, -3, 2.5, True, "3"])
-@pytest.mark.parametrize("config", [WeightCodebookConfig, ActivationThresholdConfig])
+@pytest.mark.parametrize("config", [CodebookWeightConfig, ThresholdActivationConfig])
 def test_bits_outside_2_to_8_are_refused(config: type, bits: object) -> None:
     expected = re.escape(f"{config.__name__}(bits={bits!r}) is not supported")
     with pytest.raises(ValueError, match=expected) as info:
@@ -78,8 +78,8 @@ def test_bits_outside_2_to_8_are_refused(config: type, bits: object) -> None:
 
 @pytest.mark.parametrize("bits", [2, 5, 8])
 def test_bits_inside_2_to_8_are_accepted(bits: int) -> None:
-    assert WeightCodebookConfig(bits=bits).bits == bits
-    assert ActivationThresholdConfig(bits=bits).bits == bits
+    assert CodebookWeightConfig(bits=bits).bits == bits
+    assert ThresholdActivationConfig(bits=bits).bits == bits
 
 
 @pytest.mark.parametrize(("weight_bits", "activation_bits"), [(1, None), (9, None), (3, 1), (3, 9)])
@@ -90,24 +90,33 @@ def test_with_bits_refuses_unsupported_bits(weight_bits: int, activation_bits: i
 
 def test_adq_config_refuses_swapped_parts() -> None:
     # the lists come from adq_fx.registry, by name: adq, lsq, n2uq, post and asq, lsq, n2uq
-    with pytest.raises(TypeError, match=r"ADQConfig\(weight=...\) must be one of WeightCodebookConfig, "
-                       r"LSQWeightConfig, UniformWeightConfig, POSTWeightConfig; "
-                       r"got ActivationThresholdConfig"):
-        ADQConfig(weight=ActivationThresholdConfig())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"ADQConfig\(activation=...\) must be one of "
-                       r"ASQActivationConfig, LSQActivationConfig, ActivationThresholdConfig; "
-                       r"got WeightCodebookConfig"):
-        ADQConfig(activation=WeightCodebookConfig())  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"ADQConfig\(weight=...\) must be one of CodebookWeightConfig, "
+        r"LSQWeightConfig, UniformWeightConfig, POSTWeightConfig; "
+        r"got ThresholdActivationConfig",
+    ):
+        ADQConfig(weight=ThresholdActivationConfig())  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError,
+        match=r"ADQConfig\(activation=...\) must be one of "
+        r"ASQActivationConfig, LSQActivationConfig, ThresholdActivationConfig; "
+        r"got CodebookWeightConfig",
+    ):
+        ADQConfig(activation=CodebookWeightConfig())  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- mapping entries
-@pytest.mark.parametrize(("entry", "configure"), [
-    ("set_module_name('nope')", lambda m: m.set_module_name("nope", ADQConfig())),
-    ("set_module_name('nope')", lambda m: m.set_module_name("nope", None)),
-    ("set_module_name('layer1.conv')", lambda m: m.set_module_name("layer1.conv", ADQConfig())),
-    ("set_module_name_regex('^zzz')", lambda m: m.set_module_name_regex("^zzz", ADQConfig())),
-    ("set_object_type(Conv1d)", lambda m: m.set_object_type(nn.Conv1d, ADQConfig())),
-])
+@pytest.mark.parametrize(
+    ("entry", "configure"),
+    [
+        ("set_module_name('nope')", lambda m: m.set_module_name("nope", ADQConfig())),
+        ("set_module_name('nope')", lambda m: m.set_module_name("nope", None)),
+        ("set_module_name('layer1.conv')", lambda m: m.set_module_name("layer1.conv", ADQConfig())),
+        ("set_module_name_regex('^zzz')", lambda m: m.set_module_name_regex("^zzz", ADQConfig())),
+        ("set_object_type(Conv1d)", lambda m: m.set_object_type(nn.Conv1d, ADQConfig())),
+    ],
+)
 def test_mapping_entry_that_matches_no_layer_raises_naming_the_entry(entry: str, configure) -> None:
     mapping = configure(default_qconfig_mapping(3))
     with pytest.raises(ValueError, match=re.escape(entry) + ".*matches no quantizable layer") as info:
@@ -129,11 +138,11 @@ def test_invalid_regex_is_refused_when_set() -> None:
 
 def test_mapping_setters_refuse_wrong_argument_types() -> None:
     with pytest.raises(TypeError, match="set_global expects an ADQConfig or None"):
-        ADQConfigMapping().set_global(WeightCodebookConfig())  # type: ignore[arg-type]
+        ADQConfigMapping().set_global(CodebookWeightConfig())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"set_global expects an ADQConfig or None \(keep float\), got int"):
         ADQConfigMapping().set_global(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="set_module_name expects an ADQConfig or None"):
-        ADQConfigMapping().set_module_name("fc", ActivationThresholdConfig())  # type: ignore[arg-type]
+        ADQConfigMapping().set_module_name("fc", ThresholdActivationConfig())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"set_object_type expects an nn\.Module subclass"):
         ADQConfigMapping().set_object_type("Conv2d", ADQConfig())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="set_module_name expects a str"):
@@ -142,8 +151,9 @@ def test_mapping_setters_refuse_wrong_argument_types() -> None:
 
 @pytest.mark.parametrize("mapping", [{"": ADQConfig()}, ADQConfig(), "default"])
 def test_non_adq_mapping_is_refused(mapping: object) -> None:
-    with pytest.raises(TypeError, match=r"qconfig_mapping must be an adq_fx.ADQConfigMapping, got "
-                                        + type(mapping).__name__):
+    with pytest.raises(
+        TypeError, match=r"qconfig_mapping must be an adq_fx.ADQConfigMapping, got " + type(mapping).__name__
+    ):
         prepare_adq(TinyResNet(), mapping, images())  # type: ignore[arg-type]
 
 
@@ -177,7 +187,7 @@ def test_all_zero_weight_needs_normal_init() -> None:
         model.layer2.conv1.weight.zero_()
     with pytest.raises(ValueError, match=r"layer2\.conv1\.weight is all zeros.*init='normal'"):
         prepare_adq(model, None, images())
-    normal = ADQConfig(weight=WeightCodebookConfig(init="normal"))
+    normal = ADQConfig(weight=CodebookWeightConfig(init="normal"))
     mapping = default_qconfig_mapping(3).set_module_name("layer2.conv1", normal)
     prepared = prepare_adq(model, mapping, images())
     assert "layer2.conv1" in quantization_map(prepared)
@@ -198,8 +208,9 @@ def test_state_dict_from_another_bit_width_names_the_layer() -> None:
 
 def test_state_dict_from_another_activation_width_names_the_quantizer() -> None:
     x = images()
-    saved = prepare_adq(TinyResNet(), default_qconfig_mapping(3)
-                        .set_module_name("layer2.conv2", ADQConfig.with_bits(3, 4)), x)
+    saved = prepare_adq(
+        TinyResNet(), default_qconfig_mapping(3).set_module_name("layer2.conv2", ADQConfig.with_bits(3, 4)), x
+    )
     target = prepare_adq(TinyResNet(), default_qconfig_mapping(3), x)
     with pytest.raises(ValueError, match=r"^layer2\.conv2_input_quantizer: the state_dict was saved"):
         target.load_state_dict(saved.state_dict())
@@ -208,18 +219,25 @@ def test_state_dict_from_another_activation_width_names_the_quantizer() -> None:
 def test_state_dict_with_another_signedness_names_the_quantizer() -> None:
     x = images()
     signed = prepare_adq(SignedNet(), None, x)  # conv_b detected signed
-    unsigned = prepare_adq(SignedNet(), default_qconfig_mapping(3).set_module_name(
-        "conv_b", ADQConfig(activation=ActivationThresholdConfig(signed=False))), x)
+    unsigned = prepare_adq(
+        SignedNet(),
+        default_qconfig_mapping(3).set_module_name(
+            "conv_b", ADQConfig(activation=ThresholdActivationConfig(signed=False))
+        ),
+        x,
+    )
     with pytest.raises(ValueError, match=r"^conv_b_input_quantizer: .*'signed': True.*'signed': False"):
         unsigned.load_state_dict(signed.state_dict())
 
 
 def test_converted_state_dict_from_another_bit_width_names_the_layer() -> None:
     x = images()
-    three = convert_adq(calibrate(prepare_adq(TinyResNet(), default_qconfig_mapping(3), x), x),
-                        backend="reference")
-    two = convert_adq(calibrate(prepare_adq(TinyResNet(), default_qconfig_mapping(2), x), x),
-                      backend="reference")
+    three = convert_adq(
+        calibrate(prepare_adq(TinyResNet(), default_qconfig_mapping(3), x), x), backend="reference"
+    )
+    two = convert_adq(
+        calibrate(prepare_adq(TinyResNet(), default_qconfig_mapping(2), x), x), backend="reference"
+    )
     expected = r"^layer1\.conv1: the state_dict was saved with .*same qconfig mapping"
     with pytest.raises(ValueError, match=expected):
         two.load_state_dict(three.state_dict())
@@ -313,15 +331,21 @@ def test_summaries_refuse_a_model_without_quantized_layers() -> None:
         commitment_loss(TinyResNet())
 
 
-@pytest.mark.parametrize("activation", [ActivationThresholdConfig(bits=3, init="first_batch"),
-                                        LSQActivationConfig(bits=3)], ids=["thresholds", "lsq"])
+@pytest.mark.parametrize(
+    "activation",
+    [ThresholdActivationConfig(bits=3, init="first_batch"), LSQActivationConfig(bits=3)],
+    ids=["thresholds", "lsq"],
+)
 def test_convert_before_a_first_batch_init_has_seen_data_names_the_quantizer(activation) -> None:
     x = images(2)
-    config = ADQConfig(weight=WeightCodebookConfig(bits=3), activation=activation)
+    config = ADQConfig(weight=CodebookWeightConfig(bits=3), activation=activation)
     mapping = ADQConfigMapping().set_global(config)
     prepared = prepare_adq(TinyResNet().eval(), mapping, x)
-    with pytest.raises(ValueError, match=r"input quantizer '[\w.]+_input_quantizer' .*has seen none; "
-                                         r"train it first, or run one calibration forward.*adq_fx.calibrate"):
+    with pytest.raises(
+        ValueError,
+        match=r"input quantizer '[\w.]+_input_quantizer' .*has seen none; "
+        r"train it first, or run one calibration forward.*adq_fx.calibrate",
+    ):
         convert_adq(prepared, backend="reference")
     with torch.no_grad():
         prepared.eval()(x)  # one calibration forward is enough

@@ -17,15 +17,15 @@ from torch import nn
 
 import adq_fx
 from adq_fx import (
-    ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
     ASQActivationConfig,
+    CodebookWeightConfig,
     LSQActivationConfig,
     LSQWeightConfig,
     POSTWeightConfig,
+    ThresholdActivationConfig,
     UniformWeightConfig,
-    WeightCodebookConfig,
     calibrate,
     convert_adq,
     default_qconfig_mapping,
@@ -40,8 +40,9 @@ from tests.models import FunctionalNet, SignedNet, TinyResNet, images
 from tests.test_passes import _resnet18, assert_state_dict_round_trip, train
 
 FAST = settings(max_examples=40, deadline=None)
-needs_kernels = pytest.mark.skipif(onednn.kernel_problem() is not None,
-                                   reason=f"no int8 kernels here: {onednn.kernel_problem()}")
+needs_kernels = pytest.mark.skipif(
+    onednn.kernel_problem() is not None, reason=f"no int8 kernels here: {onednn.kernel_problem()}"
+)
 INT8 = (Int8Conv2d, Int8Linear)
 
 
@@ -63,12 +64,15 @@ def test_packing_refuses_codes_wider_than_the_width_and_a_stream_of_the_wrong_si
 
 
 # ----------------------------------------------------------------------------- the int8 grid
-@pytest.mark.parametrize("levels", [
-    torch.arange(-4, 4, dtype=torch.float32),  # LSQ 3-bit
-    adq_fx.functional.uniform_levels(2),  # N2UQ
-    adq_fx.functional.uniform_levels(4),
-    snap_to_training_grid(torch.tensor([-1.37, -0.41, 0.0, 0.52, 1.9])),  # int8_grid codebook
-])
+@pytest.mark.parametrize(
+    "levels",
+    [
+        torch.arange(-4, 4, dtype=torch.float32),  # LSQ 3-bit
+        adq_fx.functional.uniform_levels(2),  # N2UQ
+        adq_fx.functional.uniform_levels(4),
+        snap_to_training_grid(torch.tensor([-1.37, -0.41, 0.0, 0.52, 1.9])),  # int8_grid codebook
+    ],
+)
 def test_levels_on_a_grid_map_exactly(levels: torch.Tensor) -> None:
     grid = to_int8_grid(levels)
     assert grid.exact
@@ -96,7 +100,7 @@ def test_snapped_levels_are_within_half_a_step_and_inside_the_saturation_limit(v
 def test_training_grid_keeps_codebooks_on_multiples_of_its_step() -> None:
     torch.manual_seed(0)
     x = images(8)
-    mapping = ADQConfigMapping().set_global(ADQConfig(weight=WeightCodebookConfig(bits=3, int8_grid=True)))
+    mapping = ADQConfigMapping().set_global(ADQConfig(weight=CodebookWeightConfig(bits=3, int8_grid=True)))
     prepared = train(prepare_adq(TinyResNet(), mapping, x), x, steps=3, cross_entropy=True)
     for name, m in prepared.named_modules():
         if hasattr(m, "codebook") and not isinstance(m, (LUTConv2d, LUTLinear)):
@@ -106,24 +110,41 @@ def test_training_grid_keeps_codebooks_on_multiples_of_its_step() -> None:
 
 
 # ----------------------------------------------------------------------------- int8 vs reference
-GRID_ADQ = ADQConfig(weight=WeightCodebookConfig(bits=3, int8_grid=True))
+GRID_ADQ = ADQConfig(weight=CodebookWeightConfig(bits=3, int8_grid=True))
 METHODS: dict[str, tuple[ADQConfig, bool]] = {  # config, on the grid (exact up to ties)
     "adq": (ADQConfig.with_bits(3), False),
     "adq_int8_grid": (GRID_ADQ, True),
-    "adq_grid_lsq_signed": (ADQConfig(weight=WeightCodebookConfig(bits=3, int8_grid=True),
-                                      activation=LSQActivationConfig(bits=3, signed=True)), True),
-    "n2uq": (ADQConfig(weight=UniformWeightConfig(bits=3),
-                       activation=ActivationThresholdConfig(bits=3)), True),
+    "adq_grid_lsq_signed": (
+        ADQConfig(
+            weight=CodebookWeightConfig(bits=3, int8_grid=True),
+            activation=LSQActivationConfig(bits=3, signed=True),
+        ),
+        True,
+    ),
+    "n2uq": (
+        ADQConfig(weight=UniformWeightConfig(bits=3), activation=ThresholdActivationConfig(bits=3)),
+        True,
+    ),
     "lsq": (ADQConfig(weight=LSQWeightConfig(bits=3), activation=LSQActivationConfig(bits=3)), True),
     "post": (ADQConfig(weight=POSTWeightConfig(bits=3), activation=LSQActivationConfig(bits=3)), False),
     "asq_lsq": (ADQConfig(weight=LSQWeightConfig(bits=3), activation=ASQActivationConfig(bits=3)), True),
-    "adq_4bit_grid": (ADQConfig(weight=WeightCodebookConfig(bits=4, int8_grid=True),
-                                activation=ActivationThresholdConfig(bits=4)), True),
+    "adq_4bit_grid": (
+        ADQConfig(
+            weight=CodebookWeightConfig(bits=4, int8_grid=True), activation=ThresholdActivationConfig(bits=4)
+        ),
+        True,
+    ),
 }
 
 
-def _check_against_reference(prepared: nn.Module, x: torch.Tensor, *, on_grid: bool,
-                             fold_batchnorm: bool = True, min_close: float = 0.9) -> nn.Module:
+def _check_against_reference(
+    prepared: nn.Module,
+    x: torch.Tensor,
+    *,
+    on_grid: bool,
+    fold_batchnorm: bool = True,
+    min_close: float = 0.9,
+) -> nn.Module:
     reference = convert_adq(prepared, backend="reference")
     int8 = convert_adq(prepared, backend="int8", fold_batchnorm=fold_batchnorm)
     assert any(isinstance(m, INT8) for m in int8.modules())
@@ -151,17 +172,26 @@ def test_int8_matches_the_reference_for_every_quantizer_kind(method: str) -> Non
     config, on_grid = METHODS[method]
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(config), x), x, steps=3,
-                     cross_entropy=True)
+    prepared = train(
+        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(config), x), x, steps=3, cross_entropy=True
+    )
     int8 = _check_against_reference(prepared, images(64, seed=3), on_grid=on_grid)
     qmap = quantization_map(int8)
     assert all(entry["grid_exact"] == on_grid for entry in qmap.values()), qmap
 
 
 def _signed():
-    mapping = (default_qconfig_mapping(3, keep_first_and_last_float=False).set_global(GRID_ADQ)
-               .set_module_name("conv_b", ADQConfig(weight=WeightCodebookConfig(bits=2, int8_grid=True),
-                                                    activation=ActivationThresholdConfig(bits=4))))
+    mapping = (
+        default_qconfig_mapping(3, keep_first_and_last_float=False)
+        .set_global(GRID_ADQ)
+        .set_module_name(
+            "conv_b",
+            ADQConfig(
+                weight=CodebookWeightConfig(bits=2, int8_grid=True),
+                activation=ThresholdActivationConfig(bits=4),
+            ),
+        )
+    )
     return SignedNet(), images(8), mapping
 
 
@@ -175,9 +205,11 @@ def _resnet18_grid():
 
 
 @needs_kernels
-@pytest.mark.parametrize(("build", "freeze_bn"), [(_signed, False), (_functional, False),
-                                                  (_resnet18_grid, True)],
-                         ids=["signed_inputs", "functional_calls", "resnet18"])
+@pytest.mark.parametrize(
+    ("build", "freeze_bn"),
+    [(_signed, False), (_functional, False), (_resnet18_grid, True)],
+    ids=["signed_inputs", "functional_calls", "resnet18"],
+)
 def test_int8_matches_the_reference_on_signed_functional_and_torchvision_models(
     build: Callable, freeze_bn: bool
 ) -> None:
@@ -186,8 +218,9 @@ def test_int8_matches_the_reference_on_signed_functional_and_torchvision_models(
     prepared = train(prepare_adq(model, mapping, x), x, steps=1, cross_entropy=True, freeze_bn=freeze_bn)
     fresh = torch.randn((16, *x.shape[1:]), generator=torch.Generator().manual_seed(11))
     # 16 quantized layers deep, a tie anywhere changes a sample past round-off: fewer samples stay close.
-    int8 = _check_against_reference(prepared, fresh, on_grid=True,
-                                    min_close=0.75 if build is _resnet18_grid else 0.9)
+    int8 = _check_against_reference(
+        prepared, fresh, on_grid=True, min_close=0.75 if build is _resnet18_grid else 0.9
+    )
     if build is _signed:
         assert int8.conv_b.input_offset is not None  # a signed threshold input: per-channel offset
         assert int8.hidden.input_offset is None  # ... folded into the bias for a linear layer
@@ -197,8 +230,9 @@ def test_int8_matches_the_reference_on_signed_functional_and_torchvision_models(
 def test_batchnorm_folds_into_the_scale_and_bias_or_stays_when_asked() -> None:
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3,
-                     cross_entropy=True)
+    prepared = train(
+        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3, cross_entropy=True
+    )
     folded = _check_against_reference(prepared, images(32, seed=4), on_grid=True)
     kept = _check_against_reference(prepared, images(32, seed=4), on_grid=True, fold_batchnorm=False)
     bn_names = {n for n, m in prepared.named_modules() if isinstance(m, nn.BatchNorm2d)}
@@ -211,8 +245,9 @@ def test_batchnorm_folds_into_the_scale_and_bias_or_stays_when_asked() -> None:
 def test_residual_add_and_relu_run_inside_the_kernel_without_touching_other_tensors() -> None:
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=2,
-                     cross_entropy=True)
+    prepared = train(
+        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=2, cross_entropy=True
+    )
     int8 = convert_adq(prepared, backend="int8")
     assert int8.layer1.conv1.relu and not int8.layer1.conv1.accumulates
     assert int8.layer1.conv2.relu and int8.layer1.conv2.accumulates
@@ -229,8 +264,9 @@ def test_residual_add_and_relu_run_inside_the_kernel_without_touching_other_tens
 def trained_grid_resnet():
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3,
-                     cross_entropy=True)
+    prepared = train(
+        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3, cross_entropy=True
+    )
     return prepared, x
 
 
@@ -341,7 +377,7 @@ def test_convert_refuses_an_unknown_backend_or_grid_policy() -> None:
 
 def test_int8_grid_must_be_a_bool() -> None:
     with pytest.raises(ValueError, match=r"int8_grid=1\) must be True or False"):
-        WeightCodebookConfig(int8_grid=1)  # type: ignore[arg-type]
+        CodebookWeightConfig(int8_grid=1)  # type: ignore[arg-type]
 
 
 @needs_kernels
@@ -350,10 +386,14 @@ def test_strided_one_by_one_convolution_is_exact_and_repeatable() -> None:
     subsamples first. The same codes must give the same exact result on every call."""
     torch.manual_seed(0)
     x = images(64, channels=8, size=8)
-    float_model = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.Flatten(),
-                                nn.Linear(256, 4))
-    mapping = ADQConfigMapping(keep_first_and_last_float=False).set_global(GRID_ADQ).set_object_type(
-        nn.Linear, None)
+    float_model = nn.Sequential(
+        nn.ReLU(), nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.Flatten(), nn.Linear(256, 4)
+    )
+    mapping = (
+        ADQConfigMapping(keep_first_and_last_float=False)
+        .set_global(GRID_ADQ)
+        .set_object_type(nn.Linear, None)
+    )
     prepared = calibrate(prepare_adq(float_model, mapping, x), x).eval()
     reference, int8 = convert_adq(prepared, backend="reference"), convert_adq(prepared, backend="int8")
     with torch.no_grad():
@@ -365,8 +405,11 @@ def test_strided_one_by_one_convolution_is_exact_and_repeatable() -> None:
 
 # ----------------------------------------------------------------------------- the encoder
 @FAST
-@given(st.floats(2**-10, 2**10, width=32), st.lists(st.floats(-10, 10, width=32), min_size=1, max_size=15),
-       st.integers(0, 2**31 - 1))
+@given(
+    st.floats(2**-10, 2**10, width=32),
+    st.lists(st.floats(-10, 10, width=32), min_size=1, max_size=15),
+    st.integers(0, 2**31 - 1),
+)
 def test_encoder_comparing_the_input_gives_the_codes_of_the_scaled_search(beta1, thresholds, seed) -> None:
     beta = torch.tensor(beta1)
     t = torch.tensor(sorted(thresholds))
@@ -377,7 +420,12 @@ def test_encoder_comparing_the_input_gives_the_codes_of_the_scaled_search(beta1,
     g = torch.Generator().manual_seed(seed)
     base = (t / beta).repeat(8)
     near = base + torch.randint(-3, 4, (base.numel(),), generator=g) * base.abs() * 2e-7
-    x = torch.cat([near, torch.randn(200, generator=g) * 10 / beta,
-                   torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])])
+    x = torch.cat(
+        [
+            near,
+            torch.randn(200, generator=g) * 10 / beta,
+            torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0]),
+        ]
+    )
     expected = torch.bucketize(beta * x, t, right=True)
     assert torch.equal(torch.bucketize(x, moved, right=True), expected)

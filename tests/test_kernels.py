@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import adq_fx
-from adq_fx import functional as F
+from adq_fx import functional as qf
 from adq_fx import kernels
 from tests.models import TinyResNet, images
 from tests.test_passes import train
@@ -98,12 +98,16 @@ def test_compiled_threshold_quantize_forward_equals_eager_and_gradients_agree(bi
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(size, generator=generator) * 2
     upstream = torch.randn(size, generator=generator)
-    params = [torch.tensor(0.1), torch.rand(n, generator=generator) * 0.5 + 0.01, torch.tensor(1.3),
-              torch.tensor(0.7)]
+    params = [
+        torch.tensor(0.1),
+        torch.rand(n, generator=generator) * 0.5 + 0.01,
+        torch.tensor(1.3),
+        torch.tensor(0.7),
+    ]
 
     def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
         leaves = [x.clone().requires_grad_(), *(p.clone().requires_grad_() for p in params)]
-        out = F.threshold_quantize(*leaves, None, 1e-3)
+        out = qf.threshold_quantize(*leaves, None, 1e-3)
         return out.detach(), list(torch.autograd.grad((out * upstream).sum(), leaves))
 
     (eager_out, eager_grads), (compiled_out, compiled_grads) = both_backends(run)
@@ -160,6 +164,7 @@ def test_training_and_conversion_under_the_compiled_backend_match_eager() -> Non
 def _broken_compile(*_args, **_kwargs):  # type: ignore[no-untyped-def]
     def fail(*_a, **_k):  # type: ignore[no-untyped-def]
         raise RuntimeError("no C++ compiler here")
+
     return fail
 
 
@@ -235,7 +240,7 @@ def test_set_kernel_backend_validates_and_returns_the_previous_choice(backend) -
 @needs_compiler
 def test_compiled_threshold_forward_keeps_channels_last_and_matches_under_bf16_autocast() -> None:
     x = (torch.randn(2, 3, 5, 5) * 2).to(memory_format=torch.channels_last)
-    boundaries = F.interleaved_boundaries(torch.tensor(0.1), torch.full((7,), 0.3), 1e-3)
+    boundaries = qf.interleaved_boundaries(torch.tensor(0.1), torch.full((7,), 0.3), 1e-3)
     table = torch.arange(8, dtype=torch.float32) * 0.25
     eager, compiled = both_backends(kernels.threshold_forward, x, boundaries, torch.tensor(1.3), table)
     assert compiled[0].dtype == torch.uint8 and eager[0].dtype == torch.int32  # 15 boundaries fit a byte
@@ -256,13 +261,13 @@ def test_compiled_codebook_forward_equals_eager(bits, channels_last) -> None:
     weight = torch.randn(6, 4, 3, 3, generator=generator) * 0.1
     if channels_last:
         weight = weight.to(memory_format=torch.channels_last)
-    scale = F.per_channel_rms(weight)
-    codebook = F.quantile_codebook(F.normalise(weight, scale), bits)
+    scale = qf.per_channel_rms(weight)
+    codebook = qf.quantile_codebook(qf.normalise(weight, scale), bits)
     upstream = torch.randn(weight.shape, generator=generator)
 
     def run() -> tuple[list[torch.Tensor], torch.Tensor]:
         w = weight.clone().requires_grad_()
-        quantized, commitment, counts, sums = F.codebook_quantize(w, scale, codebook, with_statistics=True)
+        quantized, commitment, counts, sums = qf.codebook_quantize(w, scale, codebook, with_statistics=True)
         grad = torch.autograd.grad((quantized * upstream).sum() + commitment, w)[0]
         return [quantized.detach(), commitment.detach(), counts, sums], grad
 
@@ -274,5 +279,5 @@ def test_compiled_codebook_forward_equals_eager(bits, channels_last) -> None:
     torch.testing.assert_close(compiled[1], eager[1])
     torch.testing.assert_close(compiled[3], eager[3])
     torch.testing.assert_close(compiled_grad, eager_grad)
-    codes = F.nearest_codes(F.normalise(weight, scale), codebook)  # what convert_adq stores
-    assert torch.equal(F.denormalise(codebook[codes.long()], scale), compiled[0])
+    codes = qf.nearest_codes(qf.normalise(weight, scale), codebook)  # what convert_adq stores
+    assert torch.equal(qf.denormalise(codebook[codes.long()], scale), compiled[0])

@@ -12,13 +12,13 @@ from torch import nn
 
 import adq_fx
 from adq_fx import (
-    ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
     ASQActivationConfig,
+    CodebookWeightConfig,
     LSQWeightConfig,
     POSTWeightConfig,
-    WeightCodebookConfig,
+    ThresholdActivationConfig,
     param_groups,
     prepare_adq,
 )
@@ -45,6 +45,7 @@ def _threshold_quantizers(model: nn.Module) -> dict[str, ThresholdActivationQuan
 
 def _distinct_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     counts: dict[str, int] = {}
+
     def record(name: str):
         return lambda _m, _i, out: counts.__setitem__(name, out.unique().numel())
 
@@ -80,8 +81,9 @@ def test_plain_sgd_over_all_parameters_leaves_every_threshold_quantizer_working(
 
 
 def test_a_scale_pushed_below_zero_still_gives_a_valid_quantizer_and_a_gradient_back() -> None:
-    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init="uniform"), signed=False,
-                                     num_channels=1, channel_dim=1)
+    q = ThresholdActivationQuantizer(
+        ThresholdActivationConfig(bits=3, init="uniform"), signed=False, num_channels=1, channel_dim=1
+    )
     with torch.no_grad():
         q.beta1.fill_(-25.0)
         q.beta2.fill_(-3.0)
@@ -106,8 +108,8 @@ def test_activations_far_from_one_keep_their_signal_from_the_first_batch(init: s
     torch.manual_seed(0)
     model = torchvision.models.alexnet(num_classes=10).eval()
     x = torch.rand(8, 3, 64, 64)
-    activation = ActivationThresholdConfig(bits=3, init=init)
-    config = ADQConfig(weight=WeightCodebookConfig(bits=3), activation=activation)
+    activation = ThresholdActivationConfig(bits=3, init=init)
+    config = ADQConfig(weight=CodebookWeightConfig(bits=3), activation=activation)
     prepared = prepare_adq(model, ADQConfigMapping().set_global(config), x).eval()
     counts = _distinct_outputs(prepared, x)
     out = prepared(x).detach()
@@ -117,20 +119,25 @@ def test_activations_far_from_one_keep_their_signal_from_the_first_batch(init: s
     assert min(counts.values()) > 1, counts
     assert len(torch.unique(out, dim=0)) == len(x)  # every input gets its own output
     if init == "auto":  # the default, and here the data moved some starts
-        assert ActivationThresholdConfig().init == "auto"
+        assert ThresholdActivationConfig().init == "auto"
         starts = [q.started_from for q in prepared.modules() if isinstance(q, ThresholdActivationQuantizer)]
         assert "data" in starts, starts
 
 
 def test_param_groups_give_each_kind_its_recipe_and_every_parameter_one_group() -> None:
     x = images(4)
-    mapping = (ADQConfigMapping().set_global(ADQConfig(weight=WeightCodebookConfig(bits=3)))
-               .set_module_name("layer1.conv1", ADQConfig(weight=LSQWeightConfig(bits=3),
-                                                          activation=ASQActivationConfig(bits=3)))
-               .set_module_name("layer1.conv2", ADQConfig(weight=POSTWeightConfig(bits=3))))
+    mapping = (
+        ADQConfigMapping()
+        .set_global(ADQConfig(weight=CodebookWeightConfig(bits=3)))
+        .set_module_name(
+            "layer1.conv1", ADQConfig(weight=LSQWeightConfig(bits=3), activation=ASQActivationConfig(bits=3))
+        )
+        .set_module_name("layer1.conv2", ADQConfig(weight=POSTWeightConfig(bits=3)))
+    )
     prepared = prepare_adq(TinyResNet(), mapping, x)
-    groups = {g["name"]: g for g in param_groups(prepared, lr=0.1, weight_decay=5e-4,
-                                                 lr_scales={"thresholds": 0.5})}
+    groups = {
+        g["name"]: g for g in param_groups(prepared, lr=0.1, weight_decay=5e-4, lr_scales={"thresholds": 0.5})
+    }
     assert set(groups) == {"weights", "no_decay", "thresholds", "steps", "adapters", "clips"}
     listed = [id(p) for g in groups.values() for p in g["params"]]
     assert sorted(listed) == sorted(id(p) for p in prepared.parameters())  # each exactly once

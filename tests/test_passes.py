@@ -15,10 +15,10 @@ from torch import fx, nn
 
 import adq_fx
 from adq_fx import (
-    ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
-    WeightCodebookConfig,
+    CodebookWeightConfig,
+    ThresholdActivationConfig,
     calibrate,
     convert_adq,
     default_qconfig_mapping,
@@ -33,8 +33,16 @@ QAT = (QATConv2d, QATLinear)
 LUT = (LUTConv2d, LUTLinear)
 
 
-def train(prepared: fx.GraphModule, x: torch.Tensor, steps: int = 3, *, cross_entropy: bool = False,
-          lr: float = 0.01, quantizer_lr_scale: float = 0.01, freeze_bn: bool = False) -> fx.GraphModule:
+def train(
+    prepared: fx.GraphModule,
+    x: torch.Tensor,
+    steps: int = 3,
+    *,
+    cross_entropy: bool = False,
+    lr: float = 0.01,
+    quantizer_lr_scale: float = 0.01,
+    freeze_bn: bool = False,
+) -> fx.GraphModule:
     """A few SGD steps in train mode (task loss + commitment loss); returns the model in eval mode.
 
     The threshold parameters get a gradient summed over every activation, so, as in N2UQ and the
@@ -47,12 +55,23 @@ def train(prepared: fx.GraphModule, x: torch.Tensor, steps: int = 3, *, cross_en
         for m in prepared.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eval()
-    thresholds = {id(p) for m in prepared.modules() if isinstance(m, ThresholdActivationQuantizer)
-                  for p in m.parameters()}
-    optimizer = torch.optim.SGD([
-        {"params": [p for p in prepared.parameters() if id(p) not in thresholds]},
-        {"params": [p for p in prepared.parameters() if id(p) in thresholds], "lr": lr * quantizer_lr_scale},
-    ], lr=lr, momentum=0.9)
+    thresholds = {
+        id(p)
+        for m in prepared.modules()
+        if isinstance(m, ThresholdActivationQuantizer)
+        for p in m.parameters()
+    }
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [p for p in prepared.parameters() if id(p) not in thresholds]},
+            {
+                "params": [p for p in prepared.parameters() if id(p) in thresholds],
+                "lr": lr * quantizer_lr_scale,
+            },
+        ],
+        lr=lr,
+        momentum=0.9,
+    )
     targets = torch.arange(x.shape[0]) % 5
     for _ in range(steps):
         out = prepared(x)
@@ -65,8 +84,10 @@ def train(prepared: fx.GraphModule, x: torch.Tensor, steps: int = 3, *, cross_en
 
 
 def snapshot(module: nn.Module) -> dict[str, object]:
-    return {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-            for k, v in module.state_dict().items()}
+    return {
+        k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+        for k, v in module.state_dict().items()
+    }
 
 
 def assert_state_equal(a: dict[str, object], b: dict[str, object]) -> None:
@@ -97,8 +118,9 @@ def test_prepare_returns_graph_module_with_a_quantizer_in_front_of_each_quantize
     prepared = prepare_adq(TinyResNet(), default_qconfig_mapping(3), images())
     assert isinstance(prepared, fx.GraphModule)
     modules = dict(prepared.named_modules())
-    quantized = [n for n in prepared.graph.nodes
-                 if n.op == "call_module" and isinstance(modules[n.target], QAT)]
+    quantized = [
+        n for n in prepared.graph.nodes if n.op == "call_module" and isinstance(modules[n.target], QAT)
+    ]
     assert sorted(n.target for n in quantized) == sorted(QUANTIZED_BY_DEFAULT)
     for node in quantized:
         source = node.args[0]
@@ -217,8 +239,13 @@ def test_per_layer_bits_show_in_quantization_map() -> None:
     )
     qmap = quantization_map(prepare_adq(TinyResNet(), mapping, images()))
     got = {name: (e["weight_bits"], e["activation_bits"]) for name, e in qmap.items()}
-    assert got == {"layer1.conv1": (3, 3), "layer1.conv2": (2, 4), "layer2.downsample.0": (3, 3),
-                   "layer2.conv1": (8, 2), "layer2.conv2": (3, 3)}
+    assert got == {
+        "layer1.conv1": (3, 3),
+        "layer1.conv2": (2, 4),
+        "layer2.downsample.0": (3, 3),
+        "layer2.conv1": (8, 2),
+        "layer2.conv2": (3, 3),
+    }
     assert len(qmap["layer1.conv2"]["codebook"]) == 2**2 - 1  # alg1 levels
     assert len(qmap["layer2.conv1"]["codebook"]) == 2**8 - 1
 
@@ -230,8 +257,11 @@ def signs(model: nn.Module) -> dict[str, bool]:
 
 def test_inputs_behind_relu_are_unsigned() -> None:
     assert signs(prepare_adq(TinyResNet(), None, images())) == dict.fromkeys(QUANTIZED_BY_DEFAULT, False)
-    assert signs(prepare_adq(FunctionalNet(), None, images())) == {"conv2": False, "conv3": False,
-                                                                   "hidden": False}
+    assert signs(prepare_adq(FunctionalNet(), None, images())) == {
+        "conv2": False,
+        "conv3": False,
+        "hidden": False,
+    }
 
 
 def test_layer_fed_by_batchnorm_without_relu_is_signed() -> None:
@@ -249,11 +279,13 @@ def test_sign_of_the_model_input_comes_from_the_example_inputs() -> None:
 
 
 def test_activation_signed_config_overrides_detection() -> None:
-    signed = ADQConfig(activation=ActivationThresholdConfig(bits=3, signed=True))
-    unsigned = ADQConfig(activation=ActivationThresholdConfig(bits=3, signed=False))
-    mapping = (default_qconfig_mapping(3)
-               .set_module_name("conv_a", signed)  # behind a ReLU, forced signed
-               .set_module_name("conv_b", unsigned))  # behind a BatchNorm, forced unsigned
+    signed = ADQConfig(activation=ThresholdActivationConfig(bits=3, signed=True))
+    unsigned = ADQConfig(activation=ThresholdActivationConfig(bits=3, signed=False))
+    mapping = (
+        default_qconfig_mapping(3)
+        .set_module_name("conv_a", signed)  # behind a ReLU, forced signed
+        .set_module_name("conv_b", unsigned)
+    )  # behind a BatchNorm, forced unsigned
     x = images()
     prepared = prepare_adq(SignedNet(), mapping, x)
     assert signs(prepared) == {"conv_a": True, "conv_b": False, "hidden": False}
@@ -273,11 +305,17 @@ def _functional() -> tuple[nn.Module, torch.Tensor, ADQConfigMapping]:
 
 
 def _signed() -> tuple[nn.Module, torch.Tensor, ADQConfigMapping]:
-    mapping = (default_qconfig_mapping(3, keep_first_and_last_float=False)
-               .set_module_name("conv_b", ADQConfig.with_bits(2, 4))
-               .set_module_name("hidden", ADQConfig(
-                   weight=WeightCodebookConfig(bits=4, levels="full", pin_zero=False),
-                   activation=ActivationThresholdConfig(bits=3))))
+    mapping = (
+        default_qconfig_mapping(3, keep_first_and_last_float=False)
+        .set_module_name("conv_b", ADQConfig.with_bits(2, 4))
+        .set_module_name(
+            "hidden",
+            ADQConfig(
+                weight=CodebookWeightConfig(bits=4, levels="full", pin_zero=False),
+                activation=ThresholdActivationConfig(bits=3),
+            ),
+        )
+    )
     return SignedNet(), images(8), mapping
 
 
@@ -301,10 +339,11 @@ def _resnet18() -> tuple[nn.Module, torch.Tensor, ADQConfigMapping]:
     return calibrate_batchnorm(model, images(8, size=32, seed=1)), x, default_qconfig_mapping(3)
 
 
-@pytest.mark.parametrize(("build", "steps", "freeze_bn"),
-                         [(_tiny_resnet, 3, False), (_functional, 3, False), (_signed, 3, False),
-                          (_resnet18, 1, True)],
-                         ids=["tiny_resnet", "functional", "signed", "resnet18"])
+@pytest.mark.parametrize(
+    ("build", "steps", "freeze_bn"),
+    [(_tiny_resnet, 3, False), (_functional, 3, False), (_signed, 3, False), (_resnet18, 1, True)],
+    ids=["tiny_resnet", "functional", "signed", "resnet18"],
+)
 def test_converted_model_computes_what_the_trained_prepared_model_computes(
     build: Callable[[], tuple[nn.Module, torch.Tensor, ADQConfigMapping]], steps: int, freeze_bn: bool
 ) -> None:
@@ -314,8 +353,11 @@ def test_converted_model_computes_what_the_trained_prepared_model_computes(
     initial = snapshot(prepared)
     train(prepared, x, steps, cross_entropy=True, freeze_bn=freeze_bn)
     # training moved the quantizers, so the contract is checked on a trained state
-    moved = [k for k, v in snapshot(prepared).items()
-             if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and not torch.equal(v, initial[k])]
+    moved = [
+        k
+        for k, v in snapshot(prepared).items()
+        if isinstance(v, torch.Tensor) and v.dtype.is_floating_point and not torch.equal(v, initial[k])
+    ]
     assert any("codebook" in k for k in moved) and any("intervals" in k for k in moved)
 
     converted = convert_adq(prepared, backend="reference")
@@ -383,8 +425,16 @@ def test_quantization_map_of_prepared_and_converted_agree(trained_resnet) -> Non
     for name in before:
         float_layer = model.get_submodule(name)
         assert before[name]["stage"] == "prepared" and after[name]["stage"] == "converted"
-        for field in ("weight_bits", "activation_bits", "activation_signed", "codebook", "scale_shape",
-                      "num_params", "layer_type", "weight_config"):
+        for field in (
+            "weight_bits",
+            "activation_bits",
+            "activation_signed",
+            "codebook",
+            "scale_shape",
+            "num_params",
+            "layer_type",
+            "weight_config",
+        ):
             assert before[name][field] == after[name][field], (name, field)
         assert before[name]["weight_bits"] == 3 and before[name]["activation_bits"] == 3
         assert before[name]["scale_shape"] == [float_layer.out_channels]
@@ -489,8 +539,9 @@ def test_converted_model_is_smaller_than_the_float_model(trained_resnet) -> None
     model, _, prepared = trained_resnet
     converted = convert_adq(prepared, backend="reference")
     float_bits = adq_fx.model_size_bits(model)
-    assert float_bits == 8 * sum(t.numel() * t.element_size() for t in [*model.parameters(),
-                                                                        *model.buffers()])
+    assert float_bits == 8 * sum(
+        t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]
+    )
     quantized_weights = sum(model.get_submodule(n).weight.numel() for n in QUANTIZED_BY_DEFAULT)
     converted_bits = adq_fx.model_size_bits(converted)
     assert converted_bits < float_bits

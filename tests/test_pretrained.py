@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from adq_fx import functional as F
+from adq_fx import functional as qf
 from adq_fx.cli import main
 from adq_fx.train.checkpoints import find_state_dict, load_float_state, parse_renames, rename_keys
 from adq_fx.train.config import TrainConfig
@@ -27,8 +27,11 @@ class Classifier(nn.Module):
 
 def _foreign_checkpoint(tmp_path, model: nn.Module, *, prefix: str = "module.", classifier: str = "linear."):
     """As DataParallel code that names its classifier 'linear' saves it, nested under 'state_dict'."""
-    state = {prefix + k.replace("fc.", classifier): v for k, v in model.state_dict().items()
-             if not k.endswith("num_batches_tracked")}  # as checkpoints from before PyTorch 0.4.1
+    state = {
+        prefix + k.replace("fc.", classifier): v
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }  # as checkpoints from before PyTorch 0.4.1
     path = tmp_path / "foreign.th"
     torch.save({"best_prec1": 91.0, "state_dict": state}, path)
     return path
@@ -84,9 +87,17 @@ def test_the_float_start_is_fine_tuned_once_and_cached_for_later_runs(tmp_path, 
     pretrained = build_model("digits_cnn", 10, 1)
     checkpoint = tmp_path / "pretrained.pt"
     torch.save({"model": {"module." + k: v for k, v in pretrained.state_dict().items()}}, checkpoint)
-    common = {"float_checkpoint": str(checkpoint), "finetune_epochs": 1, "finetune_lr": 0.05,
-              "float_cache": str(tmp_path / "cache"), "validation": 100, "epochs": 1,
-              "progress": False, "plots": False, "batch_size": 64}
+    common = {
+        "float_checkpoint": str(checkpoint),
+        "finetune_epochs": 1,
+        "finetune_lr": 0.05,
+        "float_cache": str(tmp_path / "cache"),
+        "validation": 100,
+        "epochs": 1,
+        "progress": False,
+        "plots": False,
+        "batch_size": 64,
+    }
     first = run_training(TrainConfig(out_dir=str(tmp_path / "a"), seed=0, **common))
     cached = list((tmp_path / "cache").glob("float-digits_cnn-*.pt"))
     assert len(cached) == 1 and len(first["history"]["float"]) == 1
@@ -99,25 +110,47 @@ def test_the_float_start_is_fine_tuned_once_and_cached_for_later_runs(tmp_path, 
     # a different fine-tune is a different start
     run_training(TrainConfig(out_dir=str(tmp_path / "c"), **{**common, "finetune_lr": 0.02}))
     assert len(list((tmp_path / "cache").glob("float-digits_cnn-*.pt"))) == 2
-    assert main(["train", "--float-checkpoint", str(checkpoint), "--float-checkpoint-rename", "x.=y.",
-                 "--finetune-epochs", "1", "--epochs", "1", "--out-dir", str(tmp_path / "d"),
-                 "--no-progress", "--no-plots", "--validation", "100"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--float-checkpoint",
+                str(checkpoint),
+                "--float-checkpoint-rename",
+                "x.=y.",
+                "--finetune-epochs",
+                "1",
+                "--epochs",
+                "1",
+                "--out-dir",
+                str(tmp_path / "d"),
+                "--no-progress",
+                "--no-plots",
+                "--validation",
+                "100",
+            ]
+        )
+        == 0
+    )
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(min_value=0, max_value=2**16), st.sampled_from([2, 3, 4]), st.booleans())
 def test_kmeans_init_steps_never_raise_the_quantization_error_and_keep_zero(seed, bits, full) -> None:
     generator = torch.Generator().manual_seed(seed)
-    weights = torch.distributions.Laplace(0.0, 1.0).sample((2000,)) if seed % 2 else torch.randn(
-        2000, generator=generator)
-    init = F.quantile_codebook(weights, bits, full_levels=full)
+    weights = (
+        torch.distributions.Laplace(0.0, 1.0).sample((2000,))
+        if seed % 2
+        else torch.randn(2000, generator=generator)
+    )
+    init = qf.quantile_codebook(weights, bits, full_levels=full)
 
     def error(codebook: torch.Tensor) -> float:
-        return float((codebook[F.nearest_codes(weights, codebook)] - weights).pow(2).mean())
+        return float((codebook[qf.nearest_codes(weights, codebook)] - weights).pow(2).mean())
 
-    refined = F.lloyd_codebook(weights, init, 20, pin_zero=not full)
+    refined = qf.lloyd_codebook(weights, init, 20, pin_zero=not full)
     assert refined.shape == init.shape and bool((refined.diff() >= 0).all())
     assert error(refined) <= error(init) + 1e-7
     if not full:
         assert int((refined == 0).sum()) == 1
-    assert torch.equal(F.lloyd_codebook(weights, init, 0, pin_zero=not full), init)
+    assert torch.equal(qf.lloyd_codebook(weights, init, 0, pin_zero=not full), init)

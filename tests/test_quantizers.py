@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from adq_fx import functional as F
-from adq_fx.config import ActivationThresholdConfig, WeightCodebookConfig
+from adq_fx import functional as qf
+from adq_fx.config import CodebookWeightConfig, ThresholdActivationConfig
 from adq_fx.quantizers import CodebookWeightQuantizer, ThresholdActivationQuantizer
 
 BUFFERS = ("scale", "codebook", "ema_counts", "ema_sums")
@@ -28,7 +28,7 @@ def buffers(module: nn.Module) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------- codebook weights
 def test_codebook_buffers_are_in_the_state_dict() -> None:
-    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight())
+    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), conv_weight())
     state = quantizer.state_dict()
     for name in BUFFERS:
         assert name in state
@@ -45,7 +45,7 @@ def test_codebook_buffers_are_in_the_state_dict() -> None:
 def test_eval_forward_changes_no_buffer(levels: str) -> None:
     weight = conv_weight()
     quantizer = CodebookWeightQuantizer(
-        WeightCodebookConfig(bits=3, levels=levels, pin_zero=levels == "alg1", ema_decay=0.5), weight
+        CodebookWeightConfig(bits=3, levels=levels, pin_zero=levels == "alg1", ema_decay=0.5), weight
     ).eval()
     before = buffers(quantizer)
     for seed in range(3):
@@ -58,11 +58,14 @@ def test_eval_forward_changes_no_buffer(levels: str) -> None:
 
 
 @settings(max_examples=10, deadline=None)
-@given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=2, max_value=4),
-       st.sampled_from([0.0, 0.5, 0.99]))
+@given(
+    st.integers(min_value=0, max_value=10_000),
+    st.integers(min_value=2, max_value=4),
+    st.sampled_from([0.0, 0.5, 0.99]),
+)
 def test_train_forward_moves_the_codebook_and_keeps_it_sorted(seed, bits, decay) -> None:
     weight = conv_weight(seed)
-    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=bits, ema_decay=decay), weight).train()
+    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=bits, ema_decay=decay), weight).train()
     initial = quantizer.codebook.clone()
     scale_before = quantizer.scale.clone()
     for step in range(3):
@@ -76,11 +79,11 @@ def test_train_forward_moves_the_codebook_and_keeps_it_sorted(seed, bits, decay)
 
 def test_train_forward_updates_the_ema_statistics_by_the_formula() -> None:
     weight = conv_weight()
-    config = WeightCodebookConfig(bits=2, ema_decay=0.5)
+    config = CodebookWeightConfig(bits=2, ema_decay=0.5)
     quantizer = CodebookWeightQuantizer(config, weight).train()
     counts0, sums0 = quantizer.ema_counts.clone(), quantizer.ema_sums.clone()
-    normalised = F.normalise(weight, quantizer.scale)
-    step_counts, step_sums = F.cluster_statistics(normalised, quantizer.codes(weight), 3)
+    normalised = qf.normalise(weight, quantizer.scale)
+    step_counts, step_sums = qf.cluster_statistics(normalised, quantizer.codes(weight), 3)
     quantizer(weight)
     torch.testing.assert_close(quantizer.ema_counts, 0.5 * counts0 + 0.5 * step_counts)
     torch.testing.assert_close(quantizer.ema_sums, 0.5 * sums0 + 0.5 * step_sums)
@@ -91,8 +94,9 @@ def test_train_forward_updates_the_ema_statistics_by_the_formula() -> None:
 
 def test_learn_codebook_false_never_moves_the_codebook() -> None:
     weight = conv_weight()
-    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3, learn_codebook=False, ema_decay=0.0),
-                                        weight).train()
+    quantizer = CodebookWeightQuantizer(
+        CodebookWeightConfig(bits=3, learn_codebook=False, ema_decay=0.0), weight
+    ).train()
     before = buffers(quantizer)
     for seed in range(4):
         quantizer(conv_weight(seed + 1) * 3.0)
@@ -101,7 +105,7 @@ def test_learn_codebook_false_never_moves_the_codebook() -> None:
 
 
 def test_the_straight_through_gradient_reaches_the_weight() -> None:
-    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight()).train()
+    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), conv_weight()).train()
     weight = conv_weight(1).requires_grad_()
     quantized = quantizer(weight)
     assert quantized.requires_grad
@@ -111,7 +115,7 @@ def test_the_straight_through_gradient_reaches_the_weight() -> None:
 
 
 def test_commitment_gradient_reaches_the_weight_only() -> None:
-    config = WeightCodebookConfig(bits=3, commitment_beta=0.25)
+    config = CodebookWeightConfig(bits=3, commitment_beta=0.25)
     quantizer = CodebookWeightQuantizer(config, conv_weight())
     weight = conv_weight(1).requires_grad_()
     loss = quantizer.commitment(weight)
@@ -120,15 +124,15 @@ def test_commitment_gradient_reaches_the_weight_only() -> None:
     assert weight.grad is not None and bool((weight.grad != 0).any())
     assert quantizer.codebook.grad is None and not quantizer.codebook.requires_grad
     # beta * mean((sg(q) - w')^2) and its gradient, by hand.
-    normalised = F.normalise(weight.detach(), quantizer.scale)
-    target = quantizer.codebook[F.nearest_codes(normalised, quantizer.codebook)]
+    normalised = qf.normalise(weight.detach(), quantizer.scale)
+    target = quantizer.codebook[qf.nearest_codes(normalised, quantizer.codebook)]
     torch.testing.assert_close(loss.detach(), 0.25 * (target - normalised).pow(2).mean())
     by_hand = 0.25 * 2 * (normalised - target) / normalised.numel() / quantizer.scale.view(-1, 1, 1, 1)
     torch.testing.assert_close(weight.grad, by_hand)
 
 
 def test_commitment_after_a_training_forward_reuses_its_assignment_and_adds_its_gradient() -> None:
-    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3, commitment_beta=0.5), conv_weight())
+    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3, commitment_beta=0.5), conv_weight())
     weight = conv_weight(1).requires_grad_()
     codebook_before = quantizer.codebook.clone()
     quantized = quantizer.train()(weight)
@@ -136,8 +140,8 @@ def test_commitment_after_a_training_forward_reuses_its_assignment_and_adds_its_
     loss = quantizer.commitment(weight)
     (quantized.sum() + loss).backward()
     # the forward's assignment and codebook (before its EMA step), and STE gradient 1 plus eq. (3)'s
-    normalised = F.normalise(weight.detach(), quantizer.scale)
-    target = codebook_before[F.nearest_codes(normalised, codebook_before)]
+    normalised = qf.normalise(weight.detach(), quantizer.scale)
+    target = codebook_before[qf.nearest_codes(normalised, codebook_before)]
     torch.testing.assert_close(loss.detach(), 0.5 * (target - normalised).pow(2).mean())
     by_hand = 1 + 0.5 * 2 * (normalised - target) / normalised.numel() / quantizer.scale.view(-1, 1, 1, 1)
     torch.testing.assert_close(weight.grad, by_hand)
@@ -146,13 +150,13 @@ def test_commitment_after_a_training_forward_reuses_its_assignment_and_adds_its_
     with torch.no_grad():
         weight.mul_(1.5)
     fresh = quantizer.commitment(weight)
-    normalised = F.normalise(weight.detach(), quantizer.scale)
-    target = quantizer.codebook[F.nearest_codes(normalised, quantizer.codebook)]
+    normalised = qf.normalise(weight.detach(), quantizer.scale)
+    target = quantizer.codebook[qf.nearest_codes(normalised, quantizer.codebook)]
     torch.testing.assert_close(fresh.detach(), 0.5 * (target - normalised).pow(2).mean())
 
 
 def test_commitment_is_zero_for_weights_on_the_codebook() -> None:
-    quantizer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight())
+    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), conv_weight())
     picks = torch.randint(0, 7, (4, 3, 3, 3), generator=torch.Generator().manual_seed(1))
     on_codebook = quantizer.scale.view(-1, 1, 1, 1) * quantizer.codebook[picks]
     loss = quantizer.commitment(on_codebook)
@@ -165,7 +169,7 @@ def test_normal_init_is_deterministic_per_seed_and_has_zero_when_pinned() -> Non
     weight = conv_weight()
 
     def codebook(**kwargs: object) -> torch.Tensor:
-        return CodebookWeightQuantizer(WeightCodebookConfig(init="normal", **kwargs), weight).codebook
+        return CodebookWeightQuantizer(CodebookWeightConfig(init="normal", **kwargs), weight).codebook
 
     first, again, other = codebook(bits=3, seed=7), codebook(bits=3, seed=7), codebook(bits=3, seed=8)
     assert torch.equal(first, again)
@@ -183,9 +187,9 @@ def test_normal_init_is_deterministic_per_seed_and_has_zero_when_pinned() -> Non
 def test_loading_a_three_bit_state_into_a_two_bit_quantizer_names_the_module_and_the_bits() -> None:
     weight = conv_weight()
     saved = nn.Module()
-    saved.layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), weight)
+    saved.layer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), weight)
     target = nn.Module()
-    target.layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=2), weight)
+    target.layer = CodebookWeightQuantizer(CodebookWeightConfig(bits=2), weight)
     before = buffers(target)
     with pytest.raises(ValueError) as info:
         target.load_state_dict(saved.state_dict())
@@ -200,17 +204,17 @@ def test_loading_a_three_bit_state_into_a_two_bit_quantizer_names_the_module_and
 def test_a_nested_quantizer_is_named_by_its_full_prefix() -> None:
     weight = conv_weight()
     saved, target = nn.Sequential(nn.Module()), nn.Sequential(nn.Module())
-    saved[0].layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), weight)
-    target[0].layer = CodebookWeightQuantizer(WeightCodebookConfig(bits=2), weight)
+    saved[0].layer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), weight)
+    target[0].layer = CodebookWeightQuantizer(CodebookWeightConfig(bits=2), weight)
     with pytest.raises(ValueError, match=r"^0\.layer: the state_dict was saved with .*'bits': 3"):
         target.load_state_dict(saved.state_dict())
 
 
 def test_a_same_bits_state_dict_round_trips() -> None:
     weight = conv_weight()
-    source = CodebookWeightQuantizer(WeightCodebookConfig(bits=3, ema_decay=0.0), weight).train()
+    source = CodebookWeightQuantizer(CodebookWeightConfig(bits=3, ema_decay=0.0), weight).train()
     source(conv_weight(3))
-    target = CodebookWeightQuantizer(WeightCodebookConfig(bits=3), conv_weight(5))
+    target = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), conv_weight(5))
     target.load_state_dict(source.state_dict())
     for name in BUFFERS:
         assert torch.equal(getattr(target, name), getattr(source, name)), name
@@ -221,8 +225,12 @@ def activation_quantizer(
     bits: int = 3, *, signed: bool = False, channels: int = 3
 ) -> ThresholdActivationQuantizer:
     """N2UQ's fixed start (init="uniform"): the reference point of the tests below."""
-    return ThresholdActivationQuantizer(ActivationThresholdConfig(bits=bits, init="uniform"), signed=signed,
-                                        num_channels=channels, channel_dim=1)
+    return ThresholdActivationQuantizer(
+        ThresholdActivationConfig(bits=bits, init="uniform"),
+        signed=signed,
+        num_channels=channels,
+        channel_dim=1,
+    )
 
 
 def test_threshold_parameters_all_get_gradients() -> None:
@@ -260,8 +268,11 @@ def test_unsigned_quantizer_clips_negative_inputs_to_zero() -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.lists(st.floats(min_value=-3.0, max_value=3.0, width=32), min_size=6, max_size=6),
-       st.integers(min_value=2, max_value=5), st.booleans())
+@given(
+    st.lists(st.floats(min_value=-3.0, max_value=3.0, width=32), min_size=6, max_size=6),
+    st.integers(min_value=2, max_value=5),
+    st.booleans(),
+)
 def test_eval_and_train_forward_are_identical(values, bits, signed) -> None:
     quantizer = activation_quantizer(bits, signed=signed, channels=3)
     with torch.no_grad():
@@ -291,37 +302,37 @@ def test_loading_a_threshold_state_with_other_bits_names_the_module() -> None:
 @pytest.mark.parametrize(
     ("make", "field"),
     [
-        (lambda: WeightCodebookConfig(bits=1), "bits=1"),
-        (lambda: WeightCodebookConfig(bits=9), "bits=9"),
-        (lambda: WeightCodebookConfig(bits=True), "bits=True"),
-        (lambda: WeightCodebookConfig(bits=3.0), "bits=3.0"),
-        (lambda: WeightCodebookConfig(ema_decay=1.5), "ema_decay=1.5"),
-        (lambda: WeightCodebookConfig(ema_decay=-0.1), "ema_decay=-0.1"),
-        (lambda: WeightCodebookConfig(levels="full", pin_zero=True), "pin_zero"),
-        (lambda: WeightCodebookConfig(levels="half"), "levels='half'"),
-        (lambda: WeightCodebookConfig(eps=0.0), "eps=0.0"),
-        (lambda: ActivationThresholdConfig(bits=0), "bits=0"),
-        (lambda: ActivationThresholdConfig(min_interval=0.0), "min_interval=0.0"),
-        (lambda: ActivationThresholdConfig(init="lsq"), "init='lsq'"),
+        (lambda: CodebookWeightConfig(bits=1), "bits=1"),
+        (lambda: CodebookWeightConfig(bits=9), "bits=9"),
+        (lambda: CodebookWeightConfig(bits=True), "bits=True"),
+        (lambda: CodebookWeightConfig(bits=3.0), "bits=3.0"),
+        (lambda: CodebookWeightConfig(ema_decay=1.5), "ema_decay=1.5"),
+        (lambda: CodebookWeightConfig(ema_decay=-0.1), "ema_decay=-0.1"),
+        (lambda: CodebookWeightConfig(levels="full", pin_zero=True), "pin_zero"),
+        (lambda: CodebookWeightConfig(levels="half"), "levels='half'"),
+        (lambda: CodebookWeightConfig(eps=0.0), "eps=0.0"),
+        (lambda: ThresholdActivationConfig(bits=0), "bits=0"),
+        (lambda: ThresholdActivationConfig(min_interval=0.0), "min_interval=0.0"),
+        (lambda: ThresholdActivationConfig(init="lsq"), "init='lsq'"),
     ],
 )
 def test_invalid_configs_raise_naming_the_field(make, field: str) -> None:
     with pytest.raises(ValueError, match=re.escape(field)) as info:
         make()
     owner = str(info.value).split("(")[0]
-    assert owner in {"WeightCodebookConfig", "ActivationThresholdConfig"}
+    assert owner in {"CodebookWeightConfig", "ThresholdActivationConfig"}
 
 
 def test_full_levels_without_pinning_is_valid() -> None:
-    config = WeightCodebookConfig(bits=2, levels="full", pin_zero=False)
+    config = CodebookWeightConfig(bits=2, levels="full", pin_zero=False)
     assert config.num_levels == 4
-    assert WeightCodebookConfig(bits=2).num_levels == 3
-    assert ActivationThresholdConfig(bits=2).num_levels == 4
+    assert CodebookWeightConfig(bits=2).num_levels == 3
+    assert ThresholdActivationConfig(bits=2).num_levels == 4
 
 
 # ------------------------------------------------------------------- first-batch threshold init
 def _first_batch_quantizer(signed: bool = False) -> ThresholdActivationQuantizer:
-    config = ActivationThresholdConfig(bits=3, init="first_batch")
+    config = ThresholdActivationConfig(bits=3, init="first_batch")
     return ThresholdActivationQuantizer(config, signed=signed, num_channels=2, channel_dim=1)
 
 
@@ -361,8 +372,9 @@ def test_first_batch_init_runs_once_and_survives_a_state_dict_round_trip() -> No
 
 
 def test_uniform_init_keeps_the_reference_start_and_its_state_dict_keys() -> None:
-    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init="uniform"), signed=False,
-                                     num_channels=2, channel_dim=1)
+    q = ThresholdActivationQuantizer(
+        ThresholdActivationConfig(bits=3, init="uniform"), signed=False, num_channels=2, channel_dim=1
+    )
     q(torch.rand(2, 2, 4, 4) * 50)
     assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0
     assert "initialized" not in q.state_dict()  # checkpoints of a uniform-init quantizer keep their keys
@@ -370,9 +382,10 @@ def test_uniform_init_keeps_the_reference_start_and_its_state_dict_keys() -> Non
 
 @pytest.mark.parametrize("init", ["auto", "first_batch"])
 def test_a_batch_without_signal_keeps_the_uniform_start(init: str) -> None:
-    assert ActivationThresholdConfig().init == "auto"
-    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init=init), signed=False,
-                                     num_channels=2, channel_dim=1)
+    assert ThresholdActivationConfig().init == "auto"
+    q = ThresholdActivationQuantizer(
+        ThresholdActivationConfig(bits=3, init=init), signed=False, num_channels=2, channel_dim=1
+    )
     q(torch.zeros(2, 2, 4, 4))  # dead inputs say nothing about the range
     assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0 and bool(q.initialized)
     assert q.started_from == "fixed"
@@ -381,16 +394,18 @@ def test_a_batch_without_signal_keeps_the_uniform_start(init: str) -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.floats(min_value=1e-3, max_value=1e3), st.integers(min_value=0, max_value=2**16), st.booleans())
 def test_auto_init_keeps_the_fixed_start_where_the_data_fits_it_and_else_covers_the_data(
-        scale, seed, signed) -> None:
+    scale, seed, signed
+) -> None:
     x = torch.rand(4, 2, 5, 5, generator=torch.Generator().manual_seed(seed)) * scale
     if signed:
         x = x * torch.where(torch.arange(x.numel()).view(x.shape) % 3 == 0, -1.0, 1.0)
-    q = ThresholdActivationQuantizer(ActivationThresholdConfig(bits=3, init="auto"), signed=signed,
-                                     num_channels=2, channel_dim=1)
+    q = ThresholdActivationQuantizer(
+        ThresholdActivationConfig(bits=3, init="auto"), signed=signed, num_channels=2, channel_dim=1
+    )
     out = q(x)
     q99 = float(torch.quantile(x.abs().flatten(), 0.99))
     span = 2 * q99 if signed else q99  # the width of the input range the data occupies
-    tolerance = ActivationThresholdConfig.AUTO_START_TOLERANCE
+    tolerance = ThresholdActivationConfig.AUTO_START_TOLERANCE
     if 2 / tolerance <= span <= 2 * tolerance:  # N2UQ's [0, 2] (signed [-1, 1]) fits: kept as is
         assert q.started_from == "fixed"
         assert q.beta1.item() == 1.0 and q.beta2.item() == 1.0
@@ -407,6 +422,6 @@ def test_auto_init_keeps_the_fixed_start_where_the_data_fits_it_and_else_covers_
 
 def test_magnitude_quantile_samples_large_tensors_but_is_exact_on_small_ones() -> None:
     x = torch.randn(1000, generator=torch.Generator().manual_seed(0))
-    assert float(F.magnitude_quantile(x, 0.99)) == pytest.approx(float(torch.quantile(x.abs(), 0.99)))
+    assert float(qf.magnitude_quantile(x, 0.99)) == pytest.approx(float(torch.quantile(x.abs(), 0.99)))
     big = torch.rand(3 * 2**20 + 7, generator=torch.Generator().manual_seed(1))
-    assert float(F.magnitude_quantile(big, 0.5, max_samples=2**16)) == pytest.approx(0.5, abs=0.01)
+    assert float(qf.magnitude_quantile(big, 0.5, max_samples=2**16)) == pytest.approx(0.5, abs=0.01)

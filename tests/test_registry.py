@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from adq_fx import (
-    ActivationThresholdConfig,
     ADQConfig,
     ADQConfigMapping,
+    ThresholdActivationConfig,
     convert_adq,
     load_converted,
     prepare_adq,
@@ -37,8 +37,10 @@ DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 @pytest.fixture
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Registrations inside a test vanish after it."""
-    copied = {role: {name: dataclasses.replace(entry) for name, entry in entries.items()}
-              for role, entries in registry._ENTRIES.items()}
+    copied = {
+        role: {name: dataclasses.replace(entry) for name, entry in entries.items()}
+        for role, entries in registry._ENTRIES.items()
+    }
     monkeypatch.setattr(registry, "_ENTRIES", copied)
 
 
@@ -57,8 +59,9 @@ def _design_example() -> dict[str, Any]:
 
 
 def _ternary_mapping(example: dict[str, Any]) -> ADQConfigMapping:
-    return ADQConfigMapping().set_global(ADQConfig(weight=example["TernaryWeightConfig"](),
-                                                   activation=ActivationThresholdConfig(bits=3)))
+    return ADQConfigMapping().set_global(
+        ADQConfig(weight=example["TernaryWeightConfig"](), activation=ThresholdActivationConfig(bits=3))
+    )
 
 
 def test_the_documented_quantizer_trains_converts_exactly_and_reloads(scratch_registry) -> None:
@@ -136,7 +139,8 @@ def test_a_taken_name_a_missing_name_and_a_non_quantizer_are_refused(scratch_reg
         registry.register_encoder(ThresholdActivationQuantizer)(type("NoBuilder", (nn.Module,), {}))
     with pytest.raises(TypeError, match=r"Plain is not a registered quantizer"):
         registry.register_encoder(type("Plain", (nn.Module,), {}))(
-            type("Enc", (nn.Module,), {"from_quantizer": classmethod(lambda cls, q: cls())}))
+            type("Enc", (nn.Module,), {"from_quantizer": classmethod(lambda cls, q: cls())})
+        )
 
 
 def test_an_unregistered_config_and_an_unknown_name_get_a_way_out(scratch_registry) -> None:
@@ -160,8 +164,11 @@ def test_an_activation_quantizer_without_an_encoder_cannot_convert_and_says_how(
     class HalfQuantizer(ActivationQuantizer):
         pass
 
-    with pytest.raises(TypeError, match=r"HalfQuantizer has no converted form: decorate its encoder class "
-                                        r"with adq_fx.registry.register_encoder\(HalfQuantizer\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"HalfQuantizer has no converted form: decorate its encoder class "
+        r"with adq_fx.registry.register_encoder\(HalfQuantizer\)",
+    ):
         encoder_for(HalfQuantizer())
 
 
@@ -173,8 +180,10 @@ def test_checkpoints_and_maps_with_pre_registry_names_still_load() -> None:
     old = {}
     for key, value in prepared.state_dict().items():
         if key.endswith("_extra_state"):  # as a release before the registry saved them
-            value = {k: {"adq": "adq_codebook", "n2uq": "n2uq_thresholds"}.get(v, v) if k == "method" else v
-                     for k, v in value.items()}
+            value = {
+                k: {"adq": "adq_codebook", "n2uq": "n2uq_thresholds"}.get(v, v) if k == "method" else v
+                for k, v in value.items()
+            }
         old[key] = value
     assert any(isinstance(v, dict) and v.get("method") == "adq_codebook" for v in old.values())
     fresh = prepare_adq(TinyResNet(), mapping, x)
@@ -182,7 +191,23 @@ def test_checkpoints_and_maps_with_pre_registry_names_still_load() -> None:
     fresh.eval(), prepared.eval()
     with torch.no_grad():
         assert torch.equal(fresh(x), prepared(x))
-    qmap = {name: {**entry, "weight_method": "adq_codebook", "activation_method": "n2uq_thresholds"}
-            for name, entry in quantization_map(prepared).items()}
+    qmap = {
+        name: {**entry, "weight_method": "adq_codebook", "activation_method": "n2uq_thresholds"}
+        for name, entry in quantization_map(prepared).items()
+    }
     rebuilt = qconfig_mapping_from_map(qmap)
     assert rebuilt.module_name_configs.keys() == qmap.keys()
+
+
+def test_the_old_config_names_still_import_with_a_deprecation_warning() -> None:
+    import adq_fx
+    import adq_fx.config
+
+    with pytest.warns(DeprecationWarning, match=r"adq_fx\.WeightCodebookConfig is now CodebookWeightConfig"):
+        assert adq_fx.WeightCodebookConfig is adq_fx.CodebookWeightConfig
+    with pytest.warns(
+        DeprecationWarning, match=r"config\.ActivationThresholdConfig is now ThresholdActivationC"
+    ):
+        assert adq_fx.config.ActivationThresholdConfig is adq_fx.ThresholdActivationConfig
+    with pytest.raises(AttributeError, match=r"module 'adq_fx' has no attribute 'NoSuchConfig'"):
+        adq_fx.NoSuchConfig  # noqa: B018

@@ -20,8 +20,15 @@ from adq_fx.train.models import CifarResNet, build_model
 
 
 def _config(tmp_path, **overrides) -> TrainConfig:
-    settings = {"out_dir": str(tmp_path), "float_epochs": 2, "epochs": 2, "float_lr": 0.1,
-                "progress": False, "plots": False, "batch_size": 64}
+    settings = {
+        "out_dir": str(tmp_path),
+        "float_epochs": 2,
+        "epochs": 2,
+        "float_lr": 0.1,
+        "progress": False,
+        "plots": False,
+        "batch_size": 64,
+    }
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -47,8 +54,10 @@ def test_resume_continues_bit_identically(tmp_path) -> None:
     resumed = run_training(_config(tmp_path / "pieces", epochs=3, resume=True))
 
     def metrics(results: dict) -> dict:  # wall time differs, everything else must not
-        return {phase: [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
-                for phase, history in results["history"].items()}
+        return {
+            phase: [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in history]
+            for phase, history in results["history"].items()
+        }
 
     assert metrics(resumed) == metrics(straight)
     assert len(resumed["history"]["float"]) == 2 and len(resumed["history"]["qat"]) == 3
@@ -105,8 +114,9 @@ def test_random_crop_flip_keeps_content_and_shape() -> None:
 
 @pytest.mark.parametrize(("weight", "activation"), [("n2uq", "n2uq"), ("lsq", "lsq"), ("post", "asq")])
 def test_baseline_quantizers_through_the_recipe(tmp_path, weight, activation) -> None:
-    results = run_training(_config(tmp_path, weight_quantizer=weight, activation_quantizer=activation,
-                                   float_epochs=1, epochs=1))
+    results = run_training(
+        _config(tmp_path, weight_quantizer=weight, activation_quantizer=activation, float_epochs=1, epochs=1)
+    )
     assert results["converted_accuracy"] == results["qat_accuracy"]
     saved = torch.load(tmp_path / "converted.pt", weights_only=True)["quantization_map"]
     methods = {(e["weight_method"], e["activation_method"]) for e in saved.values()}
@@ -115,11 +125,31 @@ def test_baseline_quantizers_through_the_recipe(tmp_path, weight, activation) ->
 
 def test_torchrun_with_two_processes_on_cpu(tmp_path) -> None:
     """DDP through torchrun (gloo): rank 0 alone writes results; training and convert agree."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(29500 + os.getpid() % 1000), "-m", "adq_fx", "train", "--out-dir", str(tmp_path),
-               "--float-epochs", "1", "--epochs", "1", "--train-subset", "512", "--no-progress", "--no-plots"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "adq_fx",
+        "train",
+        "--out-dir",
+        str(tmp_path),
+        "--float-epochs",
+        "1",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "512",
+        "--no-progress",
+        "--no-plots",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("converted") == 1  # one report, from rank 0
     results = json.loads((tmp_path / "results.json").read_text())
@@ -145,8 +175,9 @@ def test_train_config_validation() -> None:
 
 def test_a_run_uses_its_kernel_backend_and_first_batch_thresholds_then_restores_the_backend(tmp_path) -> None:
     before = adq_fx.get_kernel_backend()
-    results = run_training(_config(tmp_path, float_epochs=1, epochs=1, kernels="eager",
-                                   threshold_init="first_batch"))
+    results = run_training(
+        _config(tmp_path, float_epochs=1, epochs=1, kernels="eager", threshold_init="first_batch")
+    )
     assert results["machine"]["kernels"] == "eager"
     assert adq_fx.get_kernel_backend() == before
     assert results["converted_accuracy"] == results["qat_accuracy"]
@@ -158,7 +189,23 @@ def test_a_run_uses_its_kernel_backend_and_first_batch_thresholds_then_restores_
 
 
 def test_cli_train(tmp_path, capsys) -> None:
-    assert main(["train", "--out-dir", str(tmp_path), "--float-epochs", "1", "--epochs", "1",
-                 "--no-progress", "--no-plots", "--target-bits", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out-dir",
+                str(tmp_path),
+                "--float-epochs",
+                "1",
+                "--epochs",
+                "1",
+                "--no-progress",
+                "--no-plots",
+                "--target-bits",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "converted" in out and "parameter-weighted" in out

@@ -4,7 +4,7 @@ Integer kernels multiply activation codes by int8 weights, so each level of a
 layer's table (its codebook, or N2UQ's, LSQ's or POST's levels) must become an
 integer times one per-layer step; the per-channel float scale absorbs the step.
 A table already on a grid (LSQ's integers, N2UQ's uniform levels, a codebook
-trained with ``WeightCodebookConfig(int8_grid=True)``) maps exactly; any other
+trained with ``CodebookWeightConfig(int8_grid=True)``) maps exactly; any other
 (a learned codebook, POST's powers of sqrt 2) is snapped to the grid, among
 those that fit, nearest to all its levels, and the error of that snap is reported.
 """
@@ -21,7 +21,7 @@ from torch import Tensor
 PAIR_SUM_LIMIT = 32767
 #: Relative tolerance for "on the grid": float round-off of levels stored in fp32.
 GRID_TOLERANCE = 1e-6
-#: The training-time grid of ``WeightCodebookConfig(int8_grid=True)``, in units of
+#: The training-time grid of ``CodebookWeightConfig(int8_grid=True)``, in units of
 #: the per-channel RMS: multiples of 1/32 up to 127/32 ≈ 3.97 RMS (powers of two
 #: keep the snapped values exact in fp32).
 TRAINING_GRID_STEP = 2.0**-5
@@ -72,8 +72,9 @@ def to_int8_grid(levels: Tensor, limit: int = 127) -> GridLevels:
     values = levels.detach().double().reshape(-1)
     peak = float(values.abs().max()) if values.numel() else 0.0
     if peak == 0.0:
-        return GridLevels(integers=torch.zeros(values.numel(), dtype=torch.int8), step=1.0,
-                          max_error=0.0, exact=True)
+        return GridLevels(
+            integers=torch.zeros(values.numel(), dtype=torch.int8), step=1.0, max_error=0.0, exact=True
+        )
     for multiple in range(1, limit + 1):
         step = peak / multiple
         integers = torch.round(values / step)
@@ -84,5 +85,9 @@ def to_int8_grid(levels: Tensor, limit: int = 127) -> GridLevels:
     candidates = torch.round(values / steps[:, None])  # |integers| <= round(peak / step) <= limit
     errors = (candidates * steps[:, None] - values).abs().amax(1)
     best = int(errors.argmin())
-    return GridLevels(integers=candidates[best].to(torch.int8), step=float(steps[best]),
-                      max_error=float(errors[best]) / peak, exact=False)
+    return GridLevels(
+        integers=candidates[best].to(torch.int8),
+        step=float(steps[best]),
+        max_error=float(errors[best]) / peak,
+        exact=False,
+    )

@@ -21,7 +21,7 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..functional import broadcast_channels
@@ -102,7 +102,7 @@ class _Int8Layer(CheckedLayout):
                 f"{[round(v, 4) for v in lut.codebook.tolist()]}, which are not on an int8 grid "
                 f"(nearest grid error {grid.max_error:.2e} of the largest level). Convert with "
                 "off_grid='snap' to accept that error, or train with "
-                "WeightCodebookConfig(int8_grid=True) so the codebook stays on the grid."
+                "CodebookWeightConfig(int8_grid=True) so the codebook stays on the grid."
             )
         scale, zero_point, offset = uniform_encoding(lut.input_levels, f"convert_adq: layer {name!r}")
         # Everything the forward depends on is a buffer, so a state_dict carries it into a skeleton.
@@ -176,24 +176,34 @@ class _Int8Layer(CheckedLayout):
 
     def extra_repr(self) -> str:
         fused = [op for op, on in (("add", self.accumulates), ("relu", self.relu)) if on]
-        return (f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, "
-                f"out_channels={self.weight_scale.numel()}, grid_exact={self.grid_exact}, "
-                f"fused={'+'.join(fused) or 'none'}")
+        return (
+            f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, "
+            f"out_channels={self.weight_scale.numel()}, grid_exact={self.grid_exact}, "
+            f"fused={'+'.join(fused) or 'none'}"
+        )
 
     def layout(self) -> dict[str, Any]:
-        return {"method": "adq_int8", "weight_method": self.weight_config.method,
-                "activation_method": self.activation_config.method, "weight_bits": self.weight_bits,
-                "act_bits": self.act_bits, "signed": self.act_signed, "weight_shape": list(self.weight_shape),
-                "relu": self.relu, "accumulates": self.accumulates,
-                "folded_batchnorm": self.folded_batchnorm}
+        return {
+            "method": "adq_int8",
+            "weight_method": self.weight_config.method,
+            "activation_method": self.activation_config.method,
+            "weight_bits": self.weight_bits,
+            "act_bits": self.act_bits,
+            "signed": self.act_signed,
+            "weight_shape": list(self.weight_shape),
+            "relu": self.relu,
+            "accumulates": self.accumulates,
+            "folded_batchnorm": self.folded_batchnorm,
+        }
 
     def _split(self, codes: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
         if isinstance(codes, tuple):  # ASQ: codes and each sample's step
             return codes
         return codes, None
 
-    def _finish(self, y: Tensor, sample_step: Tensor | None, offset: Tensor | None,
-                accumulate: Tensor | None) -> Tensor:
+    def _finish(
+        self, y: Tensor, sample_step: Tensor | None, offset: Tensor | None, accumulate: Tensor | None
+    ) -> Tensor:
         """The float epilogue when the kernel could not fuse it: step, offset, bias, sum, ReLU."""
         if sample_step is not None:
             y = y * sample_step.view(-1, *([1] * (y.dim() - 1)))
@@ -230,9 +240,15 @@ class Int8Conv2d(_Int8Layer):
         # oneDNN's AVX2 int8 1x1 convolution with a stride races on narrow inputs (wrong sums in
         # some runs at 2 threads, seen with 8 input channels in torch 2.14): a 1x1 conv with a
         # stride and no padding is the same as subsampling the input first, which is exact.
-        self.subsample = tuple(self.stride) if (
-            tuple(self.weight_shape[2:]) == (1, 1) and tuple(self.padding) == (0, 0)
-            and tuple(self.stride) != (1, 1)) else None
+        self.subsample = (
+            tuple(self.stride)
+            if (
+                tuple(self.weight_shape[2:]) == (1, 1)
+                and tuple(self.padding) == (0, 0)
+                and tuple(self.stride) != (1, 1)
+            )
+            else None
+        )
         self._build_kernel_weight()
 
     def _kernel_args(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]:
@@ -242,8 +258,9 @@ class Int8Conv2d(_Int8Layer):
     def _prepack(self, input_scale: float, input_zero_point: int) -> Tensor:
         onednn.require_kernels("Int8Conv2d")
         self._offset_cache: dict[tuple[int, int], Tensor] = {}
-        return onednn.prepack_conv(self.int8_weight(), self.weight_scale, input_scale, input_zero_point,
-                                   *self._kernel_args())
+        return onednn.prepack_conv(
+            self.int8_weight(), self.weight_scale, input_scale, input_zero_point, *self._kernel_args()
+        )
 
     def _offset_term(self, height: int, width: int) -> Tensor | None:
         """conv(per-channel offset map, weight): the offset's share, exact under zero padding (cached)."""
@@ -252,8 +269,15 @@ class Int8Conv2d(_Int8Layer):
         key = (height, width)
         if key not in self._offset_cache:
             offset_map = self.input_offset.view(1, -1, 1, 1).expand(1, -1, height, width)
-            self._offset_cache[key] = TF.conv2d(offset_map, self.dequantized_weight(), None, self.stride,
-                                                self.padding, self.dilation, self.groups)
+            self._offset_cache[key] = F.conv2d(
+                offset_map,
+                self.dequantized_weight(),
+                None,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+            )
         return self._offset_cache[key]
 
     def forward(self, codes: Tensor | tuple[Tensor, Tensor], accumulate: Tensor | None = None) -> Tensor:
@@ -268,17 +292,46 @@ class Int8Conv2d(_Int8Layer):
             if accumulate is not None:
                 # The kernel writes into its accumulator: give it a private channels_last float copy
                 # unless the graph pass proved nothing else reads this tensor.
-                private = self.private_accumulator and accumulate.dtype == torch.float32 and (
-                    accumulate.is_contiguous(memory_format=torch.channels_last))
+                private = (
+                    self.private_accumulator
+                    and accumulate.dtype == torch.float32
+                    and (accumulate.is_contiguous(memory_format=torch.channels_last))
+                )
                 if not private:
                     accumulate = accumulate.to(torch.float32, memory_format=torch.channels_last, copy=True)
-                return onednn.conv_add(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                                       self._weight_zero_points, self.bias, accumulate, *args,
-                                       relu=self.relu)
-            return onednn.conv(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                               self._weight_zero_points, self.bias, *args, relu=self.relu)
-        y = onednn.conv(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                        self._weight_zero_points, None, *args)
+                return onednn.conv_add(
+                    codes,
+                    x_scale,
+                    x_zero_point,
+                    self._kernel_weight,
+                    self.weight_scale,
+                    self._weight_zero_points,
+                    self.bias,
+                    accumulate,
+                    *args,
+                    relu=self.relu,
+                )
+            return onednn.conv(
+                codes,
+                x_scale,
+                x_zero_point,
+                self._kernel_weight,
+                self.weight_scale,
+                self._weight_zero_points,
+                self.bias,
+                *args,
+                relu=self.relu,
+            )
+        y = onednn.conv(
+            codes,
+            x_scale,
+            x_zero_point,
+            self._kernel_weight,
+            self.weight_scale,
+            self._weight_zero_points,
+            None,
+            *args,
+        )
         return self._finish(y, sample_step, self._offset_term(height, width), accumulate)
 
 
@@ -306,10 +359,25 @@ class Int8Linear(_Int8Layer):
         codes, sample_step = self._split(codes)
         x_scale, x_zero_point = self._kernel_input
         if self.fuses_in_kernel and accumulate is None:
-            return onednn.linear(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                                 self._weight_zero_points, self.bias, relu=self.relu)
-        y = onednn.linear(codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale,
-                          self._weight_zero_points, None)
+            return onednn.linear(
+                codes,
+                x_scale,
+                x_zero_point,
+                self._kernel_weight,
+                self.weight_scale,
+                self._weight_zero_points,
+                self.bias,
+                relu=self.relu,
+            )
+        y = onednn.linear(
+            codes,
+            x_scale,
+            x_zero_point,
+            self._kernel_weight,
+            self.weight_scale,
+            self._weight_zero_points,
+            None,
+        )
         return self._finish(y, sample_step, None, accumulate)
 
 

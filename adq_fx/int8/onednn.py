@@ -62,16 +62,65 @@ def _ops() -> dict[str, Any]:
 
 _EXPECTED_ARGUMENTS = {
     "conv_prepack": ["weight", "w_scales", "x_scale", "x_zp", "stride", "padding", "dilation", "groups"],
-    "conv": ["qx", "x_scale", "x_zero_point", "qw", "w_scale", "w_zero_point", "bias", "stride",
-             "padding", "dilation", "groups", "output_scale", "output_zero_point", "output_dtype",
-             "attr", "scalars", "algorithm"],
-    "conv_binary": ["qx", "x_scale", "x_zero_point", "qw", "w_scale", "w_zero_point", "qaccum", "bias",
-                    "stride", "padding", "dilation", "groups", "output_scale", "output_zero_point",
-                    "output_dtype", "accum_scale", "accum_zero_point", "binary_attr", "alpha",
-                    "unary_attr", "unary_scalars", "unary_algorithm"],
+    "conv": [
+        "qx",
+        "x_scale",
+        "x_zero_point",
+        "qw",
+        "w_scale",
+        "w_zero_point",
+        "bias",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "output_scale",
+        "output_zero_point",
+        "output_dtype",
+        "attr",
+        "scalars",
+        "algorithm",
+    ],
+    "conv_binary": [
+        "qx",
+        "x_scale",
+        "x_zero_point",
+        "qw",
+        "w_scale",
+        "w_zero_point",
+        "qaccum",
+        "bias",
+        "stride",
+        "padding",
+        "dilation",
+        "groups",
+        "output_scale",
+        "output_zero_point",
+        "output_dtype",
+        "accum_scale",
+        "accum_zero_point",
+        "binary_attr",
+        "alpha",
+        "unary_attr",
+        "unary_scalars",
+        "unary_algorithm",
+    ],
     "linear_prepack": ["weight", "x_shape"],
-    "linear": ["qx", "x_scale", "x_zero_point", "qw", "w_scale", "w_zero_point", "bias", "output_scale",
-               "output_zero_point", "output_dtype", "post_op_name", "post_op_args", "post_op_algorithm"],
+    "linear": [
+        "qx",
+        "x_scale",
+        "x_zero_point",
+        "qw",
+        "w_scale",
+        "w_zero_point",
+        "bias",
+        "output_scale",
+        "output_zero_point",
+        "output_dtype",
+        "post_op_name",
+        "post_op_args",
+        "post_op_algorithm",
+    ],
 }
 
 
@@ -85,8 +134,10 @@ def kernel_problem() -> str | None:
             return f"this PyTorch build ({torch.__version__}) has no torch.ops.onednn {key} kernel"
         names = [a.name for a in op._schema.arguments][: len(_EXPECTED_ARGUMENTS[key])]
         if names != _EXPECTED_ARGUMENTS[key]:
-            return (f"torch.ops.onednn {op._schema.name} in PyTorch {torch.__version__} has the "
-                    f"arguments {names}, not the {_EXPECTED_ARGUMENTS[key]} adq_fx was written for")
+            return (
+                f"torch.ops.onednn {op._schema.name} in PyTorch {torch.__version__} has the "
+                f"arguments {names}, not the {_EXPECTED_ARGUMENTS[key]} adq_fx was written for"
+            )
     try:
         return _probe()
     except RuntimeError as error:  # oneDNN raises RuntimeError for an unsupported CPU
@@ -100,8 +151,19 @@ def _probe() -> str | None:
     weight = torch.randint(-127, 128, (4, 8, 3, 3), generator=generator, dtype=torch.int8)
     scale, zero_points = torch.ones(4), torch.zeros(4, dtype=torch.long)
     packed = prepack_conv(weight, scale, 1.0, 3, (1, 1), (1, 1), (1, 1), 1)
-    got = conv(codes.contiguous(memory_format=torch.channels_last), 1.0, 3, packed, scale, zero_points,
-               None, (1, 1), (1, 1), (1, 1), 1)
+    got = conv(
+        codes.contiguous(memory_format=torch.channels_last),
+        1.0,
+        3,
+        packed,
+        scale,
+        zero_points,
+        None,
+        (1, 1),
+        (1, 1),
+        (1, 1),
+        1,
+    )
     expected = torch.nn.functional.conv2d(codes.double() - 3, weight.double(), padding=1)
     if not torch.equal(got.double(), expected):
         return "the oneDNN int8 convolution does not reproduce exact integer sums on this CPU"
@@ -123,40 +185,115 @@ def require_kernels(context: str) -> None:
         )
 
 
-def prepack_conv(weight: Tensor, weight_scale: Tensor, input_scale: float, input_zero_point: int,
-                 stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
-                 groups: int) -> Tensor:
+def prepack_conv(
+    weight: Tensor,
+    weight_scale: Tensor,
+    input_scale: float,
+    input_zero_point: int,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor:
     """int8 (O, I/groups, kh, kw) weights in oneDNN's blocked layout (an opaque tensor)."""
-    return _ops()["conv_prepack"](weight.contiguous(), weight_scale.contiguous(), input_scale,
-                                  input_zero_point, list(stride), list(padding), list(dilation), groups,
-                                  None)
+    return _ops()["conv_prepack"](
+        weight.contiguous(),
+        weight_scale.contiguous(),
+        input_scale,
+        input_zero_point,
+        list(stride),
+        list(padding),
+        list(dilation),
+        groups,
+        None,
+    )
 
 
-def conv(codes: Tensor, input_scale: float, input_zero_point: int, packed: Tensor, weight_scale: Tensor,
-         weight_zero_points: Tensor, bias: Tensor | None, stride: Sequence[int], padding: Sequence[int],
-         dilation: Sequence[int], groups: int, *, relu: bool = False) -> Tensor:
+def conv(
+    codes: Tensor,
+    input_scale: float,
+    input_zero_point: int,
+    packed: Tensor,
+    weight_scale: Tensor,
+    weight_zero_points: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    *,
+    relu: bool = False,
+) -> Tensor:
     """float32 ``conv((codes - zp) * input_scale, int8 * weight_scale) + bias``, ReLU optional.
 
     ``weight_zero_points`` is int64 zeros, one per output channel (symmetric weights), made by the caller
     once rather than per call.
     """
-    return _ops()["conv"](codes, input_scale, input_zero_point, packed, weight_scale,
-                          weight_zero_points, bias, list(stride), list(padding), list(dilation),
-                          groups, 1.0, 0, torch.float32, "relu" if relu else "none", [], "")
+    return _ops()["conv"](
+        codes,
+        input_scale,
+        input_zero_point,
+        packed,
+        weight_scale,
+        weight_zero_points,
+        bias,
+        list(stride),
+        list(padding),
+        list(dilation),
+        groups,
+        1.0,
+        0,
+        torch.float32,
+        "relu" if relu else "none",
+        [],
+        "",
+    )
 
 
-def conv_add(codes: Tensor, input_scale: float, input_zero_point: int, packed: Tensor,
-             weight_scale: Tensor, weight_zero_points: Tensor, bias: Tensor | None, accumulate: Tensor,
-             stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], groups: int, *,
-             relu: bool) -> Tensor:
+def conv_add(
+    codes: Tensor,
+    input_scale: float,
+    input_zero_point: int,
+    packed: Tensor,
+    weight_scale: Tensor,
+    weight_zero_points: Tensor,
+    bias: Tensor | None,
+    accumulate: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    *,
+    relu: bool,
+) -> Tensor:
     """:func:`conv` plus ``accumulate`` (float32, the output's shape), ReLU optional, in one kernel.
 
     The kernel writes the result into ``accumulate``; the caller passes a tensor nothing else reads.
     """
-    return _ops()["conv_binary"](codes, input_scale, input_zero_point, packed, weight_scale,
-                                 weight_zero_points, accumulate, bias, list(stride), list(padding),
-                                 list(dilation), groups, 1.0, 0, torch.float32, 1.0, 0, "sum", 1.0,
-                                 "relu" if relu else "none", [], "")
+    return _ops()["conv_binary"](
+        codes,
+        input_scale,
+        input_zero_point,
+        packed,
+        weight_scale,
+        weight_zero_points,
+        accumulate,
+        bias,
+        list(stride),
+        list(padding),
+        list(dilation),
+        groups,
+        1.0,
+        0,
+        torch.float32,
+        1.0,
+        0,
+        "sum",
+        1.0,
+        "relu" if relu else "none",
+        [],
+        "",
+    )
 
 
 def prepack_linear(weight: Tensor) -> Tensor:
@@ -164,10 +301,31 @@ def prepack_linear(weight: Tensor) -> Tensor:
     return _ops()["linear_prepack"](weight.contiguous(), None)  # strided views pack wrongly
 
 
-def linear(codes: Tensor, input_scale: float, input_zero_point: int, packed: Tensor, weight_scale: Tensor,
-           weight_zero_points: Tensor, bias: Tensor | None, *, relu: bool = False) -> Tensor:
+def linear(
+    codes: Tensor,
+    input_scale: float,
+    input_zero_point: int,
+    packed: Tensor,
+    weight_scale: Tensor,
+    weight_zero_points: Tensor,
+    bias: Tensor | None,
+    *,
+    relu: bool = False,
+) -> Tensor:
     """float32 ``linear((codes - zp) * input_scale, int8 * weight_scale) + bias``, ReLU optional."""
     # The kernel reads its input as dense rows: a strided view gives wrong sums, not an error.
-    return _ops()["linear"](codes.contiguous(), input_scale, input_zero_point, packed, weight_scale,
-                            weight_zero_points, bias, 1.0, 0, torch.float32,
-                            "relu" if relu else "none", [], "")
+    return _ops()["linear"](
+        codes.contiguous(),
+        input_scale,
+        input_zero_point,
+        packed,
+        weight_scale,
+        weight_zero_points,
+        bias,
+        1.0,
+        0,
+        torch.float32,
+        "relu" if relu else "none",
+        [],
+        "",
+    )

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from .. import functional as qf
 from ..kernels import pad_table, threshold_codes
 from ..quantizers import (
     ActivationQuantizer,
@@ -50,15 +50,18 @@ class ThresholdEncoder(nn.Module):
 
     def _build_input_thresholds(self) -> None:
         """Thresholds moved into the input's units, exactly (see functional.input_space_thresholds)."""
-        self._input_thresholds = None if self.shift is not None else F.input_space_thresholds(
-            self.thresholds.contiguous(), self.beta1)
+        self._input_thresholds = (
+            None
+            if self.shift is not None
+            else qf.input_space_thresholds(self.thresholds.contiguous(), self.beta1)
+        )
         if self._input_thresholds is not None:
             self._padded_thresholds = pad_table(self._input_thresholds)
 
     @classmethod
     def from_quantizer(cls, quantizer: ThresholdActivationQuantizer) -> ThresholdEncoder:
         min_interval = quantizer.config.min_interval
-        boundaries = F.interleaved_boundaries(quantizer.start, quantizer.intervals, min_interval)
+        boundaries = qf.interleaved_boundaries(quantizer.start, quantizer.intervals, min_interval)
         return cls(quantizer.scales()[0], boundaries, quantizer.shift, quantizer.channel_dim)
 
     @property
@@ -77,10 +80,10 @@ class ThresholdEncoder(nn.Module):
         x = x.to(self.beta1.dtype)
         if self._input_thresholds is not None:  # one search of x itself: no multiply, n boundaries
             return threshold_codes(x, self._input_thresholds, self._padded_thresholds)
-        shift = None if self.shift is None else F.broadcast_channels(self.shift, x.dim(), self.channel_dim)
+        shift = None if self.shift is None else qf.broadcast_channels(self.shift, x.dim(), self.channel_dim)
         # The same search as training, so codes match bit for bit.
-        positions = F.search_positions(F.threshold_input(x, self.beta1, shift), self.boundaries)
-        return F.position_codes(positions).to(torch.uint8)
+        positions = qf.search_positions(qf.threshold_input(x, self.beta1, shift), self.boundaries)
+        return qf.position_codes(positions).to(torch.uint8)
 
 
 @register_encoder(LSQActivationQuantizer)
@@ -102,7 +105,9 @@ class StepEncoder(nn.Module):
         return f"range=[{self.q_negative}, {self.q_positive}]"
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.lsq_codes(x.to(self.step.dtype), self.step, self.q_negative, self.q_positive).to(torch.uint8)
+        return qf.lsq_codes(x.to(self.step.dtype), self.step, self.q_negative, self.q_positive).to(
+            torch.uint8
+        )
 
 
 @register_encoder(ASQActivationQuantizer)
@@ -131,7 +136,7 @@ class AdaptiveStepEncoder(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.to(self.step.dtype)
         sample_step = self.step * self.adapter.sample_factor(x)
-        codes = F.lsq_codes(x, sample_step, self.q_negative, self.q_positive)
+        codes = qf.lsq_codes(x, sample_step, self.q_negative, self.q_positive)
         return codes.to(torch.uint8), sample_step
 
 
@@ -139,6 +144,8 @@ def encoder_for(quantizer: ActivationQuantizer) -> nn.Module:
     """The encoder registered for this quantizer's type, built from its trained state."""
     entry = entry_for_quantizer(type(quantizer))
     if entry.encoder is None:
-        raise TypeError(f"{type(quantizer).__name__} has no converted form: decorate its encoder class "
-                        f"with adq_fx.registry.register_encoder({type(quantizer).__name__}).")
+        raise TypeError(
+            f"{type(quantizer).__name__} has no converted form: decorate its encoder class "
+            f"with adq_fx.registry.register_encoder({type(quantizer).__name__})."
+        )
     return entry.encoder.from_quantizer(quantizer)

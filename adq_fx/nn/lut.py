@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import functional as F
+from .. import functional as qf
 from ..quantizers import ActivationQuantizer
 from ..quantizers.checkpoint_layout import CheckedLayout
 from .qat import QATConv2d, QATLinear
@@ -52,7 +52,7 @@ class _LUTLayer(CheckedLayout):
         self.register_buffer("input_levels", act.level_table().clone())
 
     def dequantized_weight(self) -> Tensor:
-        return F.denormalise(self.codebook[self.weight_codes.long()], self.weight_scale)
+        return qf.denormalise(self.codebook[self.weight_codes.long()], self.weight_scale)
 
     def dequantized_input(self, codes: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         if isinstance(codes, tuple):  # ASQ: integer levels times each sample's step
@@ -63,19 +63,26 @@ class _LUTLayer(CheckedLayout):
             return self.input_levels[index]
         # Per-channel table (C, L): offset each channel's codes into the flattened table.
         channels, count = self.input_levels.shape
-        offsets = F.broadcast_channels(torch.arange(channels, device=codes.device) * count, codes.dim(),
-                                       self.channel_dim)
+        offsets = qf.broadcast_channels(
+            torch.arange(channels, device=codes.device) * count, codes.dim(), self.channel_dim
+        )
         return self.input_levels.reshape(-1)[index + offsets]
 
     def extra_repr(self) -> str:
-        return (f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, "
-                f"codebook_levels={self.codebook.numel()}, out_channels={self.weight_scale.numel()}")
+        return (
+            f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, "
+            f"codebook_levels={self.codebook.numel()}, out_channels={self.weight_scale.numel()}"
+        )
 
     def layout(self) -> dict[str, Any]:
-        return {"method": "adq_lut", "weight_method": self.weight_config.method,
-                "activation_method": self.activation_config.method, "weight_bits": self.weight_bits,
-                "act_bits": self.act_bits, "signed": self.act_signed}
-
+        return {
+            "method": "adq_lut",
+            "weight_method": self.weight_config.method,
+            "activation_method": self.activation_config.method,
+            "weight_bits": self.weight_bits,
+            "act_bits": self.act_bits,
+            "signed": self.act_signed,
+        }
 
 
 class LUTConv2d(_LUTLayer):
@@ -96,9 +103,10 @@ class LUTConv2d(_LUTLayer):
         padding: str | int | tuple[int, ...]
         x, padding = self.dequantized_input(codes), self.padding
         if self.padding_mode != "zeros":
-            x, padding = TF.pad(x, self._reversed_padding, mode=self.padding_mode), 0
-        return TF.conv2d(x, self.dequantized_weight(), self.bias, self.stride, padding,
-                         self.dilation, self.groups)
+            x, padding = F.pad(x, self._reversed_padding, mode=self.padding_mode), 0
+        return F.conv2d(
+            x, self.dequantized_weight(), self.bias, self.stride, padding, self.dilation, self.groups
+        )
 
 
 class LUTLinear(_LUTLayer):
@@ -113,7 +121,7 @@ class LUTLinear(_LUTLayer):
         return cls(qat, act)
 
     def forward(self, codes: Tensor | tuple[Tensor, Tensor]) -> Tensor:
-        return TF.linear(self.dequantized_input(codes), self.dequantized_weight(), self.bias)
+        return F.linear(self.dequantized_input(codes), self.dequantized_weight(), self.bias)
 
 
 LUT_MODULES: dict[type[nn.Module], type[LUTConv2d] | type[LUTLinear]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import WeightConfig
@@ -26,9 +26,15 @@ class QATConv2d(nn.Conv2d):
         dilation = cast("tuple[int, int]", module.dilation)
         with torch.device("meta"):  # skip a pointless random init of the weights
             qat = cls(
-                module.in_channels, module.out_channels, kernel_size, stride=stride,
-                padding=padding, dilation=dilation, groups=module.groups,
-                bias=module.bias is not None, padding_mode=module.padding_mode,
+                module.in_channels,
+                module.out_channels,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                dilation=dilation,
+                groups=module.groups,
+                bias=module.bias is not None,
+                padding_mode=module.padding_mode,
             )
         qat.weight = module.weight
         qat.bias = module.bias
@@ -56,7 +62,7 @@ class QATLinear(nn.Linear):
         return qat
 
     def forward(self, x: Tensor) -> Tensor:
-        return TF.linear(x, self.weight_quantizer(self.weight), self.bias)
+        return F.linear(x, self.weight_quantizer(self.weight), self.bias)
 
 
 QAT_MODULES: dict[type[nn.Module], type[QATConv2d] | type[QATLinear]] = {

@@ -71,5 +71,4 @@ def call_counts(gm: fx.GraphModule) -> dict[str, int]:
     return counts
 
 
-
 FUNCTIONAL_LAYERS = {torch.nn.functional.conv2d, torch.nn.functional.linear, torch.conv2d}

@@ -57,8 +57,11 @@ def convert_adq(
         onednn.require_kernels("convert_adq(backend='int8')")
     elif backend == "auto" and onednn.kernel_problem() is not None:
         if not _warned_fallback:
-            warnings.warn(f"convert_adq(backend='auto'): {onednn.kernel_problem()}, so the model "
-                          "converts to the exact float reference path.", stacklevel=2)
+            warnings.warn(
+                f"convert_adq(backend='auto'): {onednn.kernel_problem()}, so the model "
+                "converts to the exact float reference path.",
+                stacklevel=2,
+            )
             _warned_fallback = True
         backend = "reference"
     gm = copy.deepcopy(prepared)
@@ -79,8 +82,9 @@ def convert_adq(
         if not isinstance(quantizer, ActivationQuantizer):
             raise ValueError(
                 f"convert_adq: QAT layer {node.target!r} is not fed by its input quantizer (its "
-                "input is node {!r}); the graph was edited after prepare_adq. Prepare again."
-                .format(getattr(quantizer_node, "name", quantizer_node))
+                "input is node {!r}); the graph was edited after prepare_adq. Prepare again.".format(
+                    getattr(quantizer_node, "name", quantizer_node)
+                )
             )
         assert isinstance(quantizer_node, fx.Node)  # it is the call of ``quantizer``
         set_submodule(gm, cast(str, quantizer_node.target), encoder_for(quantizer))
@@ -112,8 +116,11 @@ def _check_initialized(node: fx.Node, quantizer: ActivationQuantizer) -> None:
 
 def _check_feeds_one_layer(node: fx.Node, modules: dict[str, nn.Module]) -> None:
     users = list(node.users)
-    if (len(users) != 1 or users[0].op != "call_module"
-            or not isinstance(modules[cast(str, users[0].target)], QAT_TYPES)):
+    if (
+        len(users) != 1
+        or users[0].op != "call_module"
+        or not isinstance(modules[cast(str, users[0].target)], QAT_TYPES)
+    ):
         raise ValueError(
             f"convert_adq: input quantizer {node.target!r} feeds {[u.name for u in users]} instead of "
             "exactly one QAT layer; the graph was edited after prepare_adq. Prepare again."

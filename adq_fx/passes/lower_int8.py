@@ -14,24 +14,37 @@ import warnings
 from typing import TypeGuard, cast
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import fx, nn
 
 from ..int8 import Int8Conv2d, Int8Linear, UnsupportedLayer
 from ..nn import LUTConv2d, LUTLinear
 from ._graph import set_submodule
 
-_RELU_FUNCTIONS = {torch.relu, TF.relu}
+_RELU_FUNCTIONS = {torch.relu, F.relu}
 _ADD_FUNCTIONS = {operator.add, torch.add, operator.iadd}
 # Ops whose output shares storage with their first input (a write through one shows in the other).
 _ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Flatten)
 _ALIAS_FUNCTIONS = {operator.getitem, torch.flatten, torch.squeeze, torch.unsqueeze}
-_ALIAS_METHODS = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "permute",
-                  "transpose", "expand", "__getitem__", "to", "detach"}
+_ALIAS_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "contiguous",
+    "squeeze",
+    "unsqueeze",
+    "permute",
+    "transpose",
+    "expand",
+    "__getitem__",
+    "to",
+    "detach",
+}
 
 
-def lower_to_int8(gm: fx.GraphModule, *, fold_batchnorm: bool = True, off_grid: str = "snap",
-                  strict: bool = True) -> None:
+def lower_to_int8(
+    gm: fx.GraphModule, *, fold_batchnorm: bool = True, off_grid: str = "snap", strict: bool = True
+) -> None:
     """Rewrite ``gm`` (the output of the reference convert) in place to run integer kernels.
 
     A layer the kernels cannot run raises :class:`UnsupportedLayer` when ``strict``, else
@@ -44,7 +57,8 @@ def lower_to_int8(gm: fx.GraphModule, *, fold_batchnorm: bool = True, off_grid: 
             continue
         try:
             layer: Int8Conv2d | Int8Linear = (Int8Conv2d if isinstance(lut, LUTConv2d) else Int8Linear)(
-                lut, name=node.target, off_grid=off_grid)
+                lut, name=node.target, off_grid=off_grid
+            )
         except UnsupportedLayer as error:
             if strict:
                 raise

@@ -80,8 +80,10 @@ def prepare_adq(
                 "or constant; call the layer with its input as the first positional argument."
             )
         quantizer = build_activation_quantizer(
-            config.activation, signed=signs[node],
-            num_channels=input_channels(float_layer), channel_dim=input_channel_dim(float_layer),
+            config.activation,
+            signed=signs[node],
+            num_channels=input_channels(float_layer),
+            channel_dim=input_channel_dim(float_layer),
         ).to(float_layer.weight.device)
         quantizer_target = free_target(gm, node.target + INPUT_QUANTIZER_SUFFIX)
         gm.add_submodule(quantizer_target, quantizer)
@@ -109,8 +111,10 @@ def _resolve_configs(gm: fx.GraphModule, mapping: ADQConfigMapping) -> dict[fx.N
     linears = [n for n in nodes if isinstance(modules[n.target], nn.Linear)]
     sites = {
         n: LayerSite(
-            name=n.target, module_type=type(modules[n.target]),
-            is_first_conv=bool(convs) and n is convs[0], is_last_linear=bool(linears) and n is linears[-1],
+            name=n.target,
+            module_type=type(modules[n.target]),
+            is_first_conv=bool(convs) and n is convs[0],
+            is_last_linear=bool(linears) and n is linears[-1],
         )
         for n in nodes
     }
@@ -142,7 +146,7 @@ def _check_finite_weights(gm: fx.GraphModule, configs: dict[fx.Node, ADQConfig |
             raise ValueError(
                 f"prepare_adq: {node.target}.weight is all zeros, so it has no distribution to "
                 "build a quantile codebook from; load the pre-trained weights first, or use "
-                "WeightCodebookConfig(init='normal')."
+                "CodebookWeightConfig(init='normal')."
             )
 
 
@@ -152,9 +156,13 @@ def _decide_signs(
     """Signed input? The config if it says; else the graph if it proves >= 0; else the examples."""
     proven = graph_nonnegative(gm)
     undecided = {
-        node.args[0] for node, config in configs.items()
-        if config is not None and config.activation.signed is None
-        and node.args and isinstance(node.args[0], fx.Node) and node.args[0] not in proven
+        node.args[0]
+        for node, config in configs.items()
+        if config is not None
+        and config.activation.signed is None
+        and node.args
+        and isinstance(node.args[0], fx.Node)
+        and node.args[0] not in proven
     }
     # Always run the examples: it also checks that they fit the model.
     minimum = example_minimum(gm, undecided, example_inputs)
@@ -166,8 +174,9 @@ def _decide_signs(
         if config.activation.signed is not None:
             signs[node] = config.activation.signed
         else:
-            signs[node] = (source not in proven and isinstance(source, fx.Node)
-                           and minimum.get(source, 0.0) < 0.0)
+            signs[node] = (
+                source not in proven and isinstance(source, fx.Node) and minimum.get(source, 0.0) < 0.0
+            )
     return signs
 
 

@@ -10,21 +10,65 @@ import operator
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as TF
+import torch.nn.functional as F
 from torch import fx, nn
 
 _NONNEGATIVE_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softmax, nn.Hardsigmoid)
-_NONNEGATIVE_FUNCTIONS = {torch.relu, TF.relu, TF.relu6, torch.sigmoid, TF.sigmoid, TF.softmax,
-                          torch.softmax, torch.abs, TF.hardsigmoid}
+_NONNEGATIVE_FUNCTIONS = {
+    torch.relu,
+    F.relu,
+    F.relu6,
+    torch.sigmoid,
+    F.sigmoid,
+    F.softmax,
+    torch.softmax,
+    torch.abs,
+    F.hardsigmoid,
+}
 _NONNEGATIVE_METHODS = {"relu", "sigmoid", "softmax", "abs"}
 # These keep a non-negative input non-negative (all their tensor inputs must be).
-_PRESERVING_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                       nn.Flatten, nn.Dropout, nn.Identity, nn.Upsample)
-_PRESERVING_FUNCTIONS = {torch.flatten, torch.cat, torch.add, torch.mul, operator.add, operator.mul,
-                         operator.getitem, TF.max_pool2d, TF.avg_pool2d, TF.adaptive_avg_pool2d,
-                         TF.adaptive_max_pool2d, TF.dropout, TF.interpolate, torch.max_pool2d}
-_PRESERVING_METHODS = {"flatten", "view", "reshape", "contiguous", "permute", "transpose", "add",
-                       "mul", "mean", "max", "squeeze", "unsqueeze", "__getitem__", "to"}
+_PRESERVING_MODULES = (
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Identity,
+    nn.Upsample,
+)
+_PRESERVING_FUNCTIONS = {
+    torch.flatten,
+    torch.cat,
+    torch.add,
+    torch.mul,
+    operator.add,
+    operator.mul,
+    operator.getitem,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.dropout,
+    F.interpolate,
+    torch.max_pool2d,
+}
+_PRESERVING_METHODS = {
+    "flatten",
+    "view",
+    "reshape",
+    "contiguous",
+    "permute",
+    "transpose",
+    "add",
+    "mul",
+    "mean",
+    "max",
+    "squeeze",
+    "unsqueeze",
+    "__getitem__",
+    "to",
+}
 
 
 def graph_nonnegative(gm: fx.GraphModule) -> set[fx.Node]:
@@ -94,5 +138,6 @@ def _check_argument_count(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -
     if any(str(n.target).startswith("*") for n in placeholders):
         return
     if len(example_inputs) > len(placeholders):
-        raise TypeError(f"forward() takes {len(placeholders)} positional arguments but "
-                        f"{len(example_inputs)} were given")
+        raise TypeError(
+            f"forward() takes {len(placeholders)} positional arguments but {len(example_inputs)} were given"
+        )

@@ -27,8 +27,9 @@ def build_activation_quantizer(
     config: ActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
 ) -> ActivationQuantizer:
     """The activation quantizer a config asks for, for an input of known sign and channel layout."""
-    return entry_for_config(config).quantizer(config, signed=signed, num_channels=num_channels,
-                                              channel_dim=channel_dim)
+    return entry_for_config(config).quantizer(
+        config, signed=signed, num_channels=num_channels, channel_dim=channel_dim
+    )
 
 
 __all__ = [

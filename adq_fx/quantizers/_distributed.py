@@ -24,5 +24,5 @@ def all_reduce_mean_(*tensors: Tensor) -> None:
     flat /= size
     offset = 0
     for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
         offset += t.numel()

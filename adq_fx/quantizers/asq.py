@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from .. import functional as qf
 from ..config import ASQActivationConfig
 from ..registry import register_quantizer
 from .lsq import FirstBatchStepQuantizer
@@ -34,7 +34,7 @@ class StepAdapter(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Full precision also under autocast: training and the converted model must agree exactly.
         with torch.autocast(x.device.type, enabled=False):
-            pooled = F.pool_to_channels(x.float(), self.channel_dim)
+            pooled = qf.pool_to_channels(x.float(), self.channel_dim)
             return self.layers(pooled).squeeze(1).clamp_min(1e-8)
 
     def sample_factor(self, x: Tensor) -> Tensor:
@@ -58,12 +58,13 @@ class ASQActivationQuantizer(FirstBatchStepQuantizer):
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepared_input(x)
         # LSQ with each sample's step s·beta_n; LSQ's gradient scale applies to s only, not beta.
-        step = F.scale_gradient(self.current_step(), self.step_grad_scale(x))
+        step = qf.scale_gradient(self.current_step(), self.step_grad_scale(x))
         sample_step = step * self.adapter.sample_factor(x)
-        return F.lsq_quantize(x, sample_step, self.q_negative, self.q_positive, 1.0)
+        return qf.lsq_quantize(x, sample_step, self.q_negative, self.q_positive, 1.0)
 
     @torch.no_grad()
     def level_table(self) -> Tensor:
         """The integer levels Q_N..Q_P; the converted layer multiplies by each sample's step."""
-        return torch.arange(self.q_negative, self.q_positive + 1, dtype=self.step.dtype,
-                            device=self.step.device)
+        return torch.arange(
+            self.q_negative, self.q_positive + 1, dtype=self.step.dtype, device=self.step.device
+        )

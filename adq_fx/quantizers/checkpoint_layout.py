@@ -26,8 +26,9 @@ def _with_current_names(layout: Any) -> Any:
     """A saved layout with pre-registry quantizer names ("adq_codebook", ...) read as today's."""
     if not isinstance(layout, dict):
         return layout
-    return {k: canonical_name(v) if k.endswith("method") and isinstance(v, str) else v
-            for k, v in layout.items()}
+    return {
+        k: canonical_name(v) if k.endswith("method") and isinstance(v, str) else v for k, v in layout.items()
+    }
 
 
 class CheckedLayout(nn.Module):

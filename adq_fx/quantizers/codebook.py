@@ -5,15 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import functional as F
-from ..config import WeightCodebookConfig
+from .. import functional as qf
+from ..config import CodebookWeightConfig
 from ..int8.grid import snap_to_training_grid
 from ..registry import register_quantizer
 from ._distributed import all_reduce_mean_
 from .base import WeightQuantizer
 
 
-@register_quantizer(WeightCodebookConfig)
+@register_quantizer(CodebookWeightConfig)
 class CodebookWeightQuantizer(WeightQuantizer):
     """Holds one layer's codebook and EMA statistics; the math is in ``functional``.
 
@@ -29,18 +29,19 @@ class CodebookWeightQuantizer(WeightQuantizer):
     ema_sums: Tensor
     _pending_commitment: tuple[Tensor | None, int | None]  # (commitment, weight._version) of a forward
 
-    def __init__(self, config: WeightCodebookConfig, weight: Tensor) -> None:
+    def __init__(self, config: CodebookWeightConfig, weight: Tensor) -> None:
         super().__init__()
         self.config = config
-        scale = F.per_channel_rms(weight)
-        normalised = F.normalise(weight.detach().float(), scale)
+        scale = qf.per_channel_rms(weight)
+        normalised = qf.normalise(weight.detach().float(), scale)
         if config.init == "quantile":
-            codebook = F.quantile_codebook(normalised, config.bits, full_levels=config.levels == "full")
+            codebook = qf.quantile_codebook(normalised, config.bits, full_levels=config.levels == "full")
             if config.kmeans_init_steps:  # refine the quantiles on the weights (not a random init)
-                codebook = F.lloyd_codebook(normalised, codebook, config.kmeans_init_steps,
-                                            pin_zero=config.pin_zero)
+                codebook = qf.lloyd_codebook(
+                    normalised, codebook, config.kmeans_init_steps, pin_zero=config.pin_zero
+                )
         else:
-            codebook = F.normal_codebook(config.num_levels, pin_zero=config.pin_zero, seed=config.seed)
+            codebook = qf.normal_codebook(config.num_levels, pin_zero=config.pin_zero, seed=config.seed)
         if config.int8_grid:
             codebook = snap_to_training_grid(codebook)
         # Warm start: as if every entry had been seen with an equal share of the
@@ -58,7 +59,7 @@ class CodebookWeightQuantizer(WeightQuantizer):
 
     def codes(self, weight: Tensor) -> Tensor:
         """Index of each weight's codebook entry (the assignment both QAT and LUT use)."""
-        return F.nearest_codes(F.normalise(weight, self.scale), self.codebook)
+        return qf.nearest_codes(qf.normalise(weight, self.scale), self.codebook)
 
     def levels(self) -> Tensor:
         return self.codebook
@@ -68,8 +69,9 @@ class CodebookWeightQuantizer(WeightQuantizer):
 
     def forward(self, weight: Tensor) -> Tensor:
         learn = self.training and self.config.learn_codebook
-        quantized, commitment, step_counts, step_sums = F.codebook_quantize(
-            weight, self.scale, self.codebook, with_commitment=self.training, with_statistics=learn)
+        quantized, commitment, step_counts, step_sums = qf.codebook_quantize(
+            weight, self.scale, self.codebook, with_commitment=self.training, with_statistics=learn
+        )
         if self.training and not torch.compiler.is_compiling():
             self._pending_commitment = (commitment, weight._version)  # for commitment() this step
         if learn:
@@ -79,7 +81,7 @@ class CodebookWeightQuantizer(WeightQuantizer):
     @torch.no_grad()
     def update_codebook(self, weight_normalised: Tensor, codes: Tensor) -> None:
         """One EMA k-means step (eqs. 5-7) for this assignment, in place, like BatchNorm's running stats."""
-        self.apply_statistics(*F.cluster_statistics(weight_normalised, codes, self.codebook.numel()))
+        self.apply_statistics(*qf.cluster_statistics(weight_normalised, codes, self.codebook.numel()))
 
     @torch.no_grad()
     def apply_statistics(self, step_counts: Tensor, step_sums: Tensor) -> None:
@@ -89,9 +91,15 @@ class CodebookWeightQuantizer(WeightQuantizer):
         applies the same update and holds the same codebook.
         """
         all_reduce_mean_(step_counts, step_sums)
-        codebook, counts, sums = F.ema_kmeans_step(
-            self.codebook, self.ema_counts, self.ema_sums, step_counts, step_sums,
-            decay=self.config.ema_decay, eps=self.config.eps, pin_zero=self.config.pin_zero,
+        codebook, counts, sums = qf.ema_kmeans_step(
+            self.codebook,
+            self.ema_counts,
+            self.ema_sums,
+            step_counts,
+            step_sums,
+            decay=self.config.ema_decay,
+            eps=self.config.eps,
+            pin_zero=self.config.pin_zero,
         )
         # On the int8 grid only the codebook in use is snapped: the EMA statistics stay continuous,
         # so moves smaller than one grid step still accumulate.
@@ -110,5 +118,5 @@ class CodebookWeightQuantizer(WeightQuantizer):
         pending, version = getattr(self, "_pending_commitment", (None, None))
         self._pending_commitment = (None, None)  # one use per forward: never a stale value
         if pending is None or version != weight._version:
-            _, pending, _, _ = F.codebook_quantize(weight, self.scale, self.codebook)
+            _, pending, _, _ = qf.codebook_quantize(weight, self.scale, self.codebook)
         return self.config.commitment_beta * pending

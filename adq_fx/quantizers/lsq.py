@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from .. import functional as qf
 from ..config import ASQActivationConfig, LSQActivationConfig, LSQWeightConfig
 from ..registry import register_quantizer
 from ._distributed import all_reduce_mean_
@@ -26,9 +26,9 @@ class LSQWeightQuantizer(WeightQuantizer):
     def __init__(self, config: LSQWeightConfig, weight: Tensor) -> None:
         super().__init__()
         self.config = config
-        self.q_negative, self.q_positive = F.lsq_range(config.bits, signed=True)
+        self.q_negative, self.q_positive = qf.lsq_range(config.bits, signed=True)
         dims = tuple(range(1, weight.dim()))
-        self.step = nn.Parameter(F.lsq_initial_step(weight, self.q_positive, dims).to(weight.device))
+        self.step = nn.Parameter(qf.lsq_initial_step(weight, self.q_positive, dims).to(weight.device))
         per_channel = weight[0].numel()
         self.grad_scale = 1.0 / math.sqrt(self.q_positive * per_channel) if config.grad_scale else 1.0
         levels = torch.arange(self.q_negative, self.q_positive + 1, dtype=torch.float32, device=weight.device)
@@ -41,17 +41,18 @@ class LSQWeightQuantizer(WeightQuantizer):
         return self.integer_levels
 
     def channel_scale(self, weight: Tensor) -> Tensor:
-        return F.positive(self.step).detach()
+        return qf.positive(self.step).detach()
 
     def _step(self, dims: int) -> Tensor:
-        return F.broadcast_channels(F.positive(self.step), dims, 0)
+        return qf.broadcast_channels(qf.positive(self.step), dims, 0)
 
     def codes(self, weight: Tensor) -> Tensor:
-        return F.lsq_codes(weight.float(), self._step(weight.dim()), self.q_negative, self.q_positive)
+        return qf.lsq_codes(weight.float(), self._step(weight.dim()), self.q_negative, self.q_positive)
 
     def forward(self, weight: Tensor) -> Tensor:
-        return F.lsq_quantize(weight, self._step(weight.dim()), self.q_negative, self.q_positive,
-                              self.grad_scale)
+        return qf.lsq_quantize(
+            weight, self._step(weight.dim()), self.q_negative, self.q_positive, self.grad_scale
+        )
 
 
 class FirstBatchStepQuantizer(FirstBatchInit, ActivationQuantizer):
@@ -64,24 +65,25 @@ class FirstBatchStepQuantizer(FirstBatchInit, ActivationQuantizer):
 
     parameter_kinds: ClassVar[dict[str, str]] = {"step": "steps"}  # adq_fx.optim.RECIPES
 
-    def __init__(self, config: LSQActivationConfig | ASQActivationConfig, *, signed: bool,
-                 channel_dim: int) -> None:
+    def __init__(
+        self, config: LSQActivationConfig | ASQActivationConfig, *, signed: bool, channel_dim: int
+    ) -> None:
         super().__init__()
         self.config = config
         self.signed = signed
         self.channel_dim = channel_dim
-        self.q_negative, self.q_positive = F.lsq_range(config.bits, signed=signed)
+        self.q_negative, self.q_positive = qf.lsq_range(config.bits, signed=signed)
         self.step = nn.Parameter(torch.ones(()))
         self._track_first_batch()
 
     def initialize(self, x: Tensor) -> None:
-        step = F.lsq_initial_step(x, self.q_positive)
+        step = qf.lsq_initial_step(x, self.q_positive)
         all_reduce_mean_(step)
         self.step.copy_(step)
 
     def current_step(self) -> Tensor:
         """The step the forward uses: |step| floored, so no optimizer step can make it zero or negative."""
-        return F.positive(self.step)
+        return qf.positive(self.step)
 
     def prepared_input(self, x: Tensor) -> Tensor:
         """x in the step's dtype, after initialising the step on the first call."""
@@ -105,11 +107,12 @@ class LSQActivationQuantizer(FirstBatchStepQuantizer):
     def forward(self, x: Tensor) -> Tensor:
         x = self.prepared_input(x)
         step = self.current_step()
-        return F.lsq_quantize(x, step, self.q_negative, self.q_positive, self.step_grad_scale(x))
+        return qf.lsq_quantize(x, step, self.q_negative, self.q_positive, self.step_grad_scale(x))
 
     @torch.no_grad()
     def level_table(self) -> Tensor:
         """(Q_N + code) * step: the forward's product, bit for bit."""
-        levels = torch.arange(self.q_negative, self.q_positive + 1, dtype=self.step.dtype,
-                              device=self.step.device)
+        levels = torch.arange(
+            self.q_negative, self.q_positive + 1, dtype=self.step.dtype, device=self.step.device
+        )
         return (levels * self.current_step()).detach()

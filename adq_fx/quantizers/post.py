@@ -7,7 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
+from .. import functional as qf
 from ..config import POSTWeightConfig
 from ..registry import register_quantizer
 from .base import WeightQuantizer
@@ -31,7 +31,7 @@ class POSTWeightQuantizer(WeightQuantizer):
         magnitudes = weight.detach().float().abs().reshape(weight.shape[0], -1)
         clip = torch.quantile(magnitudes, config.clip_quantile, dim=1)
         self.clip = nn.Parameter(clip.clamp_min(1e-8).to(weight.device))
-        levels = F.post_levels(config.bits, config.base).to(weight.device)
+        levels = qf.post_levels(config.bits, config.base).to(weight.device)
         self.register_buffer("level_values", levels, persistent=False)
 
     def extra_repr(self) -> str:
@@ -41,14 +41,14 @@ class POSTWeightQuantizer(WeightQuantizer):
         return self.level_values
 
     def channel_scale(self, weight: Tensor) -> Tensor:
-        return F.positive(self.clip).detach()
+        return qf.positive(self.clip).detach()
 
     def _clip(self, dims: int) -> Tensor:
-        return F.broadcast_channels(F.positive(self.clip), dims, 0)
+        return qf.broadcast_channels(qf.positive(self.clip), dims, 0)
 
     def codes(self, weight: Tensor) -> Tensor:
         ratio = (weight.detach().float() / self._clip(weight.dim()).detach()).clamp(-1.0, 1.0)
-        return F.nearest_codes(ratio, self.level_values)
+        return qf.nearest_codes(ratio, self.level_values)
 
     def forward(self, weight: Tensor) -> Tensor:
-        return F.clipped_quantize(weight, self._clip(weight.dim()), self.level_values)
+        return qf.clipped_quantize(weight, self._clip(weight.dim()), self.level_values)

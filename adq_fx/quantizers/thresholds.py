@@ -8,15 +8,15 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .. import functional as F
-from ..config import ActivationThresholdConfig
+from .. import functional as qf
+from ..config import ThresholdActivationConfig
 from ..registry import register_quantizer
 from ._distributed import all_reduce_mean_
 from .base import ActivationQuantizer, as_float
 from .first_batch import FirstBatchInit
 
 
-@register_quantizer(ActivationThresholdConfig)
+@register_quantizer(ThresholdActivationConfig)
 class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     """Per-tensor thresholds (start, interval lengths, input and output scale).
 
@@ -26,7 +26,7 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
     and the layer's function is unchanged at init.
 
     The first batch seen (train or eval) may move that start, by
-    ``config.init`` (ActivationThresholdConfig): "auto" keeps it where the
+    ``config.init`` (ThresholdActivationConfig): "auto" keeps it where the
     data's 99th percentile of |x| is within a factor of its range and else
     stretches it over [0, q99] ([-q99, q99] signed); "first_batch" stretches it
     over LSQ's range r = 2·mean|x|·sqrt(n) ([-r/2, r/2] signed). A stretched
@@ -49,10 +49,11 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
 
     shift: nn.Parameter | None
     parameter_kinds: ClassVar[dict[str, str]] = dict.fromkeys(
-        ("start", "intervals", "beta1", "beta2", "shift"), "thresholds")  # adq_fx.optim.RECIPES
+        ("start", "intervals", "beta1", "beta2", "shift"), "thresholds"
+    )  # adq_fx.optim.RECIPES
 
     def __init__(
-        self, config: ActivationThresholdConfig, *, signed: bool, num_channels: int, channel_dim: int
+        self, config: ThresholdActivationConfig, *, signed: bool, num_channels: int, channel_dim: int
     ) -> None:
         super().__init__()
         self.config = config
@@ -74,7 +75,7 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         if self.config.init == "first_batch":
             clip = 2 * x.float().abs().mean() * self.intervals.numel() ** 0.5
         else:  # auto: the 99th percentile of |x|, the whole range for a signed input
-            magnitude = F.magnitude_quantile(x.float(), 0.99)
+            magnitude = qf.magnitude_quantile(x.float(), 0.99)
             clip = magnitude * (2 if self.shift is not None else 1)
         all_reduce_mean_(clip)  # every rank takes the same decision from the same statistic
         if not (bool(clip > 0) and bool(torch.isfinite(clip))):
@@ -90,11 +91,11 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
 
     def broadcast_shift(self, dims: int) -> Tensor | None:
         """The per-channel shift shaped to broadcast against an input of ``dims`` dims."""
-        return None if self.shift is None else F.broadcast_channels(self.shift, dims, self.channel_dim)
+        return None if self.shift is None else qf.broadcast_channels(self.shift, dims, self.channel_dim)
 
     def scales(self) -> tuple[Tensor, Tensor]:
         """(beta1, beta2) as the forward uses them: |beta| floored, never zero or negative."""
-        return F.positive(self.beta1), F.positive(self.beta2)
+        return qf.positive(self.beta1), qf.positive(self.beta2)
 
     def gradient_scale(self, x: Tensor) -> float:
         """LSQ's g = 1/sqrt(n · features per sample), or 1 without ``config.grad_scale``."""
@@ -104,7 +105,7 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         return 1.0 / math.sqrt(self.intervals.numel() * max(per_sample, 1))
 
     def thresholds(self) -> Tensor:
-        return F.interval_thresholds(self.start, self.intervals, self.config.min_interval)
+        return qf.interval_thresholds(self.start, self.intervals, self.config.min_interval)
 
     def forward(self, x: Tensor) -> Tensor:
         x = as_float(x, self.beta1)
@@ -117,12 +118,19 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         start, intervals, beta1, beta2 = self.start, self.intervals, self.beta1, self.beta2
         bound = self.config.max_relative_gradient
         if bound is not None and torch.is_grad_enabled():
-            start, intervals, beta1, beta2 = F.bound_relative_gradient(bound, start, intervals, beta1, beta2)
-        beta1, beta2 = F.positive(beta1), F.positive(beta2)
-        start, intervals, beta1, beta2 = (F.scale_gradient(p, g) if g != 1.0 else p
-                                          for p in (start, intervals, beta1, beta2))
-        return F.threshold_quantize(
-            x, start, intervals, beta1, beta2, self.broadcast_shift(x.dim()), self.config.min_interval,
+            start, intervals, beta1, beta2 = qf.bound_relative_gradient(bound, start, intervals, beta1, beta2)
+        beta1, beta2 = qf.positive(beta1), qf.positive(beta2)
+        start, intervals, beta1, beta2 = (
+            qf.scale_gradient(p, g) if g != 1.0 else p for p in (start, intervals, beta1, beta2)
+        )
+        return qf.threshold_quantize(
+            x,
+            start,
+            intervals,
+            beta1,
+            beta2,
+            self.broadcast_shift(x.dim()),
+            self.config.min_interval,
         )
 
     @torch.no_grad()
@@ -132,4 +140,4 @@ class ThresholdActivationQuantizer(FirstBatchInit, ActivationQuantizer):
         codes = torch.arange(n + 1, device=self.beta2.device)
         shift = None if self.shift is None else self.shift.view(-1, 1)
         beta2 = self.scales()[1]
-        return F.threshold_output(F.code_levels(codes, n, beta2.dtype), beta2, shift).detach()
+        return qf.threshold_output(qf.code_levels(codes, n, beta2.dtype), beta2, shift).detach()

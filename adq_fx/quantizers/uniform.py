@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import functional as F
+from .. import functional as qf
 from ..config import UniformWeightConfig
 from ..registry import register_quantizer
 from .base import WeightQuantizer
@@ -21,7 +21,7 @@ class UniformWeightQuantizer(WeightQuantizer):
         super().__init__()
         self.config = config
         # Derived from the config, so not saved: a checkpoint holds nothing for this quantizer.
-        levels = F.uniform_levels(config.bits).to(weight.device)
+        levels = qf.uniform_levels(config.bits).to(weight.device)
         self.register_buffer("level_values", levels, persistent=False)
 
     def extra_repr(self) -> str:
@@ -31,16 +31,16 @@ class UniformWeightQuantizer(WeightQuantizer):
         return self.level_values
 
     def channel_scale(self, weight: Tensor) -> Tensor:
-        return F.mean_abs_scale(weight, self.config.bits)
+        return qf.mean_abs_scale(weight, self.config.bits)
 
     def codes(self, weight: Tensor) -> Tensor:
-        normalised = F.normalise(weight.detach().float(), self.channel_scale(weight))
-        return F.nearest_codes(normalised, self.level_values)
+        normalised = qf.normalise(weight.detach().float(), self.channel_scale(weight))
+        return qf.nearest_codes(normalised, self.level_values)
 
     def forward(self, weight: Tensor) -> Tensor:
         scale = self.channel_scale(weight)
         with torch.no_grad():
-            codes = F.nearest_codes(F.normalise(weight.float(), scale), self.level_values)
-            quantized = F.denormalise(self.level_values[codes.long()], scale)
+            codes = qf.nearest_codes(qf.normalise(weight.float(), scale), self.level_values)
+            quantized = qf.denormalise(self.level_values[codes.long()], scale)
         # Plain STE (gradient 1 w.r.t. the weight, no clipping mask), as N2UQ.
-        return F.straight_through(weight, quantized.to(weight.dtype))
+        return qf.straight_through(weight, quantized.to(weight.dtype))

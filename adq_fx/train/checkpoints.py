@@ -22,8 +22,10 @@ def parse_renames(renames: Sequence[str]) -> list[tuple[str, str]]:
     for rename in renames:
         old, sep, new = rename.partition("=")
         if not sep or not old:
-            raise ValueError(f"checkpoint rename {rename!r} must read OLD=NEW (a key prefix and its "
-                             "replacement, e.g. 'linear.=fc.'; NEW may be empty to drop a prefix).")
+            raise ValueError(
+                f"checkpoint rename {rename!r} must read OLD=NEW (a key prefix and its "
+                "replacement, e.g. 'linear.=fc.'; NEW may be empty to drop a prefix)."
+            )
         pairs.append((old, new))
     return pairs
 
@@ -37,8 +39,10 @@ def find_state_dict(blob: Any, source: str) -> dict[str, Tensor]:
             if key in blob and isinstance(blob[key], Mapping):
                 return find_state_dict(blob[key], f"{source}[{key!r}]")
     keys = list(blob)[:8] if isinstance(blob, Mapping) else type(blob).__name__
-    raise ValueError(f"{source}: found no state_dict (a mapping of names to tensors) at the top level or "
-                     f"under {NESTED_KEYS}; it holds {keys}. Save model.state_dict() and pass that file.")
+    raise ValueError(
+        f"{source}: found no state_dict (a mapping of names to tensors) at the top level or "
+        f"under {NESTED_KEYS}; it holds {keys}. Save model.state_dict() and pass that file."
+    )
 
 
 def rename_keys(state: Mapping[str, Tensor], renames: Sequence[tuple[str, str]]) -> dict[str, Tensor]:
@@ -46,20 +50,21 @@ def rename_keys(state: Mapping[str, Tensor], renames: Sequence[tuple[str, str]])
     out = dict(state)
     for prefix in WRAPPER_PREFIXES:
         if out and all(k.startswith(prefix) for k in out):
-            out = {k[len(prefix):]: v for k, v in out.items()}
+            out = {k[len(prefix) :]: v for k, v in out.items()}
     for old, new in renames:
-        out = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in out.items()}
+        out = {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in out.items()}
     return out
 
 
 def _suggestion(missing: list[str], unexpected: list[str]) -> str:
     """A rename that maps the unexpected keys onto the missing ones, when one top-level name does it."""
+
     def heads(keys: list[str]) -> set[str]:
         return {k.split(".")[0] + "." for k in keys}
 
     if len(heads(missing)) == 1 and len(heads(unexpected)) == 1:
         (old,), (new,) = heads(unexpected), heads(missing)
-        if {new + k[len(old):] for k in unexpected} == set(missing):
+        if {new + k[len(old) :] for k in unexpected} == set(missing):
             return f" The names differ only in their first part: pass the rename '{old}={new}'."
     return " Map the names with renames OLD=NEW (--float-checkpoint-rename)."
 
@@ -76,12 +81,18 @@ def load_float_state(model: nn.Module, path: str | Path, renames: Sequence[str] 
         raise ValueError(
             f"{path}: the checkpoint does not fit {type(model).__name__}: {len(missing)} keys missing "
             f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})."
-            + _suggestion(missing, unexpected))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state
-             and tuple(state[k].shape) != tuple(v.shape)]
+            + _suggestion(missing, unexpected)
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if wrong:
-        raise ValueError(f"{path}: shapes differ from {type(model).__name__} for {wrong[:3]}; is it the "
-                         "same architecture and number of classes?")
+        raise ValueError(
+            f"{path}: shapes differ from {type(model).__name__} for {wrong[:3]}; is it the "
+            "same architecture and number of classes?"
+        )
     model.load_state_dict(state)
 
 

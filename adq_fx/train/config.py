@@ -41,7 +41,7 @@ class TrainConfig:
     weight_quantizer: str = field(default="adq", metadata={"choices": lambda: names("weight")})
     activation_quantizer: str = field(default="n2uq", metadata={"choices": lambda: names("activation")})
     # n2uq activations: N2UQ's fixed [0, 2] start where the data fits it, else the data's range
-    # ("auto"); always fixed ("uniform"); always LSQ's data rule ("first_batch"). ActivationThresholdConfig
+    # ("auto"); always fixed ("uniform"); always LSQ's data rule ("first_batch"). ThresholdActivationConfig
     threshold_init: ThresholdInit = "auto"
     target_bits: float = 3.0
     bit_options: tuple[int, ...] = (2, 3, 4)
@@ -54,7 +54,7 @@ class TrainConfig:
     threshold_grad_scale: bool = False  # LSQ's gradient scale on the threshold parameters
     learn_codebook: bool = True
     commitment_beta: float = 0.25
-    int8_grid: bool = False  # keep ADQ codebooks on the int8 grid (WeightCodebookConfig.int8_grid)
+    int8_grid: bool = False  # keep ADQ codebooks on the int8 grid (CodebookWeightConfig.int8_grid)
     # quantization-aware training
     epochs: int = 10
     lr: float = 0.01
@@ -86,23 +86,29 @@ class TrainConfig:
         if self.float_epochs < 0 or self.epochs < 1 or self.finetune_epochs < 0:
             raise ValueError("TrainConfig: epochs must be >= 1, float_epochs and finetune_epochs >= 0.")
         if self.finetune_epochs and not self.float_checkpoint:
-            raise ValueError(f"TrainConfig(finetune_epochs={self.finetune_epochs}) fine-tunes a "
-                             "float_checkpoint; pass one, or use float_epochs to train the float model here.")
+            raise ValueError(
+                f"TrainConfig(finetune_epochs={self.finetune_epochs}) fine-tunes a "
+                "float_checkpoint; pass one, or use float_epochs to train the float model here."
+            )
         if self.validation < 0:
             raise ValueError(f"TrainConfig(validation={self.validation}) must be >= 0.")
         for rename in self.float_checkpoint_rename:
             if "=" not in rename or rename.startswith("="):
-                raise ValueError(f"TrainConfig(float_checkpoint_rename=...{rename!r}) must read OLD=NEW, "
-                                 "e.g. 'linear.=fc.'.")
+                raise ValueError(
+                    f"TrainConfig(float_checkpoint_rename=...{rename!r}) must read OLD=NEW, "
+                    "e.g. 'linear.=fc.'."
+                )
         if not self.mixed_precision and self.target_bits not in SUPPORTED_BITS:
             raise ValueError(
                 f"TrainConfig(target_bits={self.target_bits}): without mixed_precision the bits must be an "
                 f"integer in {SUPPORTED_BITS.start}..{SUPPORTED_BITS.stop - 1}; pass mixed_precision=True "
                 "for a fractional average."
             )
-        for name, allowed in (("weight_quantizer", names("weight")),
-                              ("activation_quantizer", names("activation")),
-                              ("threshold_init", get_args(ThresholdInit))):
+        for name, allowed in (
+            ("weight_quantizer", names("weight")),
+            ("activation_quantizer", names("activation")),
+            ("threshold_init", get_args(ThresholdInit)),
+        ):
             if getattr(self, name) not in allowed:
                 listed = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
                 raise ValueError(f"TrainConfig({name}={getattr(self, name)!r}) must be {listed}.")

@@ -55,14 +55,18 @@ class TensorDataset:
             return self
         per_class, remainder = divmod(count, self.num_classes)
         if remainder or per_class == 0:
-            raise ValueError(f"validation={count}: use a multiple of the {self.num_classes} classes, so "
-                             "every class gives the same number of images.")
+            raise ValueError(
+                f"validation={count}: use a multiple of the {self.num_classes} classes, so "
+                "every class gives the same number of images."
+            )
         held = []
         for label in range(self.num_classes):
             members = (self.train_y == label).nonzero().flatten()
             if len(members) <= per_class:
-                raise ValueError(f"validation={count}: class {label} has only {len(members)} training "
-                                 f"images, not more than the {per_class} to hold out.")
+                raise ValueError(
+                    f"validation={count}: class {label} has only {len(members)} training "
+                    f"images, not more than the {per_class} to hold out."
+                )
             held.append(members[-per_class:])
         held_index = torch.cat(held)
         keep = torch.ones(len(self.train_y), dtype=torch.bool, device=self.train_y.device)
@@ -100,7 +104,7 @@ class TensorDataset:
         if x is None or y is None:
             raise ValueError("no validation split: set TrainConfig(validation=N) to hold one out of train.")
         for start in range(0, len(x), batch_size):
-            yield self.normalise(x[start:start + batch_size]), y[start:start + batch_size]
+            yield self.normalise(x[start : start + batch_size]), y[start : start + batch_size]
 
 
 def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None) -> Tensor:
@@ -171,13 +175,17 @@ def load_image_folder(root: str | Path, *, image_size: int = 32) -> TensorDatase
         try:
             torch.save(blob, cache)
         except OSError as err:
-            warnings.warn(f"could not write the decoded-image cache {cache} ({err}); "
-                          "the images will be decoded again next time.", stacklevel=2)
+            warnings.warn(
+                f"could not write the decoded-image cache {cache} ({err}); "
+                "the images will be decoded again next time.",
+                stacklevel=2,
+            )
     (xtr, ytr, classes), (xte, yte, _) = blob["train"], blob["test"]
     is_cifar = image_size == 32 and len(classes) == 10
     mean, std = (CIFAR_MEAN, CIFAR_STD) if is_cifar else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    return TensorDataset(f"imagefolder:{root.name}", xtr, ytr, xte, yte, len(classes), mean, std,
-                         augment=True)
+    return TensorDataset(
+        f"imagefolder:{root.name}", xtr, ytr, xte, yte, len(classes), mean, std, augment=True
+    )
 
 
 def load_dataset(spec: str, *, download: bool = False, image_size: int = 32) -> TensorDataset:

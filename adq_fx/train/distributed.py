@@ -37,7 +37,7 @@ class Distributed:
 
     def shard(self, index: Tensor) -> Tensor:
         """This rank's part of a global batch (strided, so uneven tails stay balanced)."""
-        return index[self.rank::self.world_size] if self.enabled else index
+        return index[self.rank :: self.world_size] if self.enabled else index
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         if not self.enabled:
@@ -55,8 +55,9 @@ def init_from_environment(device_setting: str) -> tuple[Distributed, torch.devic
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device_setting == "auto" else device_setting.startswith("cuda")
     if world_size == 1:
-        return Distributed(), torch.device("cuda" if use_cuda else "cpu") if device_setting == "auto" \
-            else torch.device(device_setting)
+        return Distributed(), torch.device(
+            "cuda" if use_cuda else "cpu"
+        ) if device_setting == "auto" else torch.device(device_setting)
     owns_group = not dist.is_initialized()
     if owns_group:
         dist.init_process_group("nccl" if use_cuda else "gloo")

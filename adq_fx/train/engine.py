@@ -63,8 +63,9 @@ class Runner:
         self.bf16 = on_cuda if config.bf16 is None else config.bf16
         self.channels_last = on_cuda if config.channels_last is None else config.channels_last
         torch.manual_seed(config.seed)
-        self.data: TensorDataset = load_dataset(config.dataset, download=config.download,
-                                                image_size=config.image_size)
+        self.data: TensorDataset = load_dataset(
+            config.dataset, download=config.download, image_size=config.image_size
+        )
         data_seed = config.seed if config.data_seed is None else config.data_seed
         self.data.hold_out(config.validation)  # before the subset: the split never depends on it
         self.data.subset(config.train_subset, config.test_subset, data_seed).to(self.device)
@@ -118,13 +119,22 @@ class Runner:
         agreement = (predicted == reference_predictions.cpu()).float().mean()
         return {"accuracy": self.accuracy(predicted), "agreement": 100.0 * float(agreement), "skipped": None}
 
-    def fit(self, model: nn.Module, phase: str, *, epochs: int, lr: float, loss_fn: LossFn,
-            seed: int | None = None) -> list[dict]:
+    def fit(
+        self,
+        model: nn.Module,
+        phase: str,
+        *,
+        epochs: int,
+        lr: float,
+        loss_fn: LossFn,
+        seed: int | None = None,
+    ) -> list[dict]:
         """SGD + cosine to zero with per-epoch checkpoints; resumes bit-identically from the last one."""
         cfg = self.config
         seed = cfg.seed if seed is None else seed
-        groups = param_groups(model, lr=lr, weight_decay=cfg.weight_decay,
-                              lr_scales={"thresholds": cfg.quantizer_lr_scale})
+        groups = param_groups(
+            model, lr=lr, weight_decay=cfg.weight_decay, lr_scales={"thresholds": cfg.quantizer_lr_scale}
+        )
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
         steps = (len(self.data.train_x) + cfg.batch_size - 1) // cfg.batch_size
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps)
@@ -143,8 +153,13 @@ class Runner:
         step_fn = self.dist.wrap(model, self.device)
         # torch.compile of a module returns a module (an OptimizedModule wrapping it).
         step_fn = cast(nn.Module, torch.compile(step_fn)) if cfg.compile else step_fn
-        bar = tqdm(range(start, epochs), desc=phase, disable=not (cfg.progress and self.dist.is_main),
-                   initial=start, total=epochs)
+        bar = tqdm(
+            range(start, epochs),
+            desc=phase,
+            disable=not (cfg.progress and self.dist.is_main),
+            initial=start,
+            total=epochs,
+        )
         for epoch in bar:
             began = time.perf_counter()
             model.train()
@@ -152,7 +167,7 @@ class Runner:
             correct: int | Tensor  # a tensor after the first batch
             seen, correct, loss_sum = 0, 0, torch.zeros((), device=self.device)
             for first in range(0, len(order), cfg.batch_size):
-                index = self.dist.shard(order[first:first + cfg.batch_size]).to(self.device)
+                index = self.dist.shard(order[first : first + cfg.batch_size]).to(self.device)
                 x, y = self.data.train_batch(index, generator)
                 with self.autocast():
                     loss, logits = loss_fn(step_fn, self.prepare_input(x), y)
@@ -163,20 +178,35 @@ class Runner:
                 seen += len(y)
                 correct += (logits.argmax(1) == y).sum()
                 loss_sum += loss.detach() * len(y)
-            record = {"epoch": epoch, "train_loss": float(loss_sum) / seen,
-                      "train_acc": 100.0 * float(correct) / seen, "val_acc": self.validate(model),
-                      "test_acc": self.evaluate(model),
-                      "lr": schedule.get_last_lr()[0], "seconds": time.perf_counter() - began}
+            record = {
+                "epoch": epoch,
+                "train_loss": float(loss_sum) / seen,
+                "train_acc": 100.0 * float(correct) / seen,
+                "val_acc": self.validate(model),
+                "test_acc": self.evaluate(model),
+                "lr": schedule.get_last_lr()[0],
+                "seconds": time.perf_counter() - began,
+            }
             history.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_acc']:.2f}")
             if self.dist.is_main:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                            "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch},
-                           checkpoint_path)
+                torch.save(
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "generator": generator.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "history": history,
+                        "epoch": epoch,
+                    },
+                    checkpoint_path,
+                )
             self.epochs_run += 1
-            if cfg.stop_after_epochs is not None and self.epochs_run >= cfg.stop_after_epochs and (
-                epoch + 1 < epochs or phase == "float"
+            if (
+                cfg.stop_after_epochs is not None
+                and self.epochs_run >= cfg.stop_after_epochs
+                and (epoch + 1 < epochs or phase == "float")
             ):
                 raise StopRequested(f"stopped after {self.epochs_run} epochs in phase {phase!r}")
         return history
@@ -200,11 +230,23 @@ class Runner:
             if cfg.float_checkpoint:
                 load_float_state(model, cfg.float_checkpoint, cfg.float_checkpoint_rename)
                 if cfg.finetune_epochs:
-                    history = self.fit(model, "float", epochs=cfg.finetune_epochs, lr=cfg.finetune_lr,
-                                       loss_fn=_cross_entropy, seed=cfg.float_seed)
+                    history = self.fit(
+                        model,
+                        "float",
+                        epochs=cfg.finetune_epochs,
+                        lr=cfg.finetune_lr,
+                        loss_fn=_cross_entropy,
+                        seed=cfg.float_seed,
+                    )
             elif cfg.float_epochs:
-                history = self.fit(model, "float", epochs=cfg.float_epochs, lr=cfg.float_lr,
-                                   loss_fn=_cross_entropy, seed=cfg.float_seed)
+                history = self.fit(
+                    model,
+                    "float",
+                    epochs=cfg.float_epochs,
+                    lr=cfg.float_lr,
+                    loss_fn=_cross_entropy,
+                    seed=cfg.float_seed,
+                )
             if cache is not None and self.dist.is_main:
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 partial = cache.with_suffix(".partial")
@@ -217,16 +259,25 @@ class Runner:
         """Everything the float start depends on: the cache key."""
         cfg = self.config
         settings: dict[str, Any] = {
-            "model": cfg.model, "dataset": cfg.dataset, "image_size": cfg.image_size,
-            "validation": cfg.validation, "train_subset": cfg.train_subset, "float_seed": cfg.float_seed,
-            "batch_size": cfg.batch_size, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+            "model": cfg.model,
+            "dataset": cfg.dataset,
+            "image_size": cfg.image_size,
+            "validation": cfg.validation,
+            "train_subset": cfg.train_subset,
+            "float_seed": cfg.float_seed,
+            "batch_size": cfg.batch_size,
+            "momentum": cfg.momentum,
+            "weight_decay": cfg.weight_decay,
         }
         if cfg.train_subset is not None:  # which images the subset holds follows the data seed
             settings["data_seed"] = cfg.seed if cfg.data_seed is None else cfg.data_seed
         if cfg.float_checkpoint:
-            settings.update(checkpoint_sha256=file_digest(cfg.float_checkpoint),
-                            rename=list(cfg.float_checkpoint_rename), finetune_epochs=cfg.finetune_epochs,
-                            finetune_lr=cfg.finetune_lr)
+            settings.update(
+                checkpoint_sha256=file_digest(cfg.float_checkpoint),
+                rename=list(cfg.float_checkpoint_rename),
+                finetune_epochs=cfg.finetune_epochs,
+                finetune_lr=cfg.finetune_lr,
+            )
         else:
             settings.update(float_epochs=cfg.float_epochs, float_lr=cfg.float_lr)
         return settings
@@ -247,15 +298,25 @@ class Runner:
         cfg = self.config
         options: dict[tuple[str, str], dict[str, Any]] = {  # the quantizers TrainConfig has knobs for
             ("weight", "adq"): dict(
-                levels=cfg.codebook_levels, init=cfg.codebook_init, learn_codebook=cfg.learn_codebook,
-                commitment_beta=cfg.commitment_beta, pin_zero=cfg.codebook_levels == "alg1", seed=cfg.seed,
-                kmeans_init_steps=cfg.codebook_kmeans_steps, int8_grid=cfg.int8_grid),
+                levels=cfg.codebook_levels,
+                init=cfg.codebook_init,
+                learn_codebook=cfg.learn_codebook,
+                commitment_beta=cfg.commitment_beta,
+                pin_zero=cfg.codebook_levels == "alg1",
+                seed=cfg.seed,
+                kmeans_init_steps=cfg.codebook_kmeans_steps,
+                int8_grid=cfg.int8_grid,
+            ),
             ("activation", "n2uq"): dict(init=cfg.threshold_init, grad_scale=cfg.threshold_grad_scale),
         }
         chosen: tuple[tuple[Role, str], ...] = (
-            ("weight", cfg.weight_quantizer), ("activation", cfg.activation_quantizer))
-        built = {role: entry_named(role, name).config(bits=3, **options.get((role, name), {}))
-                 for role, name in chosen}
+            ("weight", cfg.weight_quantizer),
+            ("activation", cfg.activation_quantizer),
+        )
+        built = {
+            role: entry_named(role, name).config(bits=3, **options.get((role, name), {}))
+            for role, name in chosen
+        }
         return ADQConfig(**built)
 
     def bit_plan(self, model: nn.Module) -> tuple[dict[str, tuple[int, int]], dict[str, float]]:
@@ -306,8 +367,9 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     prepared = prepare_adq(model, mapping, runner.example_inputs())
     snapshots = {"init": _codebook_snapshot(prepared)}
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if config.kd else None
-    qat_history = runner.fit(prepared, "qat", epochs=config.epochs, lr=config.lr,
-                             loss_fn=_qat_loss(teacher, config))
+    qat_history = runner.fit(
+        prepared, "qat", epochs=config.epochs, lr=config.lr, loss_fn=_qat_loss(teacher, config)
+    )
     snapshots["final"] = _codebook_snapshot(prepared)
     threshold_starts = _threshold_starts(prepared)
     qat_acc = runner.evaluate(prepared)
@@ -325,18 +387,29 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     w_bits = [plan[n][0] for n in plan]
     results = {
         "config": asdict(config),
-        "machine": {**machine_info(runner.device), "bf16": runner.bf16,
-                    "channels_last": runner.channels_last, "world_size": runner.dist.world_size,
-                    "kernels": get_kernel_backend()},
-        "data": {"name": runner.data.name, "train": len(runner.data.train_x),
-                 "validation": 0 if runner.data.val_x is None else len(runner.data.val_x),
-                 "test": len(runner.data.test_x)},
+        "machine": {
+            **machine_info(runner.device),
+            "bf16": runner.bf16,
+            "channels_last": runner.channels_last,
+            "world_size": runner.dist.world_size,
+            "kernels": get_kernel_backend(),
+        },
+        "data": {
+            "name": runner.data.name,
+            "train": len(runner.data.train_x),
+            "validation": 0 if runner.data.val_x is None else len(runner.data.val_x),
+            "test": len(runner.data.test_x),
+        },
         "validation_accuracy": validation,
-        "float_accuracy": float_acc, "qat_accuracy": qat_acc, "converted_accuracy": converted_acc,
-        "int8_accuracy": int8["accuracy"], "int8_agreement": int8["agreement"],
+        "float_accuracy": float_acc,
+        "qat_accuracy": qat_acc,
+        "converted_accuracy": converted_acc,
+        "int8_accuracy": int8["accuracy"],
+        "int8_agreement": int8["agreement"],
         "int8_skipped": int8["skipped"],
         "threshold_starts": threshold_starts,
-        "bit_plan": {n: list(b) for n, b in plan.items()}, "sensitivities": sensitivities,
+        "bit_plan": {n: list(b) for n, b in plan.items()},
+        "sensitivities": sensitivities,
         "average_bits": sum(w_bits) / len(w_bits),
         "parameter_weighted_bits": sum(b * c for b, c in zip(w_bits, counts, strict=True)) / sum(counts),
         "size_bits": {"float": model_size_bits(model), "converted": model_size_bits(converted)},
@@ -375,8 +448,9 @@ def _qat_loss(teacher: nn.Module | None, config: TrainConfig) -> LossFn:
         else:
             with torch.no_grad():
                 target_logits = teacher(x)
-            task = distillation_loss(logits, target_logits, y, temperature=config.kd_temperature,
-                                     hard_weight=config.kd_hard_weight)
+            task = distillation_loss(
+                logits, target_logits, y, temperature=config.kd_temperature, hard_weight=config.kd_hard_weight
+            )
         return task + commitment_loss(unwrap(model)), logits
 
     return loss_fn

@@ -27,8 +27,11 @@ def save_plots(results: dict[str, Any], snapshots: dict[str, dict], out: Path) -
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(plan)), 4))
     ax.bar(range(len(plan)), [b[0] for b in plan.values()])
     ax.set_xticks(range(len(plan)), list(plan), rotation=90, fontsize=7)
-    ax.set(ylabel="bits (W = A)", title=f"bit allocation, mean {results['average_bits']:.3g}, "
-                                         f"parameter-weighted {results['parameter_weighted_bits']:.3g}")
+    ax.set(
+        ylabel="bits (W = A)",
+        title=f"bit allocation, mean {results['average_bits']:.3g}, "
+        f"parameter-weighted {results['parameter_weighted_bits']:.3g}",
+    )
     paths.append(_save(fig, out / "bits.png"))
 
     layers = list(snapshots["init"])
