@@ -16,8 +16,10 @@ import torch
 from torch import Tensor
 
 from . import kernels
-from ._layout import flatten_alike, gather
+from ._layout import gather
 from .kernels import bucketize
+from .kernels import cluster_statistics as cluster_statistics  # per-element work, part of this API
+from .kernels import code_counts as code_counts
 
 
 def straight_through(x: Tensor, x_quantized: Tensor) -> Tensor:
@@ -164,28 +166,6 @@ def nearest_codes(weight_normalised: Tensor, codebook: Tensor) -> Tensor:
     return bucketize(weight_normalised, codebook_midpoints(codebook), out_int32=True)
 
 
-def cluster_statistics(weight_normalised: Tensor, codes: Tensor, num_levels: int) -> tuple[Tensor, Tensor]:
-    """Per entry: how many weights chose it and the sum of those weights (eqs. 5-6 increments)."""
-    (flat_codes, flat_weights), _ = flatten_alike(codes, weight_normalised.detach().float())
-    counts = code_counts(flat_codes, num_levels, without_host_sync=flat_codes.is_cuda)
-    sums = flat_weights.new_zeros(num_levels).index_add_(0, flat_codes, flat_weights)
-    return counts, sums
-
-
-def code_counts(flat_codes: Tensor, num_levels: int, *, without_host_sync: bool) -> Tensor:
-    """How often each code occurs, float32.
-
-    torch.bincount reads the largest code back to the host on CUDA (a sync per
-    layer per step), so there the counts are accumulated with index_add_ in
-    float64 (exact to 2^53); on CPU bincount is the faster of the two.
-    """
-    if not without_host_sync:
-        return torch.bincount(flat_codes, minlength=num_levels).to(torch.float32)
-    ones = torch.ones((), dtype=torch.float64, device=flat_codes.device).expand(flat_codes.numel())
-    counts = torch.zeros(num_levels, dtype=torch.float64, device=flat_codes.device)
-    return counts.index_add_(0, flat_codes, ones).to(torch.float32)
-
-
 class _CodebookQuantize(torch.autograd.Function):
     """Eqs. (2)-(4) in one node: ``scale * codebook[nearest code of w / scale]`` and the
     commitment term ``mean((sg(ŵ') - w')^2)`` of the same assignment.
@@ -195,12 +175,12 @@ class _CodebookQuantize(torch.autograd.Function):
     of running the chain's elementwise passes; the commitment gradient
     ``2 (w' - ŵ') / (N s)`` is added in the same pass. Also returns the EMA
     step's cluster statistics of the same assignment (no gradient). The forward
-    is one fused pass where :mod:`adq_fx.kernels` compiles it, these ops otherwise.
+    is :func:`adq_fx.kernels.codebook_forward`: one fused pass where it compiles, eager ops otherwise.
     """
 
     @staticmethod
     def forward(ctx, weight, scale, codebook, with_commitment, with_statistics):
-        fused = kernels.codebook_forward(
+        quantized, residual, commitment, statistics = kernels.codebook_forward(
             weight,
             scale,
             codebook,
@@ -208,16 +188,6 @@ class _CodebookQuantize(torch.autograd.Function):
             with_commitment=with_commitment,
             with_statistics=with_statistics,
         )
-        if fused is not None:
-            quantized, residual, commitment, statistics = fused  # one compiled pass
-        else:
-            normalised = normalise(weight, scale)
-            codes = nearest_codes(normalised, codebook)
-            target = gather(codebook, codes)
-            quantized = denormalise(target, scale)
-            residual = normalised - target if with_commitment else None
-            commitment = residual.pow(2).mean() if residual is not None else weight.new_zeros(())
-            statistics = cluster_statistics(normalised, codes, codebook.numel()) if with_statistics else None
         if statistics is None:  # two distinct empty outputs: autograd outputs must not alias
             statistics = (codebook.new_empty(0), codebook.new_empty(0))
         counts, sums = statistics

@@ -189,6 +189,28 @@ def interval_sums(
     )
 
 
+def cluster_statistics(weight_normalised: Tensor, codes: Tensor, num_levels: int) -> tuple[Tensor, Tensor]:
+    """Per entry: how many weights chose it and the sum of those weights (eqs. 5-6 increments)."""
+    (flat_codes, flat_weights), _ = flatten_alike(codes, weight_normalised.detach().float())
+    counts = code_counts(flat_codes, num_levels, without_host_sync=flat_codes.is_cuda)
+    sums = flat_weights.new_zeros(num_levels).index_add_(0, flat_codes, flat_weights)
+    return counts, sums
+
+
+def code_counts(flat_codes: Tensor, num_levels: int, *, without_host_sync: bool) -> Tensor:
+    """How often each code occurs, float32.
+
+    torch.bincount reads the largest code back to the host on CUDA (a sync per
+    layer per step), so there the counts are accumulated with index_add_ in
+    float64 (exact to 2^53); on CPU bincount is the faster of the two.
+    """
+    if not without_host_sync:
+        return torch.bincount(flat_codes, minlength=num_levels).to(torch.float32)
+    ones = torch.ones((), dtype=torch.float64, device=flat_codes.device).expand(flat_codes.numel())
+    counts = torch.zeros(num_levels, dtype=torch.float64, device=flat_codes.device)
+    return counts.index_add_(0, flat_codes, ones).to(torch.float32)
+
+
 def codebook_forward(
     weight: Tensor,
     scale: Tensor,
@@ -197,30 +219,40 @@ def codebook_forward(
     *,
     with_commitment: bool,
     with_statistics: bool,
-) -> tuple[Tensor, Tensor | None, Tensor, tuple[Tensor, Tensor] | None] | None:
-    """The ADQ weight forward in one pass, or None where the caller's eager code should run.
+) -> tuple[Tensor, Tensor | None, Tensor, tuple[Tensor, Tensor] | None]:
+    """The ADQ weight forward: one fused pass where it compiles, the same ops eagerly otherwise.
 
     Returns ``scale * codebook[code]`` of ``weight / scale`` (weight's shape and layout), the
     residual ``w/s - codebook[code]`` (None without ``with_commitment``), the commitment
     mean of its square (0 without), and per codebook entry the count and the sum of the
     normalised weights that chose it (None without ``with_statistics``). ``midpoints`` are
-    the codebook's decision boundaries (``functional.codebook_midpoints``).
+    the codebook's decision boundaries (``functional.codebook_midpoints``). No gradient.
     """
-    if not _use_compiled(weight, midpoints.numel()):
-        return None
     weight, scale, codebook = weight.detach(), scale.detach(), codebook.detach()
+    midpoints = midpoints.detach().contiguous()
     (flat,), unflatten = flatten_alike(weight)
     rows = flat.view(weight.shape[0], -1)  # one row per output channel (outermost in both layouts)
-    args = (rows, scale, _pad(midpoints.detach().contiguous()), codebook, with_commitment, with_statistics)
-    result = _run_compiled(_fused_codebook_forward, args, dynamic=(rows, scale))
-    if result is None:
-        return None
-    quantized, residual, commitment, counts, sums = result
+    result = None
+    if _use_compiled(weight, midpoints.numel()):
+        args = (rows, scale, _pad(midpoints), codebook, with_commitment, with_statistics)
+        result = _run_compiled(_fused_codebook_forward, args, dynamic=(rows, scale))
+    residual: Tensor | None
+    if result is not None:
+        quantized, residual, commitment, counts, sums = result
+        statistics = (counts, sums) if with_statistics else None
+    else:
+        normalised = rows / scale[:, None]
+        codes = bucketize(normalised, midpoints, out_int32=True)
+        target = gather(codebook, codes)
+        quantized = scale[:, None] * target
+        residual = normalised - target if with_commitment else None
+        commitment = residual.pow(2).mean() if residual is not None else weight.new_zeros(())
+        statistics = cluster_statistics(normalised, codes, codebook.numel()) if with_statistics else None
     return (
         unflatten(quantized.reshape(-1)),
-        unflatten(residual.reshape(-1)) if with_commitment else None,
+        unflatten(residual.reshape(-1)) if with_commitment and residual is not None else None,
         commitment if with_commitment else weight.new_zeros(()),
-        (counts, sums) if with_statistics else None,
+        statistics,
     )
 
 

@@ -281,3 +281,45 @@ def test_compiled_codebook_forward_equals_eager(bits, channels_last) -> None:
     torch.testing.assert_close(compiled_grad, eager_grad)
     codes = qf.nearest_codes(qf.normalise(weight, scale), codebook)  # what convert_adq stores
     assert torch.equal(qf.denormalise(codebook[codes.long()], scale), compiled[0])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize(
+    ("with_commitment", "with_statistics"), [(True, True), (False, False), (True, False)]
+)
+def test_codebook_forward_always_answers_and_its_eager_path_is_the_reference_math(
+    channels_last, with_commitment, with_statistics
+) -> None:
+    """One contract for every kernel: callers get the result whichever path ran (never None)."""
+    generator = torch.Generator().manual_seed(7)
+    weight = torch.randn(5, 3, 3, 3, generator=generator) * 0.2
+    if channels_last:
+        weight = weight.to(memory_format=torch.channels_last)
+    scale = qf.per_channel_rms(weight)
+    codebook = qf.quantile_codebook(qf.normalise(weight, scale), 3)
+    with adq_fx.kernel_backend("eager"):
+        quantized, residual, commitment, statistics = kernels.codebook_forward(
+            weight,
+            scale,
+            codebook,
+            qf.codebook_midpoints(codebook),
+            with_commitment=with_commitment,
+            with_statistics=with_statistics,
+        )
+    normalised = qf.normalise(weight, scale)
+    codes = qf.nearest_codes(normalised, codebook)
+    assert torch.equal(quantized, qf.denormalise(codebook[codes.long()], scale))
+    assert quantized.is_contiguous(memory_format=torch.channels_last) == channels_last
+    if with_commitment:
+        assert torch.equal(residual, normalised - codebook[codes.long()])
+        torch.testing.assert_close(commitment, (normalised - codebook[codes.long()]).pow(2).mean())
+    else:
+        assert residual is None and float(commitment) == 0.0
+    if with_statistics:
+        counts, sums = statistics
+        assert torch.equal(counts, torch.bincount(codes.flatten().long(), minlength=7).float())
+        assert float(counts.sum()) == weight.numel()
+        expected_sums = torch.zeros(7).index_add_(0, codes.flatten().long(), normalised.flatten())
+        torch.testing.assert_close(sums, expected_sums)
+    else:
+        assert statistics is None
