@@ -36,6 +36,8 @@ binary search only for the short tables of 2-5 bits.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import subprocess
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, get_args
@@ -269,6 +271,31 @@ def _use_compiled(t: Tensor, table_size: int, *, min_elements: int = AUTO_MIN_EL
     return _auto_failure is None and t.device.type == "cpu" and t.numel() >= min_elements
 
 
+def _compile_failures() -> tuple[type[BaseException], ...]:
+    """What a failing toolchain raises (no C++ compiler, a backend crash): the only errors "auto" absorbs.
+
+    Anything else raised from a compiled kernel is a bug in the kernel or its
+    arguments and surfaces as it is, in every backend.
+    """
+    failures: list[type[BaseException]] = [OSError, subprocess.CalledProcessError, ImportError]
+    for module_name, name in (
+        ("torch._dynamo.exc", "BackendCompilerFailed"),
+        ("torch._inductor.exc", "InductorError"),
+        ("torch._inductor.exc", "CppCompileError"),
+        ("torch._inductor.exc", "InvalidCxxCompiler"),
+    ):
+        try:
+            failure = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            failure = None
+        if isinstance(failure, type) and issubclass(failure, BaseException):
+            failures.append(failure)
+    return tuple(failures)
+
+
+COMPILE_FAILURES = _compile_failures()
+
+
 def _run_compiled(
     kernel: Callable[..., Any], args: tuple[Any, ...], *, dynamic: Sequence[Tensor], direct: bool = False
 ) -> Any:
@@ -299,7 +326,7 @@ def _run_compiled(
             torch._dynamo.config.patch(_RECOMPILE_LIMIT_NAME, _RECOMPILE_LIMIT),
         ):
             return _compiled[kernel](*args)
-    except Exception as error:  # any failure to compile means: use the eager path
+    except COMPILE_FAILURES as error:  # the toolchain failed, not the kernel: use the eager path
         if _backend == "compiled":
             raise RuntimeError(
                 f"adq_fx kernel backend 'compiled': torch.compile of {kernel.__name__} failed "

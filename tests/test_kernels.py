@@ -163,9 +163,27 @@ def test_training_and_conversion_under_the_compiled_backend_match_eager() -> Non
 
 def _broken_compile(*_args, **_kwargs):  # type: ignore[no-untyped-def]
     def fail(*_a, **_k):  # type: ignore[no-untyped-def]
-        raise RuntimeError("no C++ compiler here")
+        raise OSError("no C++ compiler here")  # what a missing toolchain raises
 
     return fail
+
+
+def _buggy_compile(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+    def fail(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise IndexError("a bug inside the kernel")
+
+    return fail
+
+
+def test_a_bug_inside_a_compiled_kernel_surfaces_under_auto_instead_of_a_warning(
+    backend, monkeypatch
+) -> None:
+    monkeypatch.setattr(torch, "compile", _buggy_compile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning: the error itself comes out
+        with pytest.raises(IndexError, match="a bug inside the kernel"):
+            kernels.bucketize(torch.randn(kernels.AUTO_MIN_ELEMENTS), torch.linspace(-1, 1, 5))
+    assert kernels._auto_failure is None  # and auto keeps compiling afterwards
 
 
 def test_auto_falls_back_to_eager_with_one_warning_when_compiling_fails(backend, monkeypatch) -> None:
