@@ -21,13 +21,22 @@ def _qat_layers(model: nn.Module) -> list[tuple[str, QATConv2d | QATLinear]]:
 
 
 def commitment_loss(prepared: nn.Module) -> Tensor:
-    """Sum over QAT layers of eq. (3); add it to the task loss each step."""
+    """Sum over QAT layers of eq. (3); add it to the task loss each step.
+
+    Each layer's term is the one its last training forward returned (same
+    assignment, no second search; taken once); a layer without one, e.g. before
+    any training forward or on a second call, computes it afresh.
+    """
     layers = _qat_layers(prepared)
     if not layers:
         raise ValueError(
             f"commitment_loss: {type(prepared).__name__} has no adq_fx QAT layer; call prepare_adq first."
         )
-    return torch.stack([m.weight_quantizer.commitment(m.weight) for _, m in layers]).sum()
+    terms = []
+    for _, layer in layers:
+        term = layer.take_commitment()
+        terms.append(layer.weight_quantizer.commitment(layer.weight) if term is None else term)
+    return torch.stack(terms).sum()
 
 
 def _input_quantizers(model: nn.Module) -> dict[str, ActivationQuantizer]:
@@ -55,7 +64,7 @@ def quantization_map(model: nn.Module) -> dict[str, dict[str, Any]]:
             act = inputs.get(name)
             result[name] = {
                 "stage": "prepared",
-                "layer_type": type(module).__bases__[0].__name__,
+                "layer_type": type(module).__name__.removeprefix("QAT"),
                 "weight_bits": quantizer.config.bits,
                 "activation_bits": None if act is None else act.config.bits,
                 "activation_signed": None if act is None else act.signed,

@@ -113,8 +113,11 @@ def test_compiled_threshold_quantize_forward_equals_eager_and_gradients_agree(bi
     (eager_out, eager_grads), (compiled_out, compiled_grads) = both_backends(run)
     assert torch.equal(compiled_out, eager_out)
     names = ["x", "start", "intervals", "beta1", "beta2"]
+    # The parameter gradients are float32 sums over all `size` elements in another order: their
+    # rounding difference grows with the number of terms (seen: 4e-5 on a sum of 286).
+    atol = 1e-5 * max(1.0, size / 25)
     for name, a, b in zip(names, compiled_grads, eager_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @needs_compiler

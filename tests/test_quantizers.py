@@ -131,13 +131,12 @@ def test_commitment_gradient_reaches_the_weight_only() -> None:
     torch.testing.assert_close(weight.grad, by_hand)
 
 
-def test_commitment_after_a_training_forward_reuses_its_assignment_and_adds_its_gradient() -> None:
+def test_a_training_forward_returns_its_commitment_and_a_fresh_one_follows_the_moved_codebook() -> None:
     quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3, commitment_beta=0.5), conv_weight())
     weight = conv_weight(1).requires_grad_()
     codebook_before = quantizer.codebook.clone()
-    quantized = quantizer.train()(weight)
+    quantized, loss = quantizer.train().quantize(weight)  # the explicit output of this forward
     assert not torch.equal(quantizer.codebook, codebook_before)  # the EMA moved it
-    loss = quantizer.commitment(weight)
     (quantized.sum() + loss).backward()
     # the forward's assignment and codebook (before its EMA step), and STE gradient 1 plus eq. (3)'s
     normalised = qf.normalise(weight.detach(), quantizer.scale)
@@ -145,14 +144,30 @@ def test_commitment_after_a_training_forward_reuses_its_assignment_and_adds_its_
     torch.testing.assert_close(loss.detach(), 0.5 * (target - normalised).pow(2).mean())
     by_hand = 1 + 0.5 * 2 * (normalised - target) / normalised.numel() / quantizer.scale.view(-1, 1, 1, 1)
     torch.testing.assert_close(weight.grad, by_hand)
-    # a weight changed after the forward (an optimizer step) gets a fresh assignment
-    quantizer(weight)
-    with torch.no_grad():
-        weight.mul_(1.5)
+    # commitment() computes afresh: the codebook as it is now
     fresh = quantizer.commitment(weight)
-    normalised = qf.normalise(weight.detach(), quantizer.scale)
     target = quantizer.codebook[qf.nearest_codes(normalised, quantizer.codebook)]
     torch.testing.assert_close(fresh.detach(), 0.5 * (target - normalised).pow(2).mean())
+    assert float(quantizer.eval().quantize(weight)[1]) == 0.0  # no commitment term in evaluation
+
+
+def test_commitment_loss_takes_each_training_forwards_term_once_then_computes_afresh() -> None:
+    from adq_fx import commitment_loss, default_qconfig_mapping, prepare_adq
+    from tests.models import TinyResNet, images
+
+    x = images(4)
+    prepared = prepare_adq(TinyResNet(), default_qconfig_mapping(3), x)
+    layers = [m for m in prepared.modules() if hasattr(m, "take_commitment")]
+    prepared(x)
+    recorded = [m._commitment for m in layers]
+    assert all(t is not None and t.requires_grad for t in recorded)
+    expected = torch.stack([t for t in recorded]).sum()
+    assert torch.equal(commitment_loss(prepared), expected)  # the forward's own terms, no second search
+    assert all(m._commitment is None for m in layers)  # taken once
+    fresh = torch.stack([m.weight_quantizer.commitment(m.weight) for m in layers]).sum()
+    torch.testing.assert_close(commitment_loss(prepared), fresh)  # then afresh
+    prepared.eval()(x)
+    assert all(m._commitment is None for m in layers)  # evaluation records nothing
 
 
 def test_commitment_is_zero_for_weights_on_the_codebook() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,40 @@ from ..config import WeightConfig
 from ..quantizers import WeightQuantizer, build_weight_quantizer
 
 
-class QATConv2d(nn.Conv2d):
+class _QuantizedWeight:
+    """What both QAT layers add to their float class: the float layer's tensors plus a weight
+    quantizer, and the eq. (3) term of a training forward, kept for commitment_loss to take."""
+
+    weight_quantizer: WeightQuantizer
+    training: bool
+    _commitment: Tensor | None = None
+
+    def _adopt(self, module: nn.Conv2d | nn.Linear, config: WeightConfig) -> None:
+        """Share the float layer's parameters (no copy) and build the quantizer from its weight."""
+        layer = cast("nn.Conv2d | nn.Linear", self)
+        layer.weight = module.weight
+        layer.bias = module.bias
+        self.weight_quantizer = build_weight_quantizer(config, module.weight)
+        layer.train(module.training)
+
+    def _quantized_weight(self, weight: Tensor) -> Tensor:
+        quantized, commitment = self.weight_quantizer.quantize(weight)
+        self._commitment = commitment if self.training else None
+        return quantized
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the transient term behind (it holds this step's autograd graph)."""
+        state = dict(self.__dict__)
+        state.pop("_commitment", None)
+        return state
+
+    def take_commitment(self) -> Tensor | None:
+        """This layer's eq. (3) term from its last training forward, once; None if there is none."""
+        commitment, self._commitment = self._commitment, None
+        return commitment
+
+
+class QATConv2d(_QuantizedWeight, nn.Conv2d):
     """nn.Conv2d whose forward uses the quantized weight (ADQ or a baseline)."""
 
     weight_quantizer: WeightQuantizer
@@ -36,17 +69,14 @@ class QATConv2d(nn.Conv2d):
                 bias=module.bias is not None,
                 padding_mode=module.padding_mode,
             )
-        qat.weight = module.weight
-        qat.bias = module.bias
-        qat.weight_quantizer = build_weight_quantizer(config, module.weight)
-        qat.train(module.training)
+        qat._adopt(module, config)
         return qat
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.weight_quantizer(self.weight), self.bias)
+        return self._conv_forward(x, self._quantized_weight(self.weight), self.bias)
 
 
-class QATLinear(nn.Linear):
+class QATLinear(_QuantizedWeight, nn.Linear):
     """nn.Linear whose forward uses the quantized weight (ADQ or a baseline)."""
 
     weight_quantizer: WeightQuantizer
@@ -55,14 +85,11 @@ class QATLinear(nn.Linear):
     def from_float(cls, module: nn.Linear, config: WeightConfig) -> QATLinear:
         with torch.device("meta"):
             qat = cls(module.in_features, module.out_features, bias=module.bias is not None)
-        qat.weight = module.weight
-        qat.bias = module.bias
-        qat.weight_quantizer = build_weight_quantizer(config, module.weight)
-        qat.train(module.training)
+        qat._adopt(module, config)
         return qat
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight_quantizer(self.weight), self.bias)
+        return F.linear(x, self._quantized_weight(self.weight), self.bias)
 
 
 QAT_MODULES: dict[type[nn.Module], type[QATConv2d] | type[QATLinear]] = {

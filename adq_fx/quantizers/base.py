@@ -17,7 +17,12 @@ from .checkpoint_layout import CheckedLayout
 
 class WeightQuantizer(CheckedLayout):
     """Forward returns the quantized weight; ``codes``, ``levels`` and ``channel_scale`` give
-    the (code, level table, per-output-channel scale) triple the converted layer stores."""
+    the (code, level table, per-output-channel scale) triple the converted layer stores.
+
+    ``quantize(weight)`` returns the quantized weight and this forward's eq. (3)
+    term together, so the QAT layer hands the commitment to ``commitment_loss``
+    explicitly (also under torch.compile); ``commitment(weight)`` computes it afresh.
+    """
 
     config: Any
     parameter_kinds: ClassVar[dict[str, str]] = {}  # parameter name -> adq_fx.optim.RECIPES kind
@@ -31,8 +36,12 @@ class WeightQuantizer(CheckedLayout):
     def channel_scale(self, weight: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def quantize(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(quantized weight, this forward's commitment term): zero for methods without one."""
+        return self(weight), weight.new_zeros(())
+
     def commitment(self, weight: Tensor) -> Tensor:
-        """Eq. (3) for ADQ; methods without one contribute zero."""
+        """Eq. (3) for ADQ, computed afresh; methods without one contribute zero."""
         return weight.new_zeros(())
 
     def layout(self) -> dict[str, Any]:

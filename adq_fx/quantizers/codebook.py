@@ -27,7 +27,6 @@ class CodebookWeightQuantizer(WeightQuantizer):
     codebook: Tensor
     ema_counts: Tensor
     ema_sums: Tensor
-    _pending_commitment: tuple[Tensor | None, int | None]  # (commitment, weight._version) of a forward
 
     def __init__(self, config: CodebookWeightConfig, weight: Tensor) -> None:
         super().__init__()
@@ -68,15 +67,17 @@ class CodebookWeightQuantizer(WeightQuantizer):
         return self.scale
 
     def forward(self, weight: Tensor) -> Tensor:
+        return self.quantize(weight)[0]
+
+    def quantize(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(quantized weight, beta * eq. (3) of this assignment; 0 in eval), then the EMA step."""
         learn = self.training and self.config.learn_codebook
         quantized, commitment, step_counts, step_sums = qf.codebook_quantize(
             weight, self.scale, self.codebook, with_commitment=self.training, with_statistics=learn
         )
-        if self.training and not torch.compiler.is_compiling():
-            self._pending_commitment = (commitment, weight._version)  # for commitment() this step
         if learn:
             self.apply_statistics(step_counts, step_sums)
-        return quantized
+        return quantized, self.config.commitment_beta * commitment
 
     @torch.no_grad()
     def update_codebook(self, weight_normalised: Tensor, codes: Tensor) -> None:
@@ -108,15 +109,12 @@ class CodebookWeightQuantizer(WeightQuantizer):
         self.ema_sums.copy_(sums)
 
     def commitment(self, weight: Tensor) -> Tensor:
-        """Eq. (3) as a mean over the layer's weights: beta * mean((sg(ŵ') - w')^2).
+        """Eq. (3) as a mean over the layer's weights, afresh: beta * mean((sg(ŵ') - w')^2).
 
         A mean, not a sum, keeps beta independent of layer size. The gradient
-        reaches the weights only: the codebook is a buffer moved by the EMA. The
-        value comes from this step's forward (same assignment and codebook, so no
-        second search), or is computed afresh if the weight changed since.
+        reaches the weights only: the codebook is a buffer moved by the EMA. In
+        training, ``quantize`` returns the same term from its own search, which
+        is what commitment_loss uses.
         """
-        pending, version = getattr(self, "_pending_commitment", (None, None))
-        self._pending_commitment = (None, None)  # one use per forward: never a stale value
-        if pending is None or version != weight._version:
-            _, pending, _, _ = qf.codebook_quantize(weight, self.scale, self.codebook)
-        return self.config.commitment_beta * pending
+        _, term, _, _ = qf.codebook_quantize(weight, self.scale, self.codebook)
+        return self.config.commitment_beta * term
