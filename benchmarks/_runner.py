@@ -10,6 +10,7 @@ thread count (a measurement must not share torch's state with another), and
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import datetime
 import json
@@ -108,3 +109,34 @@ def run_parallel(items: Iterable[T], run_one: Callable[[T], R], workers: int) ->
         futures = [pool.submit(run_one, item) for item in items]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
+
+
+# -- the pre-trained CIFAR-10 ResNet-20 that several benchmarks measure ----------------------------
+PRETRAINED = "../shared/data/resnet20-cifar10-akamaster.th"  # relative to the repo root
+
+
+def pretrained_parser(description: str | None, out: str) -> argparse.ArgumentParser:
+    """--checkpoint/--rename/--data/--out for a benchmark of the pre-trained ResNet-20."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", default=PRETRAINED)
+    parser.add_argument("--rename", nargs="*", default=["linear.=fc."])
+    parser.add_argument("--data", default="imagefolder:data")
+    parser.add_argument("--out", default=str(RESULTS / out))
+    return parser
+
+
+def pretrained_resnet20(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(the data set less the 5,000-image validation split, the float ResNet-20 from --checkpoint)."""
+    import torch
+
+    from adq_fx.train.checkpoints import load_float_state
+    from adq_fx.train.data import load_dataset
+    from adq_fx.train.models import build_model
+
+    torch.manual_seed(0)
+    data = load_dataset(args.data).hold_out(5000)
+    model = build_model("resnet20", data.num_classes)
+    load_float_state(model, args.checkpoint, args.rename)
+    return data, model

@@ -13,20 +13,16 @@ summary per model and writes ``benchmarks/results/threshold_start.json``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 import torch
 import torchvision
-from _runner import record, write_json  # a sibling module
+from _runner import pretrained_parser, pretrained_resnet20, record, write_json  # a sibling module
 
 import adq_fx
 from adq_fx import functional as qf
 from adq_fx.quantizers import ThresholdActivationQuantizer
-from adq_fx.train.checkpoints import load_float_state
-from adq_fx.train.data import load_dataset
-from adq_fx.train.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,18 +70,9 @@ def summary(rows: list[dict[str, object]]) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", default="../shared/data/resnet20-cifar10-akamaster.th")
-    parser.add_argument("--rename", nargs="*", default=["linear.=fc."])
-    parser.add_argument("--data", default="imagefolder:data")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "threshold_start.json"))
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    data = load_dataset(args.data).hold_out(5000)
-    resnet = build_model("resnet20", data.num_classes)
-    load_float_state(resnet.eval(), args.checkpoint, args.rename)
+    args = pretrained_parser(__doc__, "threshold_start.json").parse_args()
+    data, resnet = pretrained_resnet20(args)
+    resnet.eval()
     generator = torch.Generator().manual_seed(0)
     x, _ = data.train_batch(torch.randint(0, len(data.train_x), (128,), generator=generator), None)
     alexnet = torchvision.models.alexnet(num_classes=10).eval()

@@ -14,20 +14,16 @@ the medians and their ratio and writes ``benchmarks/results/update_scale.json``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _runner import record, write_json  # a sibling module
+from _runner import pretrained_parser, pretrained_resnet20, record, write_json  # a sibling module
 
 import adq_fx
 from adq_fx import ADQConfig, ADQConfigMapping, CodebookWeightConfig, ThresholdActivationConfig
 from adq_fx.quantizers import ThresholdActivationQuantizer
-from adq_fx.train.checkpoints import load_float_state
-from adq_fx.train.data import load_dataset
-from adq_fx.train.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,19 +54,10 @@ def relative_gradients(model: torch.nn.Module, batches: list, grad_scale: bool) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", default="../shared/data/resnet20-cifar10-akamaster.th")
-    parser.add_argument("--rename", nargs="*", default=["linear.=fc."])
-    parser.add_argument("--data", default="imagefolder:data")
+    parser = pretrained_parser(__doc__, "update_scale.json")
     parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "update_scale.json"))
     args = parser.parse_args()
-    torch.manual_seed(0)
-    data = load_dataset(args.data).hold_out(5000)
-    model = build_model("resnet20", data.num_classes)
-    load_float_state(model, args.checkpoint, args.rename)
+    data, model = pretrained_resnet20(args)
     generator = torch.Generator().manual_seed(0)
     batches = [
         data.train_batch(torch.randint(0, len(data.train_x), (128,), generator=generator), generator)

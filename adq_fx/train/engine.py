@@ -226,26 +226,14 @@ class Runner:
             model.load_state_dict(entry["model"])
             history = entry["history"]
         else:
-            history = []
-            if cfg.float_checkpoint:
+            epochs, lr = cfg.float_epochs, cfg.float_lr  # trained here from scratch, or ...
+            if cfg.float_checkpoint:  # ... loaded, then fine-tuned
                 load_float_state(model, cfg.float_checkpoint, cfg.float_checkpoint_rename)
-                if cfg.finetune_epochs:
-                    history = self.fit(
-                        model,
-                        "float",
-                        epochs=cfg.finetune_epochs,
-                        lr=cfg.finetune_lr,
-                        loss_fn=_cross_entropy,
-                        seed=cfg.float_seed,
-                    )
-            elif cfg.float_epochs:
+                epochs, lr = cfg.finetune_epochs, cfg.finetune_lr
+            history = []
+            if epochs:
                 history = self.fit(
-                    model,
-                    "float",
-                    epochs=cfg.float_epochs,
-                    lr=cfg.float_lr,
-                    loss_fn=_cross_entropy,
-                    seed=cfg.float_seed,
+                    model, "float", epochs=epochs, lr=lr, loss_fn=_cross_entropy, seed=cfg.float_seed
                 )
             if cache is not None and self.dist.is_main:
                 cache.parent.mkdir(parents=True, exist_ok=True)
