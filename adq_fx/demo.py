@@ -21,6 +21,8 @@ from .environment import describe, machine_info
 from .int8.onednn import kernel_problem
 from .nn import QATConv2d, QATLinear
 from .optim import param_groups
+from .train.data import load_digits_tensors
+from .train.models import DigitsCNN
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,44 +41,6 @@ class DemoConfig:
             raise ValueError("DemoConfig: float_epochs and qat_epochs must be at least 1.")
         if not self.bits:
             raise ValueError("DemoConfig(bits=()) needs at least one bit-width.")
-
-
-class DigitsCNN(nn.Module):
-    """A small ResNet-flavoured CNN for 8x8 digits (first conv and last linear stay float)."""
-
-    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(2 * width)
-        self.hidden = nn.Linear(2 * width, 2 * width)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(x + self.bn2(self.conv2(x)))  # residual add
-        x = F.relu(self.bn3(self.conv3(x)))
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(F.relu(self.hidden(x)))
-
-
-def load_digits_tensors(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """scikit-learn's digits as (N, 1, 8, 8) floats in [0, 1]; stratified 80/20 split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        digits.images, digits.target, test_size=0.2, random_state=seed, stratify=digits.target
-    )
-
-    def to_x(a: Any) -> Tensor:
-        return torch.tensor(a, dtype=torch.float32).unsqueeze(1) / 16.0
-
-    return to_x(x_train), torch.tensor(y_train), to_x(x_test), torch.tensor(y_test)
 
 
 def train(

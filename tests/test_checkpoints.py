@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import adq_fx
-from adq_fx.demo import DigitsCNN
+from adq_fx.train.models import DigitsCNN
 
 
 def _mixed_mapping() -> adq_fx.ADQConfigMapping:

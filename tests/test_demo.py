@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from adq_fx.cli import main
-from adq_fx.demo import DemoConfig, load_digits_tensors, run_demo
+from adq_fx.demo import DemoConfig, run_demo
+from adq_fx.train.data import load_digits_tensors
 
 
 def test_digits_data_ships_with_scikit_learn() -> None:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,10 +123,24 @@ def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | No
     return padded[batch, channel, rows, cols]
 
 
+def load_digits_tensors(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's digits as (N, 1, 8, 8) floats in [0, 1]; stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.images, digits.target, test_size=0.2, random_state=seed, stratify=digits.target
+    )
+
+    def to_x(a: Any) -> Tensor:
+        return torch.tensor(a, dtype=torch.float32).unsqueeze(1) / 16.0
+
+    return to_x(x_train), torch.tensor(y_train), to_x(x_test), torch.tensor(y_test)
+
+
 def load_digits_dataset(seed: int = 0) -> TensorDataset:
     """scikit-learn's bundled 8x8 digits (the embedded default; no download)."""
-    from ..demo import load_digits_tensors
-
     x_train, y_train, x_test, y_test = load_digits_tensors(seed)
     return TensorDataset("digits", x_train, y_train, x_test, y_test, 10, (0.0,), (1.0,), augment=False)
 

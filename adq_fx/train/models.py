@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -63,13 +64,33 @@ class CifarResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class DigitsCNN(nn.Module):
+    """A small ResNet-flavoured CNN for 8x8 digits (first conv and last linear stay float)."""
+
+    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(2 * width)
+        self.hidden = nn.Linear(2 * width, 2 * width)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(x + self.bn2(self.conv2(x)))  # residual add
+        x = F.relu(self.bn3(self.conv3(x)))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(F.relu(self.hidden(x)))
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """'resnet20' / 'resnet32' / 'resnet56' (CIFAR), 'digits_cnn', or a torchvision model name."""
     if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in (20, 32, 44, 56, 110):
         return CifarResNet(int(name[6:]), num_classes)
     if name == "digits_cnn":
-        from ..demo import DigitsCNN
-
         return DigitsCNN(num_classes=num_classes)
     import torchvision
 
