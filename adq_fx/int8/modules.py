@@ -287,6 +287,14 @@ class Int8Conv2d(_Int8Layer):
             step_h, step_w = self.subsample
             codes = codes[:, :, ::step_h, ::step_w].contiguous(memory_format=torch.channels_last)
         x_scale, x_zero_point = self._kernel_input
+        operands = (
+            codes,
+            x_scale,
+            x_zero_point,
+            self._kernel_weight,
+            self.weight_scale,
+            self._weight_zero_points,
+        )
         args = self._kernel_args()
         if self.fuses_in_kernel:
             if accumulate is not None:
@@ -300,35 +308,20 @@ class Int8Conv2d(_Int8Layer):
                 if not private:
                     accumulate = accumulate.to(torch.float32, memory_format=torch.channels_last, copy=True)
                 return onednn.conv_add(
-                    codes,
-                    x_scale,
-                    x_zero_point,
-                    self._kernel_weight,
-                    self.weight_scale,
-                    self._weight_zero_points,
+                    *operands,
                     self.bias,
                     accumulate,
                     *args,
                     relu=self.relu,
                 )
             return onednn.conv(
-                codes,
-                x_scale,
-                x_zero_point,
-                self._kernel_weight,
-                self.weight_scale,
-                self._weight_zero_points,
+                *operands,
                 self.bias,
                 *args,
                 relu=self.relu,
             )
         y = onednn.conv(
-            codes,
-            x_scale,
-            x_zero_point,
-            self._kernel_weight,
-            self.weight_scale,
-            self._weight_zero_points,
+            *operands,
             None,
             *args,
         )
@@ -358,24 +351,22 @@ class Int8Linear(_Int8Layer):
     def forward(self, codes: Tensor | tuple[Tensor, Tensor], accumulate: Tensor | None = None) -> Tensor:
         codes, sample_step = self._split(codes)
         x_scale, x_zero_point = self._kernel_input
-        if self.fuses_in_kernel and accumulate is None:
-            return onednn.linear(
-                codes,
-                x_scale,
-                x_zero_point,
-                self._kernel_weight,
-                self.weight_scale,
-                self._weight_zero_points,
-                self.bias,
-                relu=self.relu,
-            )
-        y = onednn.linear(
+        operands = (
             codes,
             x_scale,
             x_zero_point,
             self._kernel_weight,
             self.weight_scale,
             self._weight_zero_points,
+        )
+        if self.fuses_in_kernel and accumulate is None:
+            return onednn.linear(
+                *operands,
+                self.bias,
+                relu=self.relu,
+            )
+        y = onednn.linear(
+            *operands,
             None,
         )
         return self._finish(y, sample_step, None, accumulate)
