@@ -20,6 +20,60 @@ from torch import Tensor
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalise(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """uint8 images (or floats in [0, 1]) to normalised floats, on x's device."""
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def held_out_indices(labels: Tensor, count: int, num_classes: int) -> Tensor:
+    """The last ``count / num_classes`` indices of each class: the validation split.
+
+    "Last" in the data set's own order (file order in an ImageFolder, whose
+    classes are contiguous), so the split is stratified and the same on every
+    machine and run, whichever loader reads the images.
+    """
+    per_class, remainder = divmod(count, num_classes)
+    if remainder or per_class == 0:
+        raise ValueError(
+            f"validation={count}: use a multiple of the {num_classes} classes, so "
+            "every class gives the same number of images."
+        )
+    held = []
+    for label in range(num_classes):
+        members = (labels == label).nonzero().flatten()
+        if len(members) <= per_class:
+            raise ValueError(
+                f"validation={count}: class {label} has only {len(members)} training "
+                f"images, not more than the {per_class} to hold out."
+            )
+        held.append(members[-per_class:])
+    return torch.cat(held)
+
+
+def subset_indices(size: int, keep: int | None, generator: torch.Generator) -> Tensor | None:
+    """A fixed random choice of ``keep`` of ``size`` items (short CPU schedules); None keeps all."""
+    if keep is None or keep >= size:
+        return None
+    return torch.randperm(size, generator=generator)[:keep]
+
+
+class TrainEpoch:
+    """One epoch's batches for this rank, its number of steps, and the state that resumes it mid-way."""
+
+    def __init__(
+        self, batches: Iterator[tuple[Tensor, Tensor]], *, steps: int, start_step: int, state: dict
+    ) -> None:
+        self.batches, self.steps, self.start_step, self.state = batches, steps, start_step, state
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iter(self.batches)
 
 
 @dataclass
@@ -46,30 +100,10 @@ class TensorDataset:
         return self
 
     def hold_out(self, count: int) -> TensorDataset:
-        """Move the last ``count`` training images out of train into the validation split.
-
-        "Last" per class, in the data set's own order (file order in an
-        ImageFolder, whose classes are contiguous), count / classes from each,
-        so the split is stratified and the same on every machine and run.
-        """
+        """Move the last ``count / classes`` training images of each class into the validation split."""
         if count <= 0:
             return self
-        per_class, remainder = divmod(count, self.num_classes)
-        if remainder or per_class == 0:
-            raise ValueError(
-                f"validation={count}: use a multiple of the {self.num_classes} classes, so "
-                "every class gives the same number of images."
-            )
-        held = []
-        for label in range(self.num_classes):
-            members = (self.train_y == label).nonzero().flatten()
-            if len(members) <= per_class:
-                raise ValueError(
-                    f"validation={count}: class {label} has only {len(members)} training "
-                    f"images, not more than the {per_class} to hold out."
-                )
-            held.append(members[-per_class:])
-        held_index = torch.cat(held)
+        held_index = held_out_indices(self.train_y, count, self.num_classes)
         keep = torch.ones(len(self.train_y), dtype=torch.bool, device=self.train_y.device)
         keep[held_index] = False
         self.val_x, self.val_y = self.train_x[held_index], self.train_y[held_index]
@@ -79,19 +113,72 @@ class TensorDataset:
     def subset(self, train: int | None, test: int | None, seed: int) -> TensorDataset:
         """A fixed random subset (for short CPU schedules); None keeps everything."""
         generator = torch.Generator().manual_seed(seed)
-        if train is not None and train < len(self.train_x):
-            keep = torch.randperm(len(self.train_x), generator=generator)[:train].to(self.train_x.device)
+        keep = subset_indices(len(self.train_x), train, generator)
+        if keep is not None:
+            keep = keep.to(self.train_x.device)
             self.train_x, self.train_y = self.train_x[keep], self.train_y[keep]
-        if test is not None and test < len(self.test_x):
-            keep = torch.randperm(len(self.test_x), generator=generator)[:test].to(self.test_x.device)
+        keep = subset_indices(len(self.test_x), test, generator)
+        if keep is not None:
+            keep = keep.to(self.test_x.device)
             self.test_x, self.test_y = self.test_x[keep], self.test_y[keep]
         return self
 
     def normalise(self, x: Tensor) -> Tensor:
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
+        return normalise(x, self.mean, self.std)
+
+    # -- what the engine reads (StreamingImageFolder offers the same) ------------
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_x)
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_x is not None
+
+    def labels(self, split: str = "test") -> Tensor:
+        labels = self.test_y if split == "test" else self.val_y
+        if labels is None:
+            raise ValueError("no validation split: set TrainConfig(validation=N) to hold one out of train.")
+        return labels
+
+    def split_size(self, split: str) -> int:
+        x = self.test_x if split == "test" else self.val_x
+        return 0 if x is None else len(x)
+
+    def batch_at(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised training images at ``index``, not augmented (sensitivities, example inputs)."""
+        return self.train_batch(index.to(self.train_x.device), None)
+
+    def steps_per_epoch(self, batch_size: int, world_size: int) -> int:
+        return (len(self.train_x) + batch_size - 1) // batch_size
+
+    def train_epoch(
+        self,
+        epoch: int,
+        *,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        start_step: int = 0,
+        state: dict[str, Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> TrainEpoch:
+        """One epoch: a shuffle of the whole set from ``generator``, cut into global batches of which
+        this rank takes a strided share; ``state`` (the epoch's order) resumes it at ``start_step``."""
+        order = state["order"] if state else torch.randperm(len(self.train_x), generator=generator)
+        steps = (len(order) + batch_size - 1) // batch_size
+
+        def batches() -> Iterator[tuple[Tensor, Tensor]]:
+            for first in range(start_step * batch_size, len(order), batch_size):
+                index = order[first : first + batch_size][rank::world_size].to(self.train_x.device)
+                yield self.train_batch(index, generator)
+
+        return TrainEpoch(batches(), steps=steps, start_step=start_step, state={"order": order})
 
     def train_batch(self, index: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         x = self.normalise(self.train_x[index])
@@ -197,19 +284,36 @@ def load_image_folder(root: str | Path, *, image_size: int = 32) -> TensorDatase
             )
     (xtr, ytr, classes), (xte, yte, _) = blob["train"], blob["test"]
     is_cifar = image_size == 32 and len(classes) == 10
-    mean, std = (CIFAR_MEAN, CIFAR_STD) if is_cifar else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    mean, std = (CIFAR_MEAN, CIFAR_STD) if is_cifar else (IMAGENET_MEAN, IMAGENET_STD)
     return TensorDataset(
         f"imagefolder:{root.name}", xtr, ytr, xte, yte, len(classes), mean, std, augment=True
     )
 
 
-def load_dataset(spec: str, *, download: bool = False, image_size: int = 32) -> TensorDataset:
-    """'digits', 'cifar10:<root>' or 'imagefolder:<root>'."""
+def load_dataset(
+    spec: str,
+    *,
+    download: bool = False,
+    image_size: int = 32,
+    loader: str = "memory",
+    workers: int = 0,
+) -> Any:
+    """'digits', 'cifar10:<root>' or 'imagefolder:<root>': a TensorDataset, or for an ImageFolder read
+    through DataLoader workers (``loader="stream"``, or "auto" on a large tree) a StreamingImageFolder."""
     kind, _, where = spec.partition(":")
+    if kind == "imagefolder" and where:
+        from .streaming import StreamingImageFolder, should_stream
+
+        if loader == "stream" or (loader == "auto" and should_stream(where, image_size)):
+            return StreamingImageFolder(where, image_size=image_size, workers=workers)
+        return load_image_folder(where, image_size=image_size)
+    if loader == "stream":
+        raise ValueError(
+            f"loader='stream' reads an ImageFolder tree; {spec!r} is held in memory. Use loader='memory' "
+            "(or 'auto'), or point --dataset at imagefolder:<root>."
+        )
     if kind == "digits":
         return load_digits_dataset()
     if kind == "cifar10" and where:
         return load_cifar10(where, download=download)
-    if kind == "imagefolder" and where:
-        return load_image_folder(where, image_size=image_size)
     raise ValueError(f"unknown dataset {spec!r}: use 'digits', 'cifar10:<root>' or 'imagefolder:<root>'.")

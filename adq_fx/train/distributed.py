@@ -45,6 +45,13 @@ class Distributed:
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics move with each rank's own shard), so
+        all ranks evaluate, convert and save one model."""
+        if self.enabled:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -65,6 +72,11 @@ def init_from_environment(device_setting: str) -> tuple[Distributed, torch.devic
     if use_cuda:
         torch.cuda.set_device(device)
     return Distributed(rank=int(os.environ["RANK"]), world_size=world_size, owns_group=owns_group), device
+
+
+def local_world_size() -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE); 1 outside torchrun."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -38,13 +38,16 @@ from ..quantizers.thresholds import ThresholdActivationQuantizer
 from ..registry import Role, entry_named
 from .checkpoints import file_digest, load_float_state
 from .config import TrainConfig
-from .data import TensorDataset, load_dataset
-from .distributed import init_from_environment, unwrap
+from .data import TrainEpoch, load_dataset
+from .distributed import init_from_environment, local_world_size, unwrap
 from .kd import distillation_loss
-from .models import build_model
+from .models import build_model, build_teacher, load_pretrained
+from .progress import Progress, Running
+from .streaming import default_workers
 
 PHASE_SEEDS = {"float": 1, "qat": 2}  # fixed, so runs and resumes are reproducible
 LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
+LOG_EVERY = 20  # steps between progress-bar and TensorBoard updates (each costs one host sync)
 
 
 class StopRequested(Exception):
@@ -63,13 +66,21 @@ class Runner:
         self.bf16 = on_cuda if config.bf16 is None else config.bf16
         self.channels_last = on_cuda if config.channels_last is None else config.channels_last
         torch.manual_seed(config.seed)
-        self.data: TensorDataset = load_dataset(
-            config.dataset, download=config.download, image_size=config.image_size
+        workers = default_workers(local_world_size()) if config.workers is None else config.workers
+        # a TensorDataset in memory, or a StreamingImageFolder: both offer what the phases read
+        self.data: Any = load_dataset(
+            config.dataset,
+            download=config.download,
+            image_size=config.image_size,
+            loader=config.loader,
+            workers=workers,
         )
         data_seed = config.seed if config.data_seed is None else config.data_seed
         self.data.hold_out(config.validation)  # before the subset: the split never depends on it
         self.data.subset(config.train_subset, config.test_subset, data_seed).to(self.device)
-        self.epochs_run = 0
+        self.epochs_run = self.steps_run = 0
+        logs_here = config.tensorboard and self.dist.is_main
+        self.board = open_tensorboard(config.tensorboard) if config.tensorboard and logs_here else None
 
     # -- shared loop ------------------------------------------------------------
     def autocast(self) -> torch.autocast:
@@ -80,7 +91,7 @@ class Runner:
 
     @property
     def has_validation(self) -> bool:
-        return self.data.val_x is not None
+        return bool(self.data.has_validation)
 
     @torch.no_grad()
     def predictions(self, model: nn.Module, split: str = "test") -> Tensor:
@@ -93,8 +104,7 @@ class Runner:
         return torch.cat(batches)
 
     def accuracy(self, predicted: Tensor, split: str = "test") -> float:
-        labels = self.data.test_y if split == "test" else self.data.val_y
-        assert labels is not None
+        labels = self.data.labels(split)
         return 100.0 * int((predicted == labels.to(predicted.device)).sum()) / len(labels)
 
     def evaluate(self, model: nn.Module, split: str = "test") -> float:
@@ -129,94 +139,130 @@ class Runner:
         loss_fn: LossFn,
         seed: int | None = None,
     ) -> list[dict]:
-        """SGD + cosine to zero with per-epoch checkpoints; resumes bit-identically from the last one."""
+        """SGD + cosine to zero, checkpointed at each epoch's end and every ``checkpoint_every`` steps;
+        ``resume`` continues bit-identically from the last checkpoint, mid-epoch included."""
         cfg = self.config
         seed = cfg.seed if seed is None else seed
         groups = param_groups(
             model, lr=lr, weight_decay=cfg.weight_decay, lr_scales={"thresholds": cfg.quantizer_lr_scale}
         )
         optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
-        steps = (len(self.data.train_x) + cfg.batch_size - 1) // cfg.batch_size
+        world = self.dist.world_size
+        steps = self.data.steps_per_epoch(cfg.batch_size, world)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps)
-        generator = torch.Generator().manual_seed(seed * 1000 + PHASE_SEEDS[phase])
-        history: list[dict] = []
-        checkpoint_path = self.out / f"{phase}_last.pt"
-        start = 0
-        if cfg.resume and checkpoint_path.exists():
-            state = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            history, start = state["history"], state["epoch"] + 1
+        phase_seed = seed * 1000 + PHASE_SEEDS[phase]
+        generator = torch.Generator().manual_seed(phase_seed)
+        progress = Progress(self.out / f"{phase}_last.pt")
+        if cfg.resume and progress.path.exists():
+            progress.restore(model, optimizer, schedule, generator)
         step_fn = self.dist.wrap(model, self.device)
         # torch.compile of a module returns a module (an OptimizedModule wrapping it).
         step_fn = cast(nn.Module, torch.compile(step_fn)) if cfg.compile else step_fn
-        bar = tqdm(
-            range(start, epochs),
-            desc=phase,
-            disable=not (cfg.progress and self.dist.is_main),
-            initial=start,
-            total=epochs,
-        )
-        for epoch in bar:
+        for epoch in range(progress.epoch, epochs):
             began = time.perf_counter()
             model.train()
-            order = torch.randperm(len(self.data.train_x), generator=generator)
-            correct: int | Tensor  # a tensor after the first batch
-            seen, correct, loss_sum = 0, 0, torch.zeros((), device=self.device)
-            for first in range(0, len(order), cfg.batch_size):
-                index = self.dist.shard(order[first : first + cfg.batch_size]).to(self.device)
-                x, y = self.data.train_batch(index, generator)
+            batches = self.data.train_epoch(
+                epoch,
+                batch_size=cfg.batch_size,
+                seed=phase_seed,
+                rank=self.dist.rank,
+                world_size=world,
+                start_step=progress.step,
+                state=progress.epoch_state,
+                generator=generator,
+            )
+            running = progress.running or Running.zero(self.device)
+            bar = self.epoch_bar(phase, epoch, epochs, batches)
+            for position, (x, y) in enumerate(batches, start=batches.start_step + 1):
                 with self.autocast():
                     loss, logits = loss_fn(step_fn, self.prepare_input(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                seen += len(y)
-                correct += (logits.argmax(1) == y).sum()
-                loss_sum += loss.detach() * len(y)
+                running.add(loss, logits, y)
+                self.steps_run += 1
+                bar.update(1)
+                if position % LOG_EVERY == 0 or position == batches.steps:
+                    self.log_step(bar, phase, epoch * steps + position, running, schedule, world)
+                due = bool(cfg.checkpoint_every) and position % cfg.checkpoint_every == 0
+                if position < batches.steps and (due or self.stop_now()):
+                    if self.dist.is_main:
+                        where = (epoch, position)
+                        progress.save(model, optimizer, schedule, generator, where, batches.state, running)
+                    if self.stop_now():
+                        bar.close()
+                        raise StopRequested(
+                            f"stopped after {self.steps_run} steps in phase {phase!r} "
+                            f"(epoch {epoch + 1}, step {position} of {batches.steps})"
+                        )
+            bar.close()
+            self.dist.sync_buffers(model)
             record = {
                 "epoch": epoch,
-                "train_loss": float(loss_sum) / seen,
-                "train_acc": 100.0 * float(correct) / seen,
+                **running.summary(),
                 "val_acc": self.validate(model),
                 "test_acc": self.evaluate(model),
                 "lr": schedule.get_last_lr()[0],
-                "seconds": time.perf_counter() - began,
+                "seconds": time.perf_counter() - began + running.seconds_before,
             }
-            history.append(record)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_acc']:.2f}")
+            progress.history.append(record)
+            self.log_epoch(phase, record)
             if self.dist.is_main:
-                torch.save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": history,
-                        "epoch": epoch,
-                    },
-                    checkpoint_path,
-                )
+                progress.save(model, optimizer, schedule, generator, (epoch + 1, 0), None, None)
+            progress.step, progress.epoch_state, progress.running = 0, None, None
             self.epochs_run += 1
-            if (
-                cfg.stop_after_epochs is not None
-                and self.epochs_run >= cfg.stop_after_epochs
-                and (epoch + 1 < epochs or phase == "float")
-            ):
+            more_to_do = epoch + 1 < epochs or phase == "float"
+            if cfg.stop_after_epochs is not None and self.epochs_run >= cfg.stop_after_epochs and more_to_do:
                 raise StopRequested(f"stopped after {self.epochs_run} epochs in phase {phase!r}")
-        return history
+            if self.stop_now() and more_to_do:
+                raise StopRequested(f"stopped after {self.steps_run} steps in phase {phase!r}")
+        return progress.history
+
+    def stop_now(self) -> bool:
+        limit = self.config.stop_after_steps
+        return limit is not None and self.steps_run >= limit
+
+    def epoch_bar(self, phase: str, epoch: int, epochs: int, batches: TrainEpoch) -> tqdm:
+        """One bar per epoch; off on non-zero ranks, with progress=False, and when stderr is no TTY."""
+        return tqdm(
+            total=batches.steps,
+            initial=batches.start_step,
+            desc=f"{phase} {epoch + 1}/{epochs}",
+            disable=None if self.config.progress and self.dist.is_main else True,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def log_step(self, bar: tqdm, phase: str, step: int, running: Running, schedule: Any, world: int) -> None:
+        """Loss, lr and throughput on the bar and in TensorBoard (one host sync every LOG_EVERY steps)."""
+        if bar.disable and self.board is None:
+            return
+        loss, lr = running.recent_loss(), schedule.get_last_lr()[0]
+        throughput = running.images_per_second() * world
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.3g}", img_s=f"{throughput:.0f}", refresh=False)
+        if self.board is not None:
+            self.board.add_scalar(f"{phase}/loss", loss, step)
+            self.board.add_scalar(f"{phase}/lr", lr, step)
+            self.board.add_scalar(f"{phase}/images_per_second", throughput, step)
+
+    def log_epoch(self, phase: str, record: dict[str, Any]) -> None:
+        if self.board is None:
+            return
+        for key in ("train_loss", "train_acc", "val_acc", "test_acc"):
+            if record[key] is not None:
+                self.board.add_scalar(f"{phase}/epoch_{key}", record[key], record["epoch"])
+        self.board.flush()
 
     # -- phases -----------------------------------------------------------------
     def float_model(self) -> tuple[nn.Module, list[dict]]:
         """The float start: from the cache, from a checkpoint (optionally fine-tuned), or trained here."""
         cfg = self.config
         torch.manual_seed(cfg.float_seed)
-        model = build_model(cfg.model, self.data.num_classes, self.data.train_x.shape[1]).to(self.device)
+        model = build_model(cfg.model, self.data.num_classes, self.data.in_channels)
+        if cfg.pretrained:
+            load_pretrained(model, cfg.model)
+        model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         settings = self.float_settings() if cfg.float_cache is not None else {}
@@ -229,6 +275,7 @@ class Runner:
             epochs, lr = cfg.float_epochs, cfg.float_lr  # trained here from scratch, or ...
             if cfg.float_checkpoint:  # ... loaded, then fine-tuned
                 load_float_state(model, cfg.float_checkpoint, cfg.float_checkpoint_rename)
+            if cfg.float_checkpoint or cfg.pretrained:
                 epochs, lr = cfg.finetune_epochs, cfg.finetune_lr
             history = []
             if epochs:
@@ -242,6 +289,19 @@ class Runner:
                 partial.replace(cache)  # atomic: a concurrent reader never sees half a file
         torch.manual_seed(cfg.seed)  # the QAT phase's randomness follows the run's own seed
         return model, history
+
+    def teacher(self, student_start: nn.Module) -> nn.Module | None:
+        """The frozen KD teacher: a named torchvision model with pre-trained weights, or the float start."""
+        cfg = self.config
+        if cfg.kd_teacher is not None:
+            teacher = build_teacher(cfg.kd_teacher, self.data.num_classes).to(self.device)
+        elif cfg.kd:
+            teacher = copy.deepcopy(student_start)
+        else:
+            return None
+        if self.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        return teacher.eval().requires_grad_(False)
 
     def float_settings(self) -> dict[str, Any]:
         """Everything the float start depends on: the cache key."""
@@ -266,6 +326,10 @@ class Runner:
                 finetune_epochs=cfg.finetune_epochs,
                 finetune_lr=cfg.finetune_lr,
             )
+        elif cfg.pretrained:
+            settings.update(
+                pretrained=cfg.model, finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr
+            )
         else:
             settings.update(float_epochs=cfg.float_epochs, float_lr=cfg.float_lr)
         return settings
@@ -278,7 +342,7 @@ class Runner:
         return Path(self.config.float_cache) / f"float-{self.config.model}-{key}.pt"
 
     def example_inputs(self) -> tuple[Tensor]:
-        x, _ = self.data.train_batch(torch.arange(min(64, len(self.data.train_x))), None)
+        x, _ = self.data.batch_at(torch.arange(min(64, self.data.train_size)))
         return (self.prepare_input(x.to(self.device)),)
 
     def base_config(self) -> ADQConfig:
@@ -317,11 +381,11 @@ class Runner:
             bits = int(cfg.target_bits)
             return {name: (bits, bits) for name in layers}, {}
         generator = torch.Generator().manual_seed(cfg.seed)
-        count = min(cfg.sensitivity_batches, max(1, len(self.data.train_x) // cfg.batch_size))
+        count = min(cfg.sensitivity_batches, max(1, self.data.train_size // cfg.batch_size))
         batches = []
         for _ in range(count):
-            index = torch.randint(0, len(self.data.train_x), (cfg.batch_size,), generator=generator)
-            x, y = self.data.train_batch(index.to(self.device), None)
+            index = torch.randint(0, self.data.train_size, (cfg.batch_size,), generator=generator)
+            x, y = self.data.batch_at(index)
             batches.append((self.prepare_input(x), y))
         scores = layer_sensitivity(model, batches, F.cross_entropy)
         scores = {name: scores[name] for name in layers}
@@ -339,6 +403,8 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         except StopRequested as stop:
             return {"stopped": True, "reason": str(stop), "config": asdict(config)}
         finally:
+            if runner.board is not None:
+                runner.board.close()
             runner.dist.close()
 
 
@@ -354,7 +420,7 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     mapping = qconfig_mapping_from_plan(plan, runner.base_config())
     prepared = prepare_adq(model, mapping, runner.example_inputs())
     snapshots = {"init": _codebook_snapshot(prepared)}
-    teacher = copy.deepcopy(model).eval().requires_grad_(False) if config.kd else None
+    teacher = runner.teacher(model)
     qat_history = runner.fit(
         prepared, "qat", epochs=config.epochs, lr=config.lr, loss_fn=_qat_loss(teacher, config)
     )
@@ -384,9 +450,10 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
         },
         "data": {
             "name": runner.data.name,
-            "train": len(runner.data.train_x),
-            "validation": 0 if runner.data.val_x is None else len(runner.data.val_x),
-            "test": len(runner.data.test_x),
+            "loader": type(runner.data).__name__,
+            "train": runner.data.train_size,
+            "validation": runner.data.split_size("val"),
+            "test": runner.data.split_size("test"),
         },
         "validation_accuracy": validation,
         "float_accuracy": float_acc,
@@ -412,6 +479,18 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
 
         save_plots(results, snapshots, runner.out)
     return results
+
+
+def open_tensorboard(log_dir: str) -> Any:
+    """torch.utils.tensorboard's writer; the tensorboard package is an optional dependency."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ImportError(
+            f"--tensorboard {log_dir} needs the tensorboard package: pip install tensorboard "
+            f"(or leave out --tensorboard). ({err})"
+        ) from err
+    return SummaryWriter(log_dir)
 
 
 def _threshold_starts(prepared: nn.Module) -> dict[str, int]:

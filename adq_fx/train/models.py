@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -101,3 +104,70 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
             f"unknown model {name!r}: use resnet20/32/44/56/110 (CIFAR), digits_cnn, or a torchvision "
             f"classifier name such as resnet18 ({err})."
         ) from err
+
+
+def pretrained_weights(name: str) -> Any:
+    """torchvision's DEFAULT weight enum for ``name``, with an error saying what to use instead."""
+    import torchvision
+
+    try:
+        return torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError) as err:
+        raise ValueError(
+            f"--pretrained: torchvision has no pre-trained weights for {name!r} (only its own classifiers, "
+            "e.g. resnet18, mobilenet_v2). Start from your own weights with --float-checkpoint FILE."
+        ) from err
+
+
+def download_state_dict(weights: Any, purpose: str) -> dict[str, Tensor]:
+    """The weights' state_dict from torch.hub's cache, or downloaded; a clear error when neither works."""
+    try:
+        return weights.get_state_dict(progress=False)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; a truncated file a RuntimeError
+        raise RuntimeError(
+            f"{purpose}: could not load torchvision's {weights} from {weights.url} ({err}). On a machine "
+            "without network access, copy the file into torch.hub's cache "
+            f"({torch.hub.get_dir()}/checkpoints/) or pass your own weights with --float-checkpoint FILE."
+        ) from err
+
+
+def load_pretrained(model: nn.Module, name: str) -> list[str]:
+    """Load torchvision's pre-trained weights for ``name`` into ``model``; return re-initialised keys.
+
+    When the data has another number of classes than the weights (1000 for
+    ImageNet), the classifier keeps its fresh initialisation and a warning names it.
+    """
+    weights = pretrained_weights(name)
+    state = download_state_dict(weights, f"--pretrained {name}")
+    own = model.state_dict()
+    fresh = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if fresh:
+        warnings.warn(
+            f"--pretrained {name}: {fresh} keep their fresh initialisation: the data has "
+            f"{_classes(model, state, fresh)} (shapes {[tuple(own[k].shape) for k in fresh]} vs "
+            f"{[tuple(state[k].shape) for k in fresh]}). Fine-tune with --finetune-epochs before QAT.",
+            stacklevel=2,
+        )
+        state = {**state, **{k: own[k] for k in fresh}}
+    model.load_state_dict(state)
+    return fresh
+
+
+def _classes(model: nn.Module, state: dict[str, Tensor], fresh: list[str]) -> str:
+    own = model.state_dict()
+    return f"{own[fresh[0]].shape[0]} classes, the weights {state[fresh[0]].shape[0]}"
+
+
+def build_teacher(name: str, num_classes: int) -> nn.Module:
+    """A torchvision classifier with its pre-trained weights, for --kd-teacher."""
+    weights = pretrained_weights(name)
+    categories = len(weights.meta.get("categories") or [])
+    if categories and categories != num_classes:
+        raise ValueError(
+            f"--kd-teacher {name}: its pre-trained weights predict {categories} classes, the data has "
+            f"{num_classes}; a teacher must predict the student's classes. Leave out --kd-teacher to "
+            "distil from the float start (--kd), or use a teacher trained on this data."
+        )
+    teacher = build_model(name, num_classes)
+    teacher.load_state_dict(download_state_dict(weights, f"--kd-teacher {name}"))
+    return teacher
