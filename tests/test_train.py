@@ -34,7 +34,10 @@ def _config(tmp_path, **overrides) -> TrainConfig:
 
 
 def test_recipe_end_to_end_with_mixed_precision_and_kd(tmp_path) -> None:
-    results = run_training(_config(tmp_path, mixed_precision=True, target_bits=2.5, kd=True, plots=True))
+    board = tmp_path / "tensorboard"
+    results = run_training(
+        _config(tmp_path, mixed_precision=True, target_bits=2.5, kd=True, plots=True, tensorboard=str(board))
+    )
     assert results["converted_accuracy"] == results["qat_accuracy"]
     assert results["float_accuracy"] > 30.0
     assert set(results["bit_plan"]) == set(results["sensitivities"]) == {"conv2", "conv3", "hidden"}
@@ -45,12 +48,24 @@ def test_recipe_end_to_end_with_mixed_precision_and_kd(tmp_path) -> None:
     assert saved["machine"]["torch"] == torch.__version__ and saved["config"]["kd"] is True
     for name in ("curves.png", "bits.png", "codebooks.png", "converted.pt", "qat_last.pt"):
         assert (tmp_path / name).stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(board)).Reload()
+    assert {"float/loss", "qat/loss", "qat/lr", "qat/images_per_second", "qat/epoch_test_acc"} <= set(
+        events.Tags()["scalars"]
+    )
+    assert [e.step for e in events.Scalars("qat/epoch_test_acc")] == [0, 1]
 
 
 def test_resume_continues_bit_identically(tmp_path) -> None:
     straight = run_training(_config(tmp_path / "straight", epochs=3))
     first = run_training(_config(tmp_path / "pieces", epochs=3, stop_after_epochs=3))
     assert first["stopped"]
+    # then stop within an epoch (23 steps of 64 images each), checkpointing every 4 steps on the way
+    middle = run_training(
+        _config(tmp_path / "pieces", epochs=3, resume=True, stop_after_steps=10, checkpoint_every=4)
+    )
+    assert middle["stopped"] and "step 10 of 23" in middle["reason"]
     resumed = run_training(_config(tmp_path / "pieces", epochs=3, resume=True))
 
     def metrics(results: dict) -> dict:  # wall time differs, everything else must not
