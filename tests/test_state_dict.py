@@ -181,3 +181,10 @@ def test_a_cast_layout_tensor_is_refused_with_what_to_do() -> None:
         r"holds a torch\.float32 tensor of shape \(\d+,\)\. Save model\.state_dict\(\) without casting",
     ):
         _lsq(3).load_state_dict(state)
+
+
+def test_a_damaged_layout_tensor_is_refused_naming_the_module() -> None:
+    with pytest.raises(ValueError, match=r"^fc: its _extra_state tensor does not hold the JSON layout"):
+        saved_layout(torch.tensor([0xFF, 0x7B], dtype=torch.uint8), "fc")
+    with pytest.raises(ValueError, match=r"^fc: its _extra_state tensor does not hold the JSON layout"):
+        saved_layout(torch.tensor(list(b"[1, 2]"), dtype=torch.uint8), "fc")

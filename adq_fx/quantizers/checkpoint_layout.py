@@ -37,7 +37,16 @@ def saved_layout(value: Tensor | Mapping[str, Any], owner: str = "<root>") -> di
             f"{owner}: its _extra_state should be the 1-D uint8 tensor (UTF-8 JSON) adq_fx saves, "
             f"but the state_dict holds {kind}. Save model.state_dict() without casting that entry."
         )
-    return _with_current_names(json.loads(bytes(value.cpu().tolist()).decode("utf-8")))
+    try:
+        layout = json.loads(bytes(value.cpu().tolist()).decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+        layout = None
+    if not isinstance(layout, dict):
+        raise ValueError(
+            f"{owner}: its _extra_state tensor does not hold the JSON layout adq_fx saves (the "
+            "checkpoint is damaged or was not written by adq_fx). Save model.state_dict() again."
+        )
+    return _with_current_names(layout)
 
 
 def check_saved_layout(prefix: str, state_dict: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
