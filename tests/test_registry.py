@@ -28,6 +28,7 @@ from adq_fx import (
 from adq_fx.cli import _add_train_flags
 from adq_fx.nn import encoder_for
 from adq_fx.quantizers import ActivationQuantizer, ThresholdActivationQuantizer, WeightQuantizer
+from adq_fx.quantizers.checkpoint_layout import saved_layout
 from adq_fx.train.config import TrainConfig
 from tests.models import TinyResNet, images
 
@@ -179,10 +180,10 @@ def test_checkpoints_and_maps_with_pre_registry_names_still_load() -> None:
     prepared(x)
     old = {}
     for key, value in prepared.state_dict().items():
-        if key.endswith("_extra_state"):  # as a release before the registry saved them
+        if key.endswith("_extra_state"):  # a dict with the old names, as a release before the registry
             value = {
                 k: {"adq": "adq_codebook", "n2uq": "n2uq_thresholds"}.get(v, v) if k == "method" else v
-                for k, v in value.items()
+                for k, v in saved_layout(value).items()
             }
         old[key] = value
     assert any(isinstance(v, dict) and v.get("method") == "adq_codebook" for v in old.values())
