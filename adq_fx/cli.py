@@ -289,7 +289,7 @@ def format_summary(results: dict[str, Any]) -> str:
             "average bits",
             f"{results['average_bits']:.3f} (parameter-weighted {results['parameter_weighted_bits']:.3f})",
         ),
-        ("size", f"{size['float'] / 8192:.1f} KiB float -> {size['converted'] / 8192:.1f} KiB converted"),
+        ("size", f"{size['float'] / 8192:.1f} KiB float -> {size['converted'] / 8192:.1f} KiB quantized"),
         ("seconds", f"{results['seconds']:.1f}"),
         ("out dir", str(results["config"]["out_dir"])),
     ]

@@ -197,7 +197,8 @@ def test_summary_is_an_aligned_table() -> None:
     values = {line[: line.index("  ")]: line[line.index("  ") :].strip() for line in lines}
     assert values["QAT top-1"] == "96.25%" and values["converted reference top-1"] == "96.25%"
     assert values["int8 top-1"] == "skipped: no oneDNN"
-    assert values["size"] == "100.0 KiB float -> 10.0 KiB converted"
+    assert values["size"] == "100.0 KiB float -> 10.0 KiB quantized"
     assert values["out dir"] == "runs/digits" and values["seconds"] == "12.3"
     starts = {len(line) - len(line[line.index("  ") :].lstrip()) for line in lines}
     assert len(starts) == 1  # every value starts in the same column
+    assert format_summary(results).count("converted") == 1  # test_train's torchrun test counts reports by it
