@@ -11,6 +11,23 @@ from ..kernels import KERNEL_BACKENDS, KernelBackend
 from ..registry import names
 
 
+def _doc(group: str, help: str, **extra: Any) -> dict[str, Any]:
+    """A field's CLI help and --help group (GROUPS), so the flag reads as the setting means."""
+    return {"group": group, "help": help, **extra}
+
+
+# The --help groups of `adq-fx train`, in their order, with the sentence shown under each title.
+GROUPS: dict[str, str] = {
+    "run": "what the run starts from: a preset, a file, and these flags on top",
+    "data": "the images and how they are split and loaded",
+    "model": "the network and its float start: trained here, a checkpoint, or pre-trained weights",
+    "quantization": "quantizers, bits and ADQ codebooks",
+    "schedule": "QAT optimiser and schedule, seeds, stopping and resuming",
+    "distillation": "knowledge distillation during QAT",
+    "system": "device, speed settings and outputs",
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The whole recipe. Defaults run the embedded digits set in about a minute on 2 CPU cores.
@@ -20,78 +37,258 @@ class TrainConfig:
     times the learning rate, without weight decay (as N2UQ).
     """
 
-    dataset: str = "digits"
-    model: str = "digits_cnn"
-    out_dir: str = "runs/digits"
-    seed: int = 0
-    # the float start: trained here (float_epochs at float_lr), or a checkpoint (any state_dict file;
-    # wrapper prefixes such as "module." are stripped, OLD=NEW renames map the rest), optionally
-    # fine-tuned for finetune_epochs at finetune_lr; float_cache keeps the result for every run that
-    # asks for the same start. The float phase uses float_seed, so QAT seeds share one float model.
-    float_checkpoint: str | None = None
-    float_checkpoint_rename: tuple[str, ...] = ()
-    float_epochs: int = 20
-    float_lr: float = 0.05
-    finetune_epochs: int = 0
-    finetune_lr: float = 0.02
-    float_cache: str | None = None
-    float_seed: int = 0
-    # torchvision models: start from torchvision's pre-trained weights (the weight enum's DEFAULT)
-    pretrained: bool = False
-    # what to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights
-    # any registered name (adq_fx.registry): the CLI offers them as choices
-    weight_quantizer: str = field(default="adq", metadata={"choices": lambda: names("weight")})
-    activation_quantizer: str = field(default="n2uq", metadata={"choices": lambda: names("activation")})
-    # n2uq activations: N2UQ's fixed [0, 2] start where the data fits it, else the data's range
-    # ("auto"); always fixed ("uniform"); always LSQ's data rule ("first_batch"). ThresholdActivationConfig
-    threshold_init: ThresholdInit = "auto"
-    target_bits: float = 3.0
-    bit_options: tuple[int, ...] = (2, 3, 4)
-    mixed_precision: bool = False
-    sensitivity_batches: int = 8
-    quantize_first_last: bool = False
-    codebook_levels: Literal["alg1", "full"] = "alg1"
-    codebook_init: Literal["quantile", "normal"] = "quantile"
-    codebook_kmeans_steps: int = 20  # k-means steps on the float weights after the init; 0: Alg. 1
-    threshold_grad_scale: bool = False  # LSQ's gradient scale on the threshold parameters
-    learn_codebook: bool = True
-    commitment_beta: float = 0.25
-    int8_grid: bool = False  # keep ADQ codebooks on the int8 grid (CodebookWeightConfig.int8_grid)
-    # quantization-aware training
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    quantizer_lr_scale: float = 0.1
-    batch_size: int = 128
-    kd: bool = False
-    kd_teacher: str | None = None  # a torchvision model with pre-trained weights; None: the float start
-    kd_temperature: float = 1.0
-    kd_hard_weight: float = 0.0
-    # data and machine
-    validation: int = 0  # hold out the last N training images (N / classes per class): choices are made there
-    train_subset: int | None = None
-    test_subset: int | None = None
-    data_seed: int | None = None  # which subset images; None: the run's seed (fixed: paired comparisons)
-    image_size: int = 32
-    # "memory": decode once into tensors (CIFAR-sized data); "stream": DataLoader workers decode each
-    # batch (ImageNet-sized); "auto": stream when the decoded images would exceed STREAM_ABOVE_BYTES
-    loader: Literal["auto", "memory", "stream"] = "auto"
-    workers: int | None = None  # loader worker processes per rank; None: the CPU cores / local ranks, <= 8
-    download: bool = False
-    device: str = "auto"
-    bf16: bool | None = None  # None: on when training on CUDA
-    channels_last: bool | None = None  # None: on when training on CUDA
-    compile: bool = False
-    kernels: KernelBackend = "auto"  # adq_fx.set_kernel_backend for the run
-    resume: bool = False
-    stop_after_epochs: int | None = None  # run a long schedule in pieces: stop, then --resume
-    stop_after_steps: int | None = None  # the same, counted in optimizer steps (stops mid-epoch)
-    checkpoint_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0: at each epoch's end only
-    tensorboard: str | None = None  # log dir for torch.utils.tensorboard (pip install tensorboard)
-    recipe: str | None = None  # the preset (RECIPES) these settings started from, recorded for the run
-    progress: bool = True
-    plots: bool = True
+    # Each field's help sentence and --help group (metadata) are what `adq-fx train --help` shows.
+    dataset: str = field(
+        default="digits",
+        metadata=_doc(
+            "data",
+            "The data: digits (embedded), cifar10:DIR, or imagefolder:DIR (train/ and test/).",
+            metavar="NAME",
+        ),
+    )
+    model: str = field(
+        default="digits_cnn",
+        metadata=_doc(
+            "model",
+            "The network: resnet20/32/44/56/110 (CIFAR), digits_cnn, or a torchvision name.",
+            metavar="NAME",
+        ),
+    )
+    out_dir: str = field(
+        default="runs/digits",
+        metadata=_doc("system", "Where results.json, checkpoints and plots go.", metavar="DIR"),
+    )
+    seed: int = field(
+        default=0,
+        metadata=_doc("schedule", "Seed of the QAT phase (and of the data subset unless data_seed)."),
+    )
+    # The float start: trained here (float_epochs at float_lr), or a checkpoint, optionally fine-tuned;
+    # float_cache keeps the result for every run that asks for the same start.
+    float_checkpoint: str | None = field(
+        default=None,
+        metadata=_doc(
+            "model",
+            "Start from this state_dict file instead of training in float (a 'module.' prefix is stripped).",
+            metavar="PATH",
+        ),
+    )
+    float_checkpoint_rename: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "model", "OLD=NEW key-prefix renames that make float_checkpoint fit the model.", metavar="OLD=NEW"
+        ),
+    )
+    float_epochs: int = field(
+        default=20,
+        metadata=_doc("model", "Epochs of float training when there is no checkpoint or pretrained."),
+    )
+    float_lr: float = field(default=0.05, metadata=_doc("model", "Learning rate of float training."))
+    finetune_epochs: int = field(
+        default=0,
+        metadata=_doc("model", "Epochs of float fine-tuning of float_checkpoint or pretrained weights."),
+    )
+    finetune_lr: float = field(default=0.02, metadata=_doc("model", "Learning rate of float fine-tuning."))
+    float_cache: str | None = field(
+        default=None,
+        metadata=_doc(
+            "model",
+            "Keep the float start here and reuse it in every run that asks for the same one.",
+            metavar="DIR",
+        ),
+    )
+    float_seed: int = field(
+        default=0, metadata=_doc("model", "Seed of the float phase, so QAT seeds share one float model.")
+    )
+    pretrained: bool = field(
+        default=False,
+        metadata=_doc(
+            "model", "Start a torchvision model from its pre-trained weights (the enum's DEFAULT)."
+        ),
+    )
+    # What to quantize and how: ADQ (adq + n2uq), N2UQ (n2uq + n2uq), LSQ (lsq + lsq), POST weights.
+    weight_quantizer: str = field(
+        default="adq",
+        metadata=_doc(
+            "quantization",
+            "Weight quantizer, any name registered in adq_fx.registry (adq, n2uq, lsq, post built in).",
+            choices=lambda: names("weight"),
+        ),
+    )
+    activation_quantizer: str = field(
+        default="n2uq",
+        metadata=_doc(
+            "quantization",
+            "Activation quantizer, any name registered in adq_fx.registry (n2uq, lsq, asq built in).",
+            choices=lambda: names("activation"),
+        ),
+    )
+    threshold_init: ThresholdInit = field(
+        default="auto",
+        metadata=_doc(
+            "quantization",
+            "How n2uq thresholds start: N2UQ's fixed [0, 2] where the data fits it, else the data's range "
+            "(auto), always fixed (uniform), or LSQ's data rule (first_batch).",
+        ),
+    )
+    target_bits: float = field(
+        default=3.0,
+        metadata=_doc("quantization", "Bits per layer, or their average budget with mixed_precision."),
+    )
+    bit_options: tuple[int, ...] = field(
+        default=(2, 3, 4),
+        metadata=_doc("quantization", "The bits mixed precision chooses each layer's from."),
+    )
+    mixed_precision: bool = field(
+        default=False,
+        metadata=_doc(
+            "quantization", "Allocate per-layer bits from sensitivities to meet target_bits on average."
+        ),
+    )
+    sensitivity_batches: int = field(
+        default=8, metadata=_doc("quantization", "Batches the per-layer sensitivities are measured on.")
+    )
+    quantize_first_last: bool = field(
+        default=False, metadata=_doc("quantization", "Quantize the first conv and the last linear layer too.")
+    )
+    codebook_levels: Literal["alg1", "full"] = field(
+        default="alg1",
+        metadata=_doc("quantization", "ADQ codebook size: Alg. 1's levels (alg1) or all 2^bits (full)."),
+    )
+    codebook_init: Literal["quantile", "normal"] = field(
+        default="quantile",
+        metadata=_doc("quantization", "ADQ codebook start: weight quantiles or normal-distribution levels."),
+    )
+    codebook_kmeans_steps: int = field(
+        default=20,
+        metadata=_doc(
+            "quantization", "k-means steps on the float weights after the codebook init (0: Alg. 1)."
+        ),
+    )
+    threshold_grad_scale: bool = field(
+        default=False,
+        metadata=_doc("quantization", "Apply LSQ's gradient scale to the threshold parameters."),
+    )
+    learn_codebook: bool = field(
+        default=True, metadata=_doc("quantization", "Learn the ADQ codebook levels during QAT.")
+    )
+    commitment_beta: float = field(
+        default=0.25, metadata=_doc("quantization", "Weight of ADQ's commitment loss.")
+    )
+    int8_grid: bool = field(
+        default=False,
+        metadata=_doc(
+            "quantization", "Keep ADQ codebooks on the int8 grid (CodebookWeightConfig.int8_grid)."
+        ),
+    )
+    epochs: int = field(default=10, metadata=_doc("schedule", "Epochs of quantization-aware training."))
+    lr: float = field(default=0.01, metadata=_doc("schedule", "QAT learning rate, cosine-decayed to zero."))
+    momentum: float = field(default=0.9, metadata=_doc("schedule", "SGD momentum."))
+    weight_decay: float = field(
+        default=5e-4, metadata=_doc("schedule", "SGD weight decay (not on quantizer parameters).")
+    )
+    quantizer_lr_scale: float = field(
+        default=0.1, metadata=_doc("schedule", "Quantizer parameters' learning rate as a multiple of lr.")
+    )
+    batch_size: int = field(
+        default=128, metadata=_doc("schedule", "Images per optimizer step, all ranks together.")
+    )
+    kd: bool = field(
+        default=False, metadata=_doc("distillation", "Distil from a teacher with N2UQ's soft cross-entropy.")
+    )
+    kd_teacher: str | None = field(
+        default=None,
+        metadata=_doc(
+            "distillation",
+            "A torchvision model with pre-trained weights as the teacher (unset: the float start).",
+            metavar="NAME",
+        ),
+    )
+    kd_temperature: float = field(
+        default=1.0, metadata=_doc("distillation", "Softmax temperature of distillation.")
+    )
+    kd_hard_weight: float = field(
+        default=0.0,
+        metadata=_doc("distillation", "Weight of the hard-label cross-entropy beside distillation."),
+    )
+    validation: int = field(
+        default=0,
+        metadata=_doc(
+            "data", "Hold out the last N training images (N / classes per class) to make choices on."
+        ),
+    )
+    train_subset: int | None = field(
+        default=None, metadata=_doc("data", "Train on this many training images (unset: all).")
+    )
+    test_subset: int | None = field(
+        default=None, metadata=_doc("data", "Test on this many test images (unset: all).")
+    )
+    data_seed: int | None = field(
+        default=None,
+        metadata=_doc(
+            "data", "Which subset images are drawn (unset: the seed; fix it for paired comparisons)."
+        ),
+    )
+    image_size: int = field(default=32, metadata=_doc("data", "Side in pixels images are resized to."))
+    loader: Literal["auto", "memory", "stream"] = field(
+        default="auto",
+        metadata=_doc(
+            "data",
+            "memory decodes once into tensors (CIFAR-sized), stream decodes each batch in workers "
+            "(ImageNet-sized), auto streams when the decoded images would not fit the memory budget.",
+        ),
+    )
+    workers: int | None = field(
+        default=None,
+        metadata=_doc(
+            "data", "Loader worker processes per rank (unset: CPU cores / local ranks, at most 8)."
+        ),
+    )
+    download: bool = field(default=False, metadata=_doc("data", "Download cifar10 if it is not in DIR."))
+    device: str = field(
+        default="auto",
+        metadata=_doc("system", "cpu, cuda, cuda:N, or auto (CUDA when there is one).", metavar="DEVICE"),
+    )
+    bf16: bool | None = field(
+        default=None, metadata=_doc("system", "bf16 autocast (unset: on when training on CUDA).")
+    )
+    channels_last: bool | None = field(
+        default=None,
+        metadata=_doc("system", "channels_last memory format (unset: on when training on CUDA)."),
+    )
+    compile: bool = field(default=False, metadata=_doc("system", "torch.compile the model for training."))
+    kernels: KernelBackend = field(
+        default="auto", metadata=_doc("system", "adq_fx.set_kernel_backend for the run.")
+    )
+    resume: bool = field(
+        default=False, metadata=_doc("schedule", "Continue from the checkpoints in out_dir.")
+    )
+    stop_after_epochs: int | None = field(
+        default=None, metadata=_doc("schedule", "Stop after this many epochs, to --resume later.")
+    )
+    stop_after_steps: int | None = field(
+        default=None,
+        metadata=_doc("schedule", "Stop after this many optimizer steps (mid-epoch), to --resume."),
+    )
+    checkpoint_every: int = field(
+        default=0,
+        metadata=_doc(
+            "schedule", "Optimizer steps between mid-epoch checkpoints (0: at each epoch's end only)."
+        ),
+    )
+    tensorboard: str | None = field(
+        default=None,
+        metadata=_doc("system", "Log to this TensorBoard dir (pip install tensorboard).", metavar="DIR"),
+    )
+    recipe: str | None = field(
+        default=None,
+        metadata=_doc(
+            "run",
+            "Start from this preset (RECIPES); the run records it.",
+            choices=lambda: sorted(RECIPES),
+        ),
+    )
+    progress: bool = field(default=True, metadata=_doc("system", "Show progress bars."))
+    plots: bool = field(default=True, metadata=_doc("system", "Write plots beside results.json."))
 
     def __post_init__(self) -> None:
         if self.float_epochs < 0 or self.epochs < 1 or self.finetune_epochs < 0:
