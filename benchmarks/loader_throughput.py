@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from _runner import RESULTS, record, write_json
@@ -58,6 +59,37 @@ def images_per_second(root: Path, transform: str, workers: int, batch: int, size
     else:
         count = sum(len(x) for x, _ in data.test_batches(batch))
     return count / (time.perf_counter() - began)
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The table docs/results.md and the README show (benchmarks/results_page.py)."""
+    from adq_fx.environment import describe
+
+    settings = data["settings"]
+    jpeg = settings["jpeg"]
+    lines = [
+        "| transform | loader workers | images/s | per worker |",
+        "|---|---|---|---|",
+    ]
+    for row in data["rows"]:
+        workers = row["workers"] or "none (in the training process)"
+        lines.append(
+            f"| {row['transform']} | {workers} | {row['images_per_second']:.0f} | {row['per_worker']:.0f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Synthetic {jpeg['width']}x{jpeg['height']} JPEGs (quality {jpeg['quality']}, mean "
+        f"{jpeg['mean_kib']:.0f} KiB), {settings['train_images']} training images, crops of "
+        f"{settings['image_size']}, batches of {settings['batch_size']}, median of {settings['repeats']} "
+        f"interleaved passes; {describe(data['machine'])}."
+    )
+    advice = data.get("advice")
+    if advice:
+        lines.append(
+            f"{advice['gpus']} GPUs at {advice['gpu_images_per_second']:.0f} images/s each need "
+            f"{advice['workers']:.0f} workers at this per-worker rate."
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
