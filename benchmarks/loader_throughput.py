@@ -32,7 +32,7 @@ def write_scenes(root: Path, count: int, *, classes: int = 4, seed: int = 0) -> 
     """train/ and test/ trees of smooth, textured JPEGs; returns their mean size in KiB."""
     rng = np.random.default_rng(seed)
     sizes = []
-    for split, n in (("train", count), ("test", count // 4)):
+    for split, n in (("train", max(classes, count)), ("test", max(classes, count // 4))):
         for i in range(n):
             coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)  # a few colour regions ...
             scene = Image.fromarray(coarse).resize((WIDTH, HEIGHT), Image.BICUBIC)
@@ -64,6 +64,7 @@ def images_per_second(root: Path, transform: str, workers: int, batch: int, size
 def markdown(data: dict[str, Any]) -> str:
     """The table docs/results.md and the README show (benchmarks/results_page.py)."""
     from adq_fx.environment import describe
+    from adq_fx.train.streaming import MAX_AUTO_WORKERS
 
     settings = data["settings"]
     jpeg = settings["jpeg"]
@@ -83,6 +84,15 @@ def markdown(data: dict[str, Any]) -> str:
         f"{settings['image_size']}, batches of {settings['batch_size']}, median of {settings['repeats']} "
         f"interleaved passes; {describe(data['machine'])}."
     )
+    one = next((r for r in data["rows"] if r["transform"] == "train" and r["workers"] == 1), None)
+    if one is not None:
+        lines.append(
+            f"One worker decodes and augments {one['per_worker']:.0f} training images/s, so the default "
+            f"{MAX_AUTO_WORKERS} workers per rank feed about {MAX_AUTO_WORKERS * one['per_worker']:.0f} "
+            "images/s to each "
+            "GPU where the node has a free core per worker (scaling past this machine's cores is not "
+            "measured here); ImageNet's JPEGs are larger on average than these and decode more slowly."
+        )
     advice = data.get("advice")
     if advice:
         lines.append(

@@ -128,3 +128,23 @@ def test_comparison_table_reports_differences_and_the_noise_rule() -> None:
     assert lines[3] == "| X − Z | +1.50 | +2.50 | 3 vs 1 | — | — | — | — |"  # one seed: no test
     assert lines[4] == "| X − W | — | not run | | | | | |"
     assert "needs ≥ 2 seeds on each side" in rules
+
+
+def test_loader_throughput_runs_small_and_its_table_reports_every_setting(tmp_path) -> None:
+    out = tmp_path / "loader.json"
+    command = [sys.executable, str(BENCHMARKS / "loader_throughput.py"), "--images", "8", "--repeats", "1"]
+    command += ["--workers", "0", "1", "--batch-size", "4", "--image-size", "32", "--out", str(out)]
+    command += ["--gpu-images-per-second", "1000", "--gpus", "2"]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    data = __import__("json").loads(out.read_text())
+    assert [(r["transform"], r["workers"]) for r in data["rows"]] == [
+        ("train", 0),
+        ("train", 1),
+        ("eval", 0),
+        ("eval", 1),
+    ]
+    assert all(r["images_per_second"] > 0 for r in data["rows"])
+    one_worker = data["rows"][1]["per_worker"]
+    assert data["advice"]["workers"] == pytest.approx(2 * 1000 / one_worker)
+    table = _script("loader_throughput").markdown(data)
+    assert table.count("\n| train |") == 2 and "need" in table

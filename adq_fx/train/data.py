@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,41 @@ def subset_indices(size: int, keep: int | None, generator: torch.Generator) -> T
     if keep is None or keep >= size:
         return None
     return torch.randperm(size, generator=generator)[:keep]
+
+
+class TrainingData(Protocol):
+    """What the engine reads from a data set; TensorDataset and StreamingImageFolder both offer it."""
+
+    name: str
+    num_classes: int
+    augment: bool
+
+    @property
+    def in_channels(self) -> int: ...
+    @property
+    def train_size(self) -> int: ...
+    @property
+    def has_validation(self) -> bool: ...
+    def hold_out(self, count: int) -> TrainingData: ...
+    def subset(self, train: int | None, test: int | None, seed: int) -> TrainingData: ...
+    def to(self, device: torch.device) -> TrainingData: ...
+    def labels(self, split: str = "test") -> Tensor: ...
+    def split_size(self, split: str) -> int: ...
+    def batch_at(self, index: Tensor) -> tuple[Tensor, Tensor]: ...
+    def test_batches(self, batch_size: int, split: str = "test") -> Iterator[tuple[Tensor, Tensor]]: ...
+    def steps_per_epoch(self, batch_size: int, world_size: int) -> int: ...
+    def train_epoch(
+        self,
+        epoch: int,
+        *,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        world_size: int,
+        start_step: int = 0,
+        state: dict[str, Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> TrainEpoch: ...
 
 
 class TrainEpoch:
@@ -297,7 +332,7 @@ def load_dataset(
     image_size: int = 32,
     loader: str = "memory",
     workers: int = 0,
-) -> Any:
+) -> TrainingData:
     """'digits', 'cifar10:<root>' or 'imagefolder:<root>': a TensorDataset, or for an ImageFolder read
     through DataLoader workers (``loader="stream"``, or "auto" on a large tree) a StreamingImageFolder."""
     kind, _, where = spec.partition(":")

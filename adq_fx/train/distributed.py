@@ -1,8 +1,8 @@
 """DDP under torchrun: set-up, batch sharding and rank-0-only side effects.
 
 ``torchrun --nproc_per_node N -m adq_fx train ...`` sets WORLD_SIZE, RANK and
-LOCAL_RANK; every rank then walks the same global batch order and trains on its
-slice of each global batch, so N ranks see what one process sees with the same
+LOCAL_RANK; each rank trains on its share of every global batch (the data's
+``train_epoch`` cuts it), so N ranks see what one process sees with the same
 --batch-size. Quantizer state is kept equal across ranks by the quantizers
 themselves (see adq_fx.quantizers._distributed).
 """
@@ -15,7 +15,7 @@ from typing import cast
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -34,10 +34,6 @@ class Distributed:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    def shard(self, index: Tensor) -> Tensor:
-        """This rank's part of a global batch (strided, so uneven tails stay balanced)."""
-        return index[self.rank :: self.world_size] if self.enabled else index
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         if not self.enabled:

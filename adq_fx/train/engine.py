@@ -38,7 +38,7 @@ from ..quantizers.thresholds import ThresholdActivationQuantizer
 from ..registry import Role, entry_named
 from .checkpoints import file_digest, load_float_state
 from .config import TrainConfig
-from .data import TrainEpoch, load_dataset
+from .data import TrainEpoch, TrainingData, load_dataset
 from .distributed import init_from_environment, local_world_size, unwrap
 from .kd import distillation_loss
 from .models import build_model, build_teacher, load_pretrained
@@ -68,7 +68,7 @@ class Runner:
         torch.manual_seed(config.seed)
         workers = default_workers(local_world_size()) if config.workers is None else config.workers
         # a TensorDataset in memory, or a StreamingImageFolder: both offer what the phases read
-        self.data: Any = load_dataset(
+        self.data: TrainingData = load_dataset(
             config.dataset,
             download=config.download,
             image_size=config.image_size,
@@ -79,8 +79,9 @@ class Runner:
         self.data.hold_out(config.validation)  # before the subset: the split never depends on it
         self.data.subset(config.train_subset, config.test_subset, data_seed).to(self.device)
         self.epochs_run = self.steps_run = 0
-        logs_here = config.tensorboard and self.dist.is_main
-        self.board = open_tensorboard(config.tensorboard) if config.tensorboard and logs_here else None
+        self.board = None  # rank 0 alone logs
+        if config.tensorboard is not None and self.dist.is_main:
+            self.board = open_tensorboard(config.tensorboard)
 
     # -- shared loop ------------------------------------------------------------
     def autocast(self) -> torch.autocast:
