@@ -9,7 +9,9 @@ themselves (see adq_fx.quantizers._distributed).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -40,6 +42,17 @@ class Distributed:
             return model
         ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first, the others after it: one download or cache write, not N."""
+        if self.enabled and not self.is_main:
+            dist.barrier()
+        try:
+            yield
+        finally:
+            if self.enabled and self.is_main:
+                dist.barrier()
 
     def sync_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics move with each rank's own shard), so

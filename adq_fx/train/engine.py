@@ -68,13 +68,14 @@ class Runner:
         torch.manual_seed(config.seed)
         workers = default_workers(local_world_size()) if config.workers is None else config.workers
         # a TensorDataset in memory, or a StreamingImageFolder: both offer what the phases read
-        self.data: TrainingData = load_dataset(
-            config.dataset,
-            download=config.download,
-            image_size=config.image_size,
-            loader=config.loader,
-            workers=workers,
-        )
+        with self.dist.main_first():  # rank 0 decodes and caches (or downloads) the data once
+            self.data: TrainingData = load_dataset(
+                config.dataset,
+                download=config.download,
+                image_size=config.image_size,
+                loader=config.loader,
+                workers=workers,
+            )
         data_seed = config.seed if config.data_seed is None else config.data_seed
         self.data.hold_out(config.validation)  # before the subset: the split never depends on it
         self.data.subset(config.train_subset, config.test_subset, data_seed).to(self.device)
@@ -262,7 +263,8 @@ class Runner:
         torch.manual_seed(cfg.float_seed)
         model = build_model(cfg.model, self.data.num_classes, self.data.in_channels)
         if cfg.pretrained:
-            load_pretrained(model, cfg.model)
+            with self.dist.main_first():  # one download into torch.hub's cache, then every rank reads it
+                load_pretrained(model, cfg.model)
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -295,7 +297,8 @@ class Runner:
         """The frozen KD teacher: a named torchvision model with pre-trained weights, or the float start."""
         cfg = self.config
         if cfg.kd_teacher is not None:
-            teacher = build_teacher(cfg.kd_teacher, self.data.num_classes).to(self.device)
+            with self.dist.main_first():
+                teacher = build_teacher(cfg.kd_teacher, self.data.num_classes).to(self.device)
         elif cfg.kd:
             teacher = copy.deepcopy(student_start)
         else:
