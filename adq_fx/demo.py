@@ -12,17 +12,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import commitment_loss, convert_adq, default_qconfig_mapping, model_size_bits, prepare_adq
+from . import convert_adq, default_qconfig_mapping, model_size_bits, prepare_adq
 from .environment import describe, machine_info
 from .int8.onednn import kernel_problem
 from .nn import QATConv2d, QATLinear
 from .optim import param_groups
-from .train.data import load_digits_tensors
+from .train.data import TensorDataset, load_digits_tensors
+from .train.loop import cross_entropy_loss, qat_loss, train_one_epoch
 from .train.models import DigitsCNN
+from .train.progress import Running
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,34 +55,33 @@ def train(
     desc: str,
     progress: bool,
 ) -> None:
-    """SGD + cosine to zero (the paper's schedule); adds the commitment loss when prepared."""
+    """SGD + cosine to zero (the paper's schedule) on the engine's epoch loop; adds the commitment
+    loss when prepared."""
     x, y = data
     prepared = any(isinstance(m, (QATConv2d, QATLinear)) for m in model.modules())
     optimizer = torch.optim.SGD(
         param_groups(model, lr=lr, weight_decay=5e-4), lr=lr, momentum=0.9, nesterov=True
     )
-    steps_per_epoch = (len(x) + batch_size - 1) // batch_size
+    images = TensorDataset("digits", x, y, x[:0], y[:0], 10, (0.0,), (1.0,), augment=False)
+    steps_per_epoch = images.steps_per_epoch(batch_size, world_size=1)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(seed)
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
-    for _ in bar:
+    for epoch in bar:
         model.train()
-        order = torch.randperm(len(x), generator=generator)
-        total, correct, loss_sum = 0, 0, 0.0
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            logits = model(x[idx])
-            loss = F.cross_entropy(logits, y[idx])
-            if prepared:
-                loss = loss + commitment_loss(model)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += len(idx)
-            correct += int((logits.argmax(1) == y[idx]).sum())
-            loss_sum += loss.item() * len(idx)
-        bar.set_postfix(loss=f"{loss_sum / total:.3f}", train_acc=f"{100 * correct / total:.1f}")
+        batches = images.train_epoch(
+            epoch, batch_size=batch_size, seed=seed, rank=0, world_size=1, generator=generator
+        )
+        running = train_one_epoch(
+            model,
+            batches,
+            optimizer=optimizer,
+            schedule=schedule,
+            loss_fn=qat_loss() if prepared else cross_entropy_loss,
+            running=Running.zero(x.device),
+        )
+        summary = running.summary()
+        bar.set_postfix(loss=f"{summary['train_loss']:.3f}", train_acc=f"{summary['train_acc']:.1f}")
 
 
 @torch.no_grad()

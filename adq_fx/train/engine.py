@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from .. import (
     ADQConfig,
     allocate_bits,
-    commitment_loss,
     convert_adq,
     layer_sensitivity,
     model_size_bits,
@@ -39,14 +38,13 @@ from ..registry import Role, entry_named
 from .checkpoints import file_digest, load_float_state
 from .config import TrainConfig
 from .data import TrainEpoch, TrainingData, load_dataset
-from .distributed import init_from_environment, local_world_size, unwrap
-from .kd import distillation_loss
+from .distributed import init_from_environment, local_world_size
+from .loop import LossFn, cross_entropy_loss, qat_loss, train_one_epoch
 from .models import build_model, build_teacher, load_pretrained
 from .progress import Progress, Running
 from .streaming import default_workers
 
 PHASE_SEEDS = {"float": 1, "qat": 2}  # fixed, so runs and resumes are reproducible
-LossFn = Callable[[nn.Module, Tensor, Tensor], tuple[Tensor, Tensor]]
 LOG_EVERY = 20  # steps between progress-bar and TensorBoard updates (each costs one host sync)
 
 
@@ -175,29 +173,21 @@ class Runner:
             )
             running = progress.running or Running.zero(self.device)
             bar = self.epoch_bar(phase, epoch, epochs, batches)
-            for position, (x, y) in enumerate(batches, start=batches.start_step + 1):
-                with self.autocast():
-                    loss, logits = loss_fn(step_fn, self.prepare_input(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                running.add(loss, logits, y)
-                self.steps_run += 1
-                bar.update(1)
-                if position % LOG_EVERY == 0 or position == batches.steps:
-                    self.log_step(bar, phase, epoch * steps + position, running, schedule, world)
-                due = bool(cfg.checkpoint_every) and position % cfg.checkpoint_every == 0
-                if position < batches.steps and (due or self.stop_now()):
-                    if self.dist.is_main:
-                        where = (epoch, position)
-                        progress.save(model, optimizer, schedule, generator, where, batches.state, running)
-                    if self.stop_now():
-                        bar.close()
-                        raise StopRequested(
-                            f"stopped after {self.steps_run} steps in phase {phase!r} "
-                            f"(epoch {epoch + 1}, step {position} of {batches.steps})"
-                        )
+
+            train_one_epoch(
+                step_fn,
+                batches,
+                optimizer=optimizer,
+                schedule=schedule,
+                loss_fn=loss_fn,
+                running=running,
+                start_step=batches.start_step,
+                autocast=self.autocast,
+                prepare_input=self.prepare_input,
+                after_step=self.step_hook(
+                    phase, epoch, batches, bar, running, progress, model, optimizer, schedule, generator
+                ),
+            )
             bar.close()
             self.dist.sync_buffers(model)
             record = {
@@ -220,6 +210,43 @@ class Runner:
             if self.stop_now() and more_to_do:
                 raise StopRequested(f"stopped after {self.steps_run} steps in phase {phase!r}")
         return progress.history
+
+    def step_hook(
+        self,
+        phase: str,
+        epoch: int,
+        batches: TrainEpoch,
+        bar: tqdm,
+        running: Running,
+        progress: Progress,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: Any,
+        generator: torch.Generator,
+    ) -> Callable[[int], None]:
+        """What follows each optimizer step: the bar, logs every LOG_EVERY steps, mid-epoch checkpoints
+        every ``checkpoint_every`` steps, and the stop after ``stop_after_steps``."""
+        cfg = self.config
+
+        def after_step(position: int) -> None:
+            self.steps_run += 1
+            bar.update(1)
+            if position % LOG_EVERY == 0 or position == batches.steps:
+                global_step = epoch * batches.steps + position
+                self.log_step(bar, phase, global_step, running, schedule, self.dist.world_size)
+            due = bool(cfg.checkpoint_every) and position % cfg.checkpoint_every == 0
+            if position < batches.steps and (due or self.stop_now()):
+                if self.dist.is_main:
+                    where = (epoch, position)
+                    progress.save(model, optimizer, schedule, generator, where, batches.state, running)
+                if self.stop_now():
+                    bar.close()
+                    raise StopRequested(
+                        f"stopped after {self.steps_run} steps in phase {phase!r} "
+                        f"(epoch {epoch + 1}, step {position} of {batches.steps})"
+                    )
+
+        return after_step
 
     def stop_now(self) -> bool:
         limit = self.config.stop_after_steps
@@ -283,7 +310,7 @@ class Runner:
             history = []
             if epochs:
                 history = self.fit(
-                    model, "float", epochs=epochs, lr=lr, loss_fn=_cross_entropy, seed=cfg.float_seed
+                    model, "float", epochs=epochs, lr=lr, loss_fn=cross_entropy_loss, seed=cfg.float_seed
                 )
             if cache is not None and self.dist.is_main:
                 cache.parent.mkdir(parents=True, exist_ok=True)
@@ -426,7 +453,11 @@ def _run_phases(runner: Runner, started: float) -> dict[str, Any]:
     snapshots = {"init": _codebook_snapshot(prepared)}
     teacher = runner.teacher(model)
     qat_history = runner.fit(
-        prepared, "qat", epochs=config.epochs, lr=config.lr, loss_fn=_qat_loss(teacher, config)
+        prepared,
+        "qat",
+        epochs=config.epochs,
+        lr=config.lr,
+        loss_fn=qat_loss(teacher, temperature=config.kd_temperature, hard_weight=config.kd_hard_weight),
     )
     snapshots["final"] = _codebook_snapshot(prepared)
     threshold_starts = _threshold_starts(prepared)
@@ -504,27 +535,6 @@ def _threshold_starts(prepared: nn.Module) -> dict[str, int]:
         if isinstance(module, ThresholdActivationQuantizer):
             counts[module.started_from or "from_checkpoint"] += 1
     return dict(sorted(counts.items()))
-
-
-def _cross_entropy(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    logits = model(x)
-    return F.cross_entropy(logits.float(), y), logits
-
-
-def _qat_loss(teacher: nn.Module | None, config: TrainConfig) -> LossFn:
-    def loss_fn(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = model(x)
-        if teacher is None:
-            task = F.cross_entropy(logits.float(), y)
-        else:
-            with torch.no_grad():
-                target_logits = teacher(x)
-            task = distillation_loss(
-                logits, target_logits, y, temperature=config.kd_temperature, hard_weight=config.kd_hard_weight
-            )
-        return task + commitment_loss(unwrap(model)), logits
-
-    return loss_fn
 
 
 def _codebook_snapshot(prepared: nn.Module, layers: int = 3) -> dict[str, dict[str, list[float]]]:
