@@ -37,20 +37,21 @@ range and the median's ratio to the float model's median at the same precision.
 Writes benchmarks/results/qat_speed_<device type>.json: machine, settings, and every
 raw step time. ``--profile VARIANT`` instead runs torch.profiler over a few steps of that
 variant in this process and prints the 15 ops with the most self CPU time, then the same
-self CPU time summed by the adq_fx function whose Python frame launched each op.
+self CPU time summed by the registered quantizer class (adq_fx.registry) whose call ran each op.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import re
 import resource
 import statistics
 import sys
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,22 +349,69 @@ def benchmark(args: argparse.Namespace) -> None:
     )
 
 
-ADQ_FX_FRAME = re.compile(r"^(?:.*/)?adq_fx/([\w/]+)\.py\(\d+\): (\w+)$")
+MODULE_EVENT = "nn.Module: "  # the profiler's Python tracer names each module call "nn.Module: Class_i"
+QUANTIZE_RANGE = "quantize: "  # the profiler range weight_quantizer_ranges() puts around each call
 BACKWARD = "autograd::engine::evaluate_function: "
 COMPILED_KERNEL = "adq_fx.kernels."  # the profiler range adq_fx.kernels puts around a compiled kernel
 
 
-def adq_fx_frames(event: Any) -> str | None:
-    """The two innermost adq_fx quantizer frames above a profiled op, e.g. 'nearest_codes > bucketize'.
+def quantizer_class_names() -> set[str]:
+    """Every registered weight and activation quantizer class: what the profile attributes time to."""
+    from adq_fx import registry
 
-    Frames of adq_fx.nn (the QAT layer's forward) are skipped, so its float conv is not counted."""
-    frames = []
-    while event is not None and len(frames) < 2:
-        match = ADQ_FX_FRAME.match(event.name) if event.is_python_function else None
-        if match and not match[1].startswith(("nn/", "train/")):  # a QAT layer's own conv is not overhead
-            frames.append(f"{match[1].replace('/', '.')}.{match[2]}")
+    return {
+        entry.quantizer.__name__
+        for role in ("weight", "activation")
+        for entry in registry.entries(role).values()
+    }
+
+
+@contextlib.contextmanager
+def weight_quantizer_ranges() -> Iterator[None]:
+    """A QAT layer calls its weight quantizer's ``quantize`` method, not the module, so the profiler
+    sees no module call: for the profile only, run each registered class's ``quantize`` in a range
+    named after the class (the library's hot path carries no profiler ranges)."""
+    from adq_fx import registry
+
+    patched = []
+    for entry in registry.entries("weight").values():
+        cls, own = entry.quantizer, entry.quantizer.__dict__.get("quantize")
+        inner = cls.quantize
+
+        def ranged(self: Any, weight: Any, _inner: Any = inner, _name: str = cls.__name__) -> Any:
+            with torch.profiler.record_function(QUANTIZE_RANGE + _name):
+                return _inner(self, weight)
+
+        cls.quantize = ranged
+        patched.append((cls, own))
+    try:
+        yield
+    finally:
+        for cls, own in patched:
+            if own is None:
+                del cls.quantize
+            else:
+                cls.quantize = own
+
+
+def owning_quantizer(event: Any, quantizers: set[str]) -> str | None:
+    """The innermost registered quantizer whose call encloses ``event``, by class name."""
+    while event is not None:
+        name = event.name
+        if name.startswith(QUANTIZE_RANGE):
+            return name[len(QUANTIZE_RANGE) :]
+        if name.startswith(MODULE_EVENT) and name[len(MODULE_EVENT) :].rsplit("_", 1)[0] in quantizers:
+            return name[len(MODULE_EVENT) :].rsplit("_", 1)[0]
         event = event.cpu_parent
-    return " > ".join(reversed(frames)) if frames else None
+    return None
+
+
+def backward_owner(event: Any, forward_owner: dict[int, str]) -> str | None:
+    """For an op autograd runs, the quantizer label of the forward op that recorded its node."""
+    while event is not None and not event.name.startswith(BACKWARD):
+        event = event.cpu_parent
+    owner = forward_owner.get(event.sequence_nr) if event is not None else None
+    return f"backward of {owner}" if owner else None
 
 
 def _inside_compiled_kernel(event: Any) -> bool:
@@ -375,39 +423,41 @@ def _inside_compiled_kernel(event: Any) -> bool:
     return False
 
 
-def self_time_by_adq_fx_frame(events: list[Any]) -> tuple[dict[str, float], float]:
-    """Self CPU time (us) of the ops, summed by the adq_fx code that ran them, and the total.
+def self_time_by_quantizer(events: list[Any]) -> tuple[dict[str, float], float]:
+    """Self CPU time (us) of the ops quantizers ran, by quantizer class and op, and the total.
 
-    Forward ops (and the Python backward of adq_fx's autograd Functions) are attributed by
-    their Python stack; autograd's own backward ops by the forward op that recorded the
-    autograd node (same sequence number). A compiled adq_fx kernel runs no aten op (its
-    time sits in Python frames of the generated code), so it counts by its whole
-    ``adq_fx.kernels.*`` range instead."""
-    ops = [e for e in events if not e.is_python_function and not _inside_compiled_kernel(e)]
+    Forward ops (and the Python backward of adq_fx's autograd Functions) belong to the
+    registered quantizer module whose call encloses them; autograd's own backward ops to
+    the forward op that recorded the autograd node (same sequence number). A compiled
+    kernel runs no aten op (its time sits in the generated code), so it counts by its
+    whole ``adq_fx.kernels.*`` range. A QAT layer's own conv sits outside every quantizer
+    and is not counted."""
+    quantizers = quantizer_class_names()
+    ops = [
+        e
+        for e in events
+        if not e.is_python_function
+        and not _inside_compiled_kernel(e)
+        and not e.name.startswith(QUANTIZE_RANGE)
+    ]
     forward_owner: dict[int, str] = {}
     for event in ops:
         if event.sequence_nr >= 0 and not event.name.startswith(BACKWARD):
-            frames = adq_fx_frames(event)
-            if frames is not None:
-                forward_owner.setdefault(event.sequence_nr, frames)
-    by_frame: dict[str, float] = defaultdict(float)
+            owner = owning_quantizer(event, quantizers)
+            if owner is not None:
+                forward_owner.setdefault(event.sequence_nr, f"{owner} {event.name}")
+    by_label: dict[str, float] = defaultdict(float)
     total = 0.0
     for event in ops:
-        if event.name.startswith(COMPILED_KERNEL):
-            by_frame[f"compiled {event.name}"] += event.cpu_time_total
-            total += event.cpu_time_total
-            continue
-        total += event.self_cpu_time_total
-        label = adq_fx_frames(event)
-        if label is None:
-            node = event
-            while node is not None and not node.name.startswith(BACKWARD):
-                node = node.cpu_parent
-            owner = forward_owner.get(node.sequence_nr) if node is not None else None
-            label = f"backward of {owner}" if owner else None
+        compiled = event.name.startswith(COMPILED_KERNEL)
+        spent = event.cpu_time_total if compiled else event.self_cpu_time_total
+        total += spent
+        name = f"compiled {event.name}" if compiled else event.name
+        owner = owning_quantizer(event, quantizers)
+        label = f"{owner} {name}" if owner else backward_owner(event, forward_owner)
         if label is not None:
-            by_frame[label] += event.self_cpu_time_total
-    return by_frame, total
+            by_label[label if owner or not compiled else f"{label}: {name}"] += spent
+    return by_label, total
 
 
 def profile(args: argparse.Namespace) -> None:
@@ -425,7 +475,7 @@ def profile(args: argparse.Namespace) -> None:
         for _ in range(PROFILE_WARMUP):
             setup.step()
         sync(device)
-        with torch_profile(activities=activities, with_stack=True) as prof:
+        with weight_quantizer_ranges(), torch_profile(activities=activities, with_stack=True) as prof:
             for _ in range(PROFILE_STEPS):
                 setup.step()
             sync(device)
@@ -435,18 +485,21 @@ def profile(args: argparse.Namespace) -> None:
             f"{PROFILE_STEPS} steps after {PROFILE_WARMUP} warm-up\n"
         )
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
-        by_frame, total = self_time_by_adq_fx_frame(prof.events())
-        if by_frame:
+        by_label, total = self_time_by_quantizer(prof.events())
+        if by_label:
             print(
-                "\nself CPU time of the ops adq_fx code ran (forward by Python stack, autograd backward by "
-                "its forward op), by the two innermost adq_fx frames; compiled kernels by their whole "
-                "time:\n"
+                "\nself CPU time of the ops the quantizers ran (forward inside the quantizer module's call, "
+                "autograd backward by its forward op), by quantizer class and op; compiled kernels by "
+                "their whole time:\n"
             )
-            print("| adq_fx frame | self CPU ms / step | % of all self CPU |\n|---|---|---|")
-            for frame, us in sorted(by_frame.items(), key=lambda item: -item[1])[:15]:
-                print(f"| {frame} | {us / 1e3 / PROFILE_STEPS:.1f} | {100 * us / total:.1f} |")
-            adq = sum(by_frame.values())
-            print(f"| all adq_fx frames | {adq / 1e3 / PROFILE_STEPS:.1f} | {100 * adq / total:.1f} |")
+            print("| quantizer, op | self CPU ms / step | % of all self CPU |\n|---|---|---|")
+            for label, us in sorted(by_label.items(), key=lambda item: -item[1])[:15]:
+                print(f"| {label} | {us / 1e3 / PROFILE_STEPS:.1f} | {100 * us / total:.1f} |")
+            quantizer_total = sum(by_label.values())
+            print(
+                f"| all quantizers | {quantizer_total / 1e3 / PROFILE_STEPS:.1f} | "
+                f"{100 * quantizer_total / total:.1f} |"
+            )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -148,3 +148,25 @@ def test_loader_throughput_runs_small_and_its_table_reports_every_setting(tmp_pa
     assert data["advice"]["workers"] == pytest.approx(2 * 1000 / one_worker)
     table = _script("loader_throughput").markdown(data)
     assert table.count("\n| train |") == 2 and "need" in table
+
+
+def test_the_step_profile_charges_quantizers_by_registered_class_not_by_file_path() -> None:
+    from torch.profiler import profile
+
+    from adq_fx import ADQConfig, ADQConfigMapping, prepare_adq
+    from adq_fx.quantizers import CodebookWeightQuantizer
+    from tests.models import TinyResNet, images
+
+    qat_speed = _script("qat_speed")
+    x = images(4)
+    prepared = prepare_adq(TinyResNet(), ADQConfigMapping().set_global(ADQConfig.with_bits(3)), x)
+    prepared(x)
+    inherited = CodebookWeightQuantizer.quantize
+    with qat_speed.weight_quantizer_ranges(), profile(with_stack=True) as prof:
+        prepared(x).sum().backward()
+    assert CodebookWeightQuantizer.quantize is inherited  # the profile leaves the classes as they were
+    by_label, total = qat_speed.self_time_by_quantizer(prof.events())
+    owners = {label.removeprefix("backward of ").split(" ")[0] for label in by_label}
+    assert owners == {"CodebookWeightQuantizer", "ThresholdActivationQuantizer"}
+    assert not any("conv" in label for label in by_label)  # the QAT layers' own convs are not overhead
+    assert 0 < sum(by_label.values()) < total
