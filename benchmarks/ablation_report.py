@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import BASELINES, CHOICES, CLAIMS, CONFIGS, DIAGNOSTICS, FLOAT_NAME, REPO, default_results_dir
+from ablation_table import (
+    BASELINES,
+    CHOICES,
+    CLAIMS,
+    CONFIGS,
+    DIAGNOSTICS,
+    FLOAT_NAME,
+    REPO,
+    default_results_dir,
+)
 
 ORDER = [FLOAT_NAME, *CONFIGS]
 ALPHA = 0.05

@@ -1,0 +1,266 @@
+"""What the ablation measures: the configurations of the ADQ paper's Table 4.4, the baselines,
+the claims and choices they test, and the schedules (benchmarks/ablation.py runs them).
+
+Each configuration is a set of TrainConfig fields on top of a schedule's QAT settings;
+``ablation_report.py`` reads the claims, choices and diagnostics to build its tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "resnet20"
+DEFAULT_DATA = "imagefolder:data"
+FLOAT_NAME = "FP"
+FLOAT_SEED = 0
+PRETRAINED = "../shared/data/resnet20-cifar10-akamaster.th"  # relative to the repo root
+DATA_SEED = 0  # every run draws the same train/test subsets: seeds vary training, not the test set
+# Settings that may differ between two invocations of the same table without changing its numbers.
+VOLATILE = {"out_dir", "progress", "plots", "resume", "device", "stop_after_epochs", "float_checkpoint"}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    description: str
+    overrides: dict[str, Any]
+    paper: float | None  # top-1 %, CIFAR-10 ResNet-20
+    paper_source: str = "ADQ Table 4.4"
+    claim: bool = False  # part of a claim: gets --claim-seeds
+
+
+def _lsq(bits: int) -> Ablation:
+    paper = {2: 91.0, 3: 92.0, 4: 92.4}[bits]
+    return Ablation(
+        f"LSQ-{bits}",
+        f"LSQ weights + LSQ activations, fixed {bits}-bit",
+        {"weight_quantizer": "lsq", "activation_quantizer": "lsq", "target_bits": bits},
+        paper,
+        "ASQ paper's LSQ re-run (as cited)",
+    )
+
+
+CONFIGS: dict[str, Ablation] = {
+    a.name: a
+    for a in [
+        Ablation(
+            "A",
+            "N2UQ baseline: uniform weights + LTQ activations, fixed 3-bit",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3},
+            88.21,
+            claim=True,
+        ),
+        Ablation(
+            "B",
+            "ADQ, codebook init N(0,1), learned, mixed 2.8-bit",
+            {"codebook_init": "normal", "mixed_precision": True, "target_bits": 2.8},
+            90.26,
+        ),
+        Ablation(
+            "C",
+            "ADQ, quantile codebook kept static (no EMA), mixed 2.8-bit",
+            {"learn_codebook": False, "mixed_precision": True, "target_bits": 2.8},
+            89.95,
+            claim=True,
+        ),
+        Ablation("D", "ADQ, quantile init, learned, fixed 3-bit", {"target_bits": 3}, 90.98, claim=True),
+        Ablation(
+            "E", "full ADQ, mixed 2.8-bit", {"mixed_precision": True, "target_bits": 2.8}, 90.45, claim=True
+        ),
+        Ablation(
+            "F", "full ADQ, mixed 3.0-bit", {"mixed_precision": True, "target_bits": 3.0}, 91.26, claim=True
+        ),
+        _lsq(2),
+        _lsq(3),
+        _lsq(4),
+        Ablation("ADQ-2", "ADQ, quantile init, learned, fixed 2-bit", {"target_bits": 2}, None, "—"),
+        Ablation("ADQ-4", "ADQ, quantile init, learned, fixed 4-bit", {"target_bits": 4}, None, "—"),
+        Ablation(
+            "ASQ-3",
+            "LSQ weights + ASQ activations, fixed 3-bit",
+            {"weight_quantizer": "lsq", "activation_quantizer": "asq", "target_bits": 3},
+            91.7,
+            "ASQ paper (as cited)",
+        ),
+        Ablation(
+            "ASQ+POST-3",
+            "POST weights + ASQ activations, fixed 3-bit",
+            {"weight_quantizer": "post", "activation_quantizer": "asq", "target_bits": 3},
+            92.3,
+            "ASQ paper (as cited)",
+        ),
+        # Diagnostics, not in any paper: D and LSQ-3 with their weight or activation halves swapped,
+        # to locate which half of the quantizer a gap between them comes from.
+        Ablation(
+            "ADQw+LSQa-3",
+            "diagnostic: ADQ weights + LSQ activations, fixed 3-bit",
+            {"activation_quantizer": "lsq", "target_bits": 3},
+            None,
+            "—",
+        ),
+        Ablation(
+            "LSQw+N2UQa-3",
+            "diagnostic: LSQ weights + N2UQ (LTQ) activations, fixed 3-bit",
+            {"weight_quantizer": "lsq", "activation_quantizer": "n2uq", "target_bits": 3},
+            None,
+            "—",
+        ),
+        # D and E with the thresholds always scaled to the first batch by LSQ's rule (threshold_init="auto"
+        # keeps N2UQ's fixed [0, 2] where the data fits it).
+        Ablation(
+            "D-fbinit",
+            "diagnostic: D with the threshold start from LSQ's rule on the first batch",
+            {"target_bits": 3, "threshold_init": "first_batch"},
+            None,
+            "—",
+        ),
+        Ablation(
+            "E-fbinit",
+            "diagnostic: E with first-batch threshold init",
+            {"mixed_precision": True, "target_bits": 2.8, "threshold_init": "first_batch"},
+            None,
+            "—",
+        ),
+        # What each of ADQ's defaults buys (each row is D with one default set back to the paper's).
+        Ablation(
+            "D-alg1",
+            "D with Alg. 1's codebook as written (no k-means steps at init)",
+            {"target_bits": 3, "codebook_kmeans_steps": 0},
+            None,
+            "—",
+        ),
+        Ablation(
+            "D-uniform",
+            "D with N2UQ's fixed [0, 2] threshold start",
+            {"target_bits": 3, "threshold_init": "uniform"},
+            None,
+            "—",
+        ),
+        Ablation(
+            "D-kd",
+            "D with distillation from the float model (N2UQ's loss)",
+            {"target_bits": 3, "kd": True},
+            None,
+            "—",
+        ),
+        Ablation(
+            "N2UQ-2",
+            "N2UQ baseline, fixed 2-bit",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 2},
+            None,
+            "—",
+        ),
+        Ablation(
+            "N2UQ-4",
+            "N2UQ baseline, fixed 4-bit",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 4},
+            None,
+            "—",
+        ),
+        Ablation(
+            "ADQ-2-full",
+            "ADQ at 2 bits with all 4 codes (levels='full')",
+            {"target_bits": 2, "codebook_levels": "full"},
+            None,
+            "—",
+        ),
+    ]
+}
+FLOAT_DESCRIPTION = "float ResNet-20 (the start of every QAT run)"
+FLOAT_PAPER = (92.6, "ASQ paper, LSQ's FP (as cited)")  # the ADQ paper gives no FP figure for ResNet-20
+# (name, minuend, subtrahend, the paper's difference)
+CLAIMS: list[tuple[str, str, str, float | None]] = [
+    ("E − A", "E", "A", 90.45 - 88.21),
+    ("F − D", "F", "D", 91.26 - 90.98),
+    ("E − C", "E", "C", 90.45 - 89.95),
+]
+# Where a gap comes from: swap one half of a quantizer pair, or change one init (no paper figure).
+DIAGNOSTICS: list[tuple[str, str, str, float | None]] = [
+    ("activations LSQ instead of N2UQ, ADQ weights (ADQw+LSQa-3 − D)", "ADQw+LSQa-3", "D", None),
+    ("weights LSQ instead of ADQ, N2UQ activations (LSQw+N2UQa-3 − D)", "LSQw+N2UQa-3", "D", None),
+    ("weights LSQ instead of ADQ, LSQ activations (LSQ-3 − ADQw+LSQa-3)", "LSQ-3", "ADQw+LSQa-3", None),
+    ("first-batch threshold init, fixed 3-bit (D-fbinit − D)", "D-fbinit", "D", None),
+    ("first-batch threshold init, mixed 2.8 (E-fbinit − E)", "E-fbinit", "E", None),
+    ("E-fbinit − A (the E − A claim with the data init)", "E-fbinit", "A", None),
+]
+
+# The pre-trained schedule's questions. Read on the validation split: what each of ADQ's defaults
+# buys (the choices were made there; the test set only scores the final table) ...
+CHOICES: list[tuple[str, str, str, float | None]] = [
+    ("k-means steps at codebook init (D − D-alg1)", "D", "D-alg1", None),
+    ("auto threshold start instead of LSQ's first-batch rule (D − D-fbinit)", "D", "D-fbinit", None),
+    ("auto threshold start instead of always N2UQ's fixed one (D − D-uniform)", "D", "D-uniform", None),
+    ("distillation from the float model (D-kd − D)", "D-kd", "D", None),
+    ("2-bit with all 4 codes (ADQ-2-full − ADQ-2)", "ADQ-2-full", "ADQ-2", None),
+]
+# ... and, on the test set, ADQ against each baseline at the same bits.
+BASELINES: list[tuple[str, str, str, float | None]] = [
+    ("2-bit: ADQ − N2UQ (ADQ-2 − N2UQ-2)", "ADQ-2", "N2UQ-2", None),
+    ("2-bit: ADQ − LSQ (ADQ-2 − LSQ-2)", "ADQ-2", "LSQ-2", None),
+    ("3-bit: ADQ − N2UQ (D − A)", "D", "A", 90.98 - 88.21),
+    ("3-bit: ADQ − LSQ (D − LSQ-3)", "D", "LSQ-3", None),
+    ("4-bit: ADQ − N2UQ (ADQ-4 − N2UQ-4)", "ADQ-4", "N2UQ-4", None),
+    ("4-bit: ADQ − LSQ (ADQ-4 − LSQ-4)", "ADQ-4", "LSQ-4", None),
+]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    label: str
+    float_settings: dict[str, Any]  # TrainConfig fields of the float pre-training
+    qat_settings: dict[str, Any]  # TrainConfig fields shared by every QAT run
+    per_run_plots: bool = False
+
+
+SCHEDULES = {
+    "full": Schedule(
+        "full",
+        "full schedule (paper-length)",
+        {"float_epochs": 200, "float_lr": 0.1, "batch_size": 128},
+        {"epochs": 120, "lr": 0.3, "batch_size": 128},
+        per_run_plots=True,
+    ),
+    "reduced": Schedule(
+        "reduced",
+        "reduced schedule (CPU)",
+        {"float_epochs": 8, "float_lr": 0.1, "batch_size": 128, "train_subset": 20000, "test_subset": 2000},
+        {"epochs": 3, "lr": 0.02, "batch_size": 128, "train_subset": 10000, "test_subset": 2000},
+    ),
+    # From the pre-trained ResNet-20 in ../shared/data (akamaster, BSD-2), fine-tuned 3 epochs in
+    # float on the JPEG copy's training set less the validation split (the last 500 images of each
+    # class), then one QAT epoch on those 45,000 images. Choices are read on the validation split.
+    "pretrained": Schedule(
+        "pretrained",
+        "pre-trained start (CPU)",
+        {
+            "float_checkpoint": PRETRAINED,
+            "float_checkpoint_rename": ["linear.=fc."],
+            "finetune_epochs": 3,
+            "finetune_lr": 0.02,
+            "batch_size": 128,
+            "validation": 5000,
+        },
+        {"epochs": 1, "lr": 0.01, "batch_size": 128, "validation": 5000},
+    ),
+    "smoke": Schedule(
+        "smoke",
+        "smoke test (tiny; not a result)",
+        {"float_epochs": 1, "float_lr": 0.1, "batch_size": 128, "train_subset": 512, "test_subset": 256},
+        {"epochs": 1, "lr": 0.02, "batch_size": 128, "train_subset": 512, "test_subset": 256},
+    ),
+}
+
+
+def default_results_dir(schedule: str) -> Path:
+    if schedule == "smoke":
+        return REPO / "runs" / "ablation" / "smoke" / "results"
+    return REPO / "benchmarks" / "results" / f"ablation_{schedule}"
+
+
+def data_variant(spec: str) -> str:
+    kind = spec.partition(":")[0]
+    return {"imagefolder": "CIFAR-10 (JPEG q75 copy)", "cifar10": "CIFAR-10"}.get(kind, spec)
