@@ -8,11 +8,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from adq_fx.train.config import TrainConfig
 from adq_fx.train.data import IMAGENET_MEAN, IMAGENET_STD
 from adq_fx.train.engine import run_training
 from adq_fx.train.streaming import StreamingImageFolder
-from tests.image_folders import sample_ids
+from tests.image_folders import sample_ids, stream_config
 
 
 def red_means(x: torch.Tensor) -> list[float]:
@@ -33,23 +32,7 @@ def run(rank: int, world_size: int, init_file: str, coloured: str, jpegs: str, o
             for x, _ in data.train_epoch(epoch, batch_size=8, seed=5, rank=rank, world_size=world_size):
                 ids += sample_ids(red_means(x))
             seen[epoch] = ids
-        config = TrainConfig(
-            dataset=f"imagefolder:{jpegs}",
-            loader="stream",
-            workers=1,
-            model="resnet20",
-            image_size=8,
-            train_subset=48,
-            test_subset=12,
-            float_epochs=1,
-            epochs=1,
-            batch_size=16,
-            kernels="eager",
-            out_dir=str(Path(out_dir) / "run"),
-            progress=False,
-            plots=False,
-            device="cpu",
-        )
+        config = stream_config(jpegs, Path(out_dir) / "run", workers=1, kernels="eager")
         results = run_training(config)
         torch.save(
             {"seen": seen, "converted": results["converted_accuracy"], "history": results["history"]},

@@ -1,4 +1,5 @@
-"""Small ImageFolder trees the streaming tests write: JPEGs of several sizes, some identifiable by colour."""
+"""Small ImageFolder trees the streaming tests write (JPEGs of several sizes, some identifiable by
+colour) and the short streamed run they train on them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from adq_fx.train.config import TrainConfig
 
 SIZES = ((40, 30), (64, 48), (50, 50), (33, 61))  # (width, height): the loader must not assume one size
 
@@ -46,3 +49,24 @@ def write_coloured_folder(root: Path, *, count: int = 80, classes: int = 2) -> P
 def sample_ids(batch_uint8_red_means: list[float]) -> list[int]:
     """The sample numbers of images from write_coloured_folder, from their mean red value (0..255)."""
     return [round((value - COLOUR_START) / COLOUR_STEP) for value in batch_uint8_red_means]
+
+
+def stream_config(root: Path | str, out: Path | str, **overrides: object) -> TrainConfig:
+    """A few CPU seconds of float and QAT training on a tree, read by the streaming loader."""
+    settings = dict(
+        dataset=f"imagefolder:{root}",
+        loader="stream",
+        workers=0,
+        model="resnet20",
+        image_size=8,
+        train_subset=48,
+        test_subset=12,
+        float_epochs=1,
+        epochs=1,
+        batch_size=16,
+        out_dir=str(out),
+        progress=False,
+        plots=False,
+        device="cpu",
+    )
+    return TrainConfig(**{**settings, **overrides})

@@ -8,13 +8,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from adq_fx.train import streaming
-from adq_fx.train.config import TrainConfig
 from adq_fx.train.data import load_dataset
 from adq_fx.train.engine import run_training
 from adq_fx.train.streaming import ImageSamples, StreamingImageFolder, eval_transform, train_transform
 from tests import ddp_stream_worker
 from tests.ddp_stream_worker import red_means
-from tests.image_folders import sample_ids, write_coloured_folder, write_jpeg_folder
+from tests.image_folders import sample_ids, stream_config, write_coloured_folder, write_jpeg_folder
 
 
 @pytest.fixture(scope="module")
@@ -109,26 +108,6 @@ def test_streaming_errors_name_the_cause(jpegs, tmp_path) -> None:
         (tmp_path / split / name / "x.jpg").hardlink_to(jpegs / "train" / "class0" / "0000.jpg")
     with pytest.raises(ValueError, match="same class folders"):
         StreamingImageFolder(tmp_path)
-
-
-def stream_config(root, out, **overrides) -> TrainConfig:
-    settings = dict(
-        dataset=f"imagefolder:{root}",
-        loader="stream",
-        workers=0,
-        model="resnet20",
-        image_size=8,
-        train_subset=48,
-        test_subset=12,
-        float_epochs=1,
-        epochs=1,
-        batch_size=16,
-        out_dir=str(out),
-        progress=False,
-        plots=False,
-        device="cpu",
-    )
-    return TrainConfig(**{**settings, **overrides})
 
 
 def test_streamed_training_resumes_mid_epoch_bit_identically(jpegs, tmp_path) -> None:
