@@ -171,6 +171,22 @@ def test_commitment_loss_takes_each_training_forwards_term_once_then_computes_af
     assert all(m._commitment is None for m in layers)  # evaluation records nothing
 
 
+def test_a_compiled_model_records_its_commitment_too_so_commitment_loss_searches_nothing() -> None:
+    from adq_fx import commitment_loss, default_qconfig_mapping, prepare_adq
+    from tests.models import TinyResNet, images
+
+    x = images(4)
+    prepared = prepare_adq(TinyResNet(), default_qconfig_mapping(3), x)
+    prepared(x)  # the first-batch inits, outside the compiled region
+    layers = [m for m in prepared.modules() if hasattr(m, "take_commitment")]
+    commitment_loss(prepared)  # nothing left recorded
+    compiled = torch.compile(prepared, backend="eager")  # dynamo's graph capture, no code generation
+    compiled(x)
+    recorded = [m._commitment for m in layers]
+    assert all(t is not None and t.requires_grad for t in recorded)  # set inside the compiled forward
+    assert torch.equal(commitment_loss(prepared), torch.stack(recorded).sum())
+
+
 def test_commitment_is_zero_for_weights_on_the_codebook() -> None:
     quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), conv_weight())
     picks = torch.randint(0, 7, (4, 3, 3, 3), generator=torch.Generator().manual_seed(1))
