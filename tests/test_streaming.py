@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adq_fx.train import streaming
-from adq_fx.train.data import load_dataset
+from adq_fx.train.data import load_dataset, shard_range
 from adq_fx.train.engine import run_training
 from adq_fx.train.streaming import ImageSamples, StreamingImageFolder, eval_transform, train_transform
 from tests import ddp_stream_worker
@@ -142,3 +144,18 @@ def test_two_ranks_see_every_sample_once_per_epoch_and_train_in_step(coloured, j
     assert ranks[0]["seen"][0] != ranks[0]["seen"][1]
     assert ranks[0]["converted"] == ranks[1]["converted"]
     assert ranks[0]["history"]["qat"][0]["test_acc"] == ranks[1]["history"]["qat"][0]["test_acc"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=500), st.integers(min_value=1, max_value=9))
+def test_evaluation_parts_of_the_ranks_concatenate_to_the_whole_split_in_order(size, world) -> None:
+    parts = [shard_range(size, (rank, world)) for rank in range(world)]
+    assert [i for part in parts for i in part] == list(range(size))
+    assert max(len(p) for p in parts) == -(-size // world)  # the padded length every rank gathers
+
+
+def test_a_sharded_evaluation_reads_only_its_part(jpegs) -> None:
+    data = StreamingImageFolder(jpegs, image_size=8)
+    whole = torch.cat([y for _, y in data.test_batches(7)])
+    parts = [torch.cat([y for _, y in data.test_batches(7, shard=(r, 4))]) for r in range(4)]
+    assert torch.equal(torch.cat(parts), whole) and torch.equal(whole, data.labels())

@@ -57,6 +57,14 @@ def held_out_indices(labels: Tensor, count: int, num_classes: int) -> Tensor:
     return torch.cat(held)
 
 
+def shard_range(size: int, shard: tuple[int, int]) -> range:
+    """The contiguous part ``shard = (rank, world_size)`` of ``size`` items evaluates: ceil(size / world)
+    each, the last ones shorter, so concatenating the parts in rank order restores the order."""
+    rank, world = shard
+    per_rank = -(-size // world)
+    return range(min(size, rank * per_rank), min(size, (rank + 1) * per_rank))
+
+
 def subset_indices(size: int, keep: int | None, generator: torch.Generator) -> Tensor | None:
     """A fixed random choice of ``keep`` of ``size`` items (short CPU schedules); None keeps all."""
     if keep is None or keep >= size:
@@ -83,7 +91,9 @@ class TrainingData(Protocol):
     def labels(self, split: str = "test") -> Tensor: ...
     def split_size(self, split: str) -> int: ...
     def batch_at(self, index: Tensor) -> tuple[Tensor, Tensor]: ...
-    def test_batches(self, batch_size: int, split: str = "test") -> Iterator[tuple[Tensor, Tensor]]: ...
+    def test_batches(
+        self, batch_size: int, split: str = "test", shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[tuple[Tensor, Tensor]]: ...
     def steps_per_epoch(self, batch_size: int, world_size: int) -> int: ...
     def train_epoch(
         self,
@@ -221,13 +231,18 @@ class TensorDataset:
             x = random_crop_flip(x, padding=4, generator=generator)
         return x, self.train_y[index]
 
-    def test_batches(self, batch_size: int, split: str = "test") -> Iterator[tuple[Tensor, Tensor]]:
-        """Normalised (x, y) batches of the test split, or of the validation split (``split="val"``)."""
+    def test_batches(
+        self, batch_size: int, split: str = "test", shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Normalised (x, y) batches of the test split, or of the validation split (``split="val"``);
+        ``shard = (rank, world_size)`` keeps that rank's contiguous part (shard_range)."""
         x, y = (self.test_x, self.test_y) if split == "test" else (self.val_x, self.val_y)
         if x is None or y is None:
             raise ValueError("no validation split: set TrainConfig(validation=N) to hold one out of train.")
-        for start in range(0, len(x), batch_size):
-            yield self.normalise(x[start : start + batch_size]), y[start : start + batch_size]
+        part = shard_range(len(x), shard)
+        for start in range(part.start, part.stop, batch_size):
+            end = min(start + batch_size, part.stop)
+            yield self.normalise(x[start:end]), y[start:end]
 
 
 def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None) -> Tensor:

@@ -17,7 +17,7 @@ from typing import cast
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -53,6 +53,18 @@ class Distributed:
         finally:
             if self.enabled and self.is_main:
                 dist.barrier()
+
+    def gather(self, part: Tensor, total: int, device: torch.device) -> Tensor:
+        """Every rank's contiguous part of ``total`` items (data.shard_range), concatenated in rank
+        order on every rank; ``device`` is where the collective runs (the GPU under NCCL)."""
+        if not self.enabled:
+            return part
+        per_rank = -(-total // self.world_size)
+        padded = part.new_zeros((per_rank, *part.shape[1:]), device=device)
+        padded[: len(part)] = part.to(device)
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat(parts)[:total].to(part.device)
 
     def sync_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics move with each rank's own shard), so

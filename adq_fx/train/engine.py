@@ -95,13 +95,15 @@ class Runner:
 
     @torch.no_grad()
     def predictions(self, model: nn.Module, split: str = "test") -> Tensor:
-        """Top-1 class of every test (or validation) image, on the model's device, under its autocast."""
+        """Top-1 class of every test (or validation) image, on the model's device, under its autocast.
+
+        Under torchrun each rank predicts its part of the split and every rank gets the whole."""
         model.eval()
-        batches = []
-        for x, _ in self.data.test_batches(512, split):
+        batches = [torch.empty(0, dtype=torch.long, device=self.device)]
+        for x, _ in self.data.test_batches(512, split, shard=(self.dist.rank, self.dist.world_size)):
             with self.autocast():
                 batches.append(model(self.prepare_input(x)).argmax(1))
-        return torch.cat(batches)
+        return self.dist.gather(torch.cat(batches), self.data.split_size(split), self.device)
 
     def accuracy(self, predicted: Tensor, split: str = "test") -> float:
         labels = self.data.labels(split)
@@ -121,11 +123,11 @@ class Runner:
         if problem is not None:
             return {"accuracy": None, "agreement": None, "skipped": problem}
         int8 = convert_adq(copy.deepcopy(prepared).cpu(), backend="int8")
-        batches = []
-        for x, _ in self.data.test_batches(512):
+        batches = [torch.empty(0, dtype=torch.long)]
+        for x, _ in self.data.test_batches(512, shard=(self.dist.rank, self.dist.world_size)):
             x = x.cpu().contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.cpu()
             batches.append(int8(x).argmax(1))
-        predicted = torch.cat(batches)
+        predicted = self.dist.gather(torch.cat(batches), self.data.split_size("test"), self.device)
         agreement = (predicted == reference_predictions.cpu()).float().mean()
         return {"accuracy": self.accuracy(predicted), "agreement": 100.0 * float(agreement), "skipped": None}
 

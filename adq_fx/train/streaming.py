@@ -22,7 +22,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, TrainEpoch, held_out_indices, normalise, subset_indices
+from .data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TrainEpoch,
+    held_out_indices,
+    normalise,
+    shard_range,
+    subset_indices,
+)
 
 STREAM_ABOVE_BYTES = 4 << 30  # loader="auto": stream when the decoded uint8 images would exceed this
 EVAL_RESIZE_RATIO = 256 / 224  # the standard ImageNet evaluation: resize to 256, centre crop 224
@@ -217,8 +225,12 @@ class StreamingImageFolder:
         images, labels = zip(*(dataset[int(i)] for i in index), strict=True)
         return self._on_device(torch.stack(images), torch.tensor(labels))
 
-    def test_batches(self, batch_size: int, split: str = "test") -> Iterator[tuple[Tensor, Tensor]]:
-        dataset = ImageSamples(self._split(split), eval_transform(self.image_size))
+    def test_batches(
+        self, batch_size: int, split: str = "test", shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        samples = self._split(split)
+        part = shard_range(len(samples), shard)
+        dataset = ImageSamples(samples[part.start : part.stop], eval_transform(self.image_size))
         for x, y in self._loader(dataset, batch_size):
             yield self._on_device(x, y)
 
