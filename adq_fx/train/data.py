@@ -32,6 +32,14 @@ def normalise(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Ten
     return (x - mean_t) / std_t
 
 
+def folder_statistics(image_size: int, num_classes: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation of an ImageFolder tree: CIFAR-10's for 32x32 images in 10 classes (the JPEG
+    copy), ImageNet's otherwise; both loaders use it, so a tree normalises alike in either."""
+    if image_size == 32 and num_classes == 10:
+        return CIFAR_MEAN, CIFAR_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
 def held_out_indices(labels: Tensor, count: int, num_classes: int) -> Tensor:
     """The last ``count / num_classes`` indices of each class: the validation split.
 
@@ -333,8 +341,7 @@ def load_image_folder(root: str | Path, *, image_size: int = 32) -> TensorDatase
                 stacklevel=2,
             )
     (xtr, ytr, classes), (xte, yte, _) = blob["train"], blob["test"]
-    is_cifar = image_size == 32 and len(classes) == 10
-    mean, std = (CIFAR_MEAN, CIFAR_STD) if is_cifar else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = folder_statistics(image_size, len(classes))
     return TensorDataset(
         f"imagefolder:{root.name}", xtr, ytr, xte, yte, len(classes), mean, std, augment=True
     )

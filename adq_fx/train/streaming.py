@@ -23,9 +23,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     TrainEpoch,
+    folder_statistics,
     held_out_indices,
     normalise,
     shard_range,
@@ -144,7 +143,7 @@ class StreamingImageFolder:
         self.num_classes = len(train.classes)
         self.in_channels = 3
         self.image_size = image_size
-        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        self.mean, self.std = folder_statistics(image_size, self.num_classes)
         self.workers = workers
         self.device = device or torch.device("cpu")
         self.train_samples: list[tuple[str, int]] = list(train.samples)
