@@ -117,12 +117,19 @@ def inference_profile_block() -> str:
     return "\n".join(lines)
 
 
-def ablation_block(schedule: str) -> str:
-    results_dir = ablation_report.default_results_dir(schedule)
+def ablation_block(schedule: str, results_dir: Path | None = None) -> str:
+    """The tables of one ablation results dir (default: the schedule's own)."""
+    results_dir = results_dir or ablation_report.default_results_dir(schedule)
     runs, sessions = ablation_report.load(results_dir) if results_dir.exists() else ({}, [])
     if not runs:
-        return f"_No {schedule}-schedule results: run `python benchmarks/ablation.py --schedule {schedule}`._"
-    plot = RESULTS / f"ablation_{schedule}.png"
+        where = (
+            ""
+            if results_dir == ablation_report.default_results_dir(schedule)
+            else f" --results-dir {results_dir.relative_to(REPO)}"
+        )
+        command = f"python benchmarks/ablation.py --schedule {schedule}{where}"
+        return f"_No {schedule}-schedule results: run `{command}`._"
+    plot = RESULTS / f"{results_dir.name}.png"
     ablation_report.plot(runs, plot)
     lines = [
         *ablation_report.header(runs)[1:],
@@ -143,6 +150,9 @@ BLOCKS = {
     "int8-accuracy": int8_accuracy_block,
     "loader": loader_block,
     "ablation-pretrained": lambda: ablation_block("pretrained"),
+    "ablation-pretrained-avx512": lambda: ablation_block(
+        "pretrained", RESULTS / "ablation_pretrained_avx512"
+    ),
     "ablation-reduced": lambda: ablation_block("reduced"),
     "ablation-full": lambda: ablation_block("full"),
 }
