@@ -126,6 +126,10 @@ def _optional_of(hint: Any) -> Any:
     return None
 
 
+# How a run was started and cut into pieces, not what it trains: left out when repeating a results.json.
+RUN_CONTROL = ("resume", "stop_after_epochs", "stop_after_steps")
+
+
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw mapping in a TOML, JSON or YAML file; a results.json gives the config it stored.
 
@@ -141,7 +145,8 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"--config {path}: cannot read it ({err.strerror or err}).") from err
     data = parse(text, path)
     if isinstance(data, dict) and isinstance(data.get("config"), dict):
-        data = data["config"]  # a run's results.json: repeat that run
+        # A run's results.json: repeat that run, not the way its last piece was started or cut.
+        data = {k: v for k, v in data["config"].items() if k not in RUN_CONTROL}
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a table of settings (key = value), not {data!r}.")
     return data

@@ -107,6 +107,11 @@ def test_a_runs_results_json_repeats_that_run(tmp_path, capsys) -> None:
     resolved = _resolved(capsys, "--config", str(results))
     assert TrainConfig(**config_values(resolved, "printed")) == config
     assert _resolved(capsys, "--config", str(results), "--epochs", "5")["epochs"] == 5
+    # the last piece of a run cut with --stop-after-steps and --resume repeats as the whole run
+    pieces = TrainConfig.from_recipe("cifar10", resume=True, stop_after_steps=7, stop_after_epochs=1)
+    results.write_text(json.dumps({"config": json.loads(json.dumps(vars(pieces)))}))
+    resolved = _resolved(capsys, "--config", str(results))
+    assert [resolved[k] for k in ("resume", "stop_after_steps", "stop_after_epochs")] == [False, None, None]
 
 
 def test_yaml_when_pyyaml_is_there(tmp_path, capsys) -> None:
