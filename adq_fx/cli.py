@@ -240,13 +240,11 @@ def resolve_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> 
 
     The recipe is the flags' if they name one, else the file's; the result records it.
     """
-    from .train.config import RECIPES, TrainConfig
+    from .train.config import TrainConfig
 
     recipe = flag_values.get("recipe", file_values.get("recipe"))
-    if recipe is not None and recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}: use one of {sorted(RECIPES)}.")
-    preset = RECIPES[recipe] if recipe is not None else {}
-    return TrainConfig(**{**preset, **file_values, **flag_values, "recipe": recipe})
+    settings = {k: v for k, v in {**file_values, **flag_values}.items() if k != "recipe"}
+    return TrainConfig.from_recipe(recipe, **settings) if recipe is not None else TrainConfig(**settings)
 
 
 def train_config(arguments: dict[str, Any]) -> TrainConfig:
