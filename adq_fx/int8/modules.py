@@ -196,6 +196,12 @@ class _Int8Layer(CheckedLayout):
             "folded_batchnorm": self.folded_batchnorm,
         }
 
+    def _kernel_operands(self, codes: Tensor) -> tuple[Tensor, float, int, Tensor, Tensor, Tensor]:
+        """The six leading oneDNN operands every call takes: input codes with their scale and zero
+        point, the prepacked weight with its per-channel scales and zero points."""
+        x_scale, x_zero_point = self._kernel_input
+        return codes, x_scale, x_zero_point, self._kernel_weight, self.weight_scale, self._weight_zero_points
+
     def _split(self, codes: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
         if isinstance(codes, tuple):  # ASQ: codes and each sample's step
             return codes
@@ -286,15 +292,7 @@ class Int8Conv2d(_Int8Layer):
         if self.subsample is not None:
             step_h, step_w = self.subsample
             codes = codes[:, :, ::step_h, ::step_w].contiguous(memory_format=torch.channels_last)
-        x_scale, x_zero_point = self._kernel_input
-        operands = (
-            codes,
-            x_scale,
-            x_zero_point,
-            self._kernel_weight,
-            self.weight_scale,
-            self._weight_zero_points,
-        )
+        operands = self._kernel_operands(codes)
         args = self._kernel_args()
         if self.fuses_in_kernel:
             if accumulate is not None:
@@ -350,15 +348,7 @@ class Int8Linear(_Int8Layer):
 
     def forward(self, codes: Tensor | tuple[Tensor, Tensor], accumulate: Tensor | None = None) -> Tensor:
         codes, sample_step = self._split(codes)
-        x_scale, x_zero_point = self._kernel_input
-        operands = (
-            codes,
-            x_scale,
-            x_zero_point,
-            self._kernel_weight,
-            self.weight_scale,
-            self._weight_zero_points,
-        )
+        operands = self._kernel_operands(codes)
         if self.fuses_in_kernel and accumulate is None:
             return onednn.linear(
                 *operands,

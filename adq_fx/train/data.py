@@ -224,7 +224,7 @@ class TensorDataset:
         """One epoch: a shuffle of the whole set from ``generator``, cut into global batches of which
         this rank takes a strided share; ``state`` (the epoch's order) resumes it at ``start_step``."""
         order = state["order"] if state else torch.randperm(len(self.train_x), generator=generator)
-        steps = (len(order) + batch_size - 1) // batch_size
+        steps = self.steps_per_epoch(batch_size, world_size)
 
         def batches() -> Iterator[tuple[Tensor, Tensor]]:
             for first in range(start_step * batch_size, len(order), batch_size):

@@ -144,18 +144,14 @@ def load_pretrained(model: nn.Module, name: str) -> list[str]:
     if fresh:
         warnings.warn(
             f"--pretrained {name}: {fresh} keep their fresh initialisation: the data has "
-            f"{_classes(model, state, fresh)} (shapes {[tuple(own[k].shape) for k in fresh]} vs "
+            f"{own[fresh[0]].shape[0]} classes, the weights {state[fresh[0]].shape[0]} "
+            f"(shapes {[tuple(own[k].shape) for k in fresh]} vs "
             f"{[tuple(state[k].shape) for k in fresh]}). Fine-tune with --finetune-epochs before QAT.",
             stacklevel=2,
         )
         state = {**state, **{k: own[k] for k in fresh}}
     model.load_state_dict(state)
     return fresh
-
-
-def _classes(model: nn.Module, state: dict[str, Tensor], fresh: list[str]) -> str:
-    own = model.state_dict()
-    return f"{own[fresh[0]].shape[0]} classes, the weights {state[fresh[0]].shape[0]}"
 
 
 def build_teacher(name: str, num_classes: int) -> nn.Module:

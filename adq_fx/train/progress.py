@@ -100,7 +100,7 @@ class Progress:
             "generator": generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
-            "epoch": next_position[0] - (1 if next_position[1] == 0 else 0),
+            "epoch": next_position[0] - 1,  # the last finished epoch, as checkpoints before "next" held
             "next": list(next_position),
             "epoch_state": epoch_state,
             "running": None if running is None else running.state_dict(),

@@ -63,19 +63,20 @@ class ImageSamples(Dataset):
     """(path, label) pairs decoded on access; a key ``(index, epoch)`` seeds the augmentation."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Any, *, seed: int = 0) -> None:
+        from torchvision.datasets.folder import default_loader
+
         self.samples = list(samples)
         self.transform = transform
         self.seed = seed
+        self.loader = default_loader  # PIL (or accimage), as ImageFolder decodes
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
-        from torchvision.datasets.folder import default_loader
-
         index, epoch = key if isinstance(key, tuple) else (key, None)
         path, label = self.samples[index]
-        image = default_loader(path)
+        image = self.loader(path)
         if epoch is None:
             return self.transform(image), label
         with torch.random.fork_rng(devices=[]):  # the caller's RNG is left as it was
@@ -197,7 +198,7 @@ class StreamingImageFolder:
         return torch.tensor([label for _, label in self._split(split)])
 
     def split_size(self, split: str) -> int:
-        return len(self._split(split)) if split != "val" or self.val_samples is not None else 0
+        return 0 if split == "val" and self.val_samples is None else len(self._split(split))
 
     def normalise(self, x: Tensor) -> Tensor:
         return normalise(x, self.mean, self.std)
