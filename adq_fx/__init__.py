@@ -18,7 +18,7 @@ from .config import (
     UniformWeightConfig,
 )
 from .config import renamed as _renamed
-from .int8 import Int8KernelsUnavailable
+from .int8 import Int8KernelsUnavailable, compile_converted
 from .kernels import get_kernel_backend, kernel_backend, set_kernel_backend
 from .mapping import (
     ADQConfigMapping,
@@ -51,6 +51,7 @@ __all__ = [
     "allocate_bits",
     "calibrate",
     "commitment_loss",
+    "compile_converted",
     "convert_adq",
     "default_qconfig_mapping",
     "get_kernel_backend",

@@ -133,6 +133,10 @@ def threshold_codes(values: Tensor, thresholds: Tensor, padded: Tensor | None = 
     ``padded`` is ``pad_table(thresholds)``, for a caller that calls often with one table."""
     values, thresholds = values.detach(), thresholds.detach()
     (flat,), unflatten = flatten_alike(values)
+    if torch.compiler.is_compiling() and thresholds.numel() <= MAX_COMPILED_TABLE:
+        # Inside a user's torch.compile of a converted model: the count joins the graph, where
+        # inductor fuses it with the add or ReLU before it (a binary search would not vectorise).
+        return unflatten(_count_uint8(flat, pad_table(thresholds) if padded is None else padded))
     if _use_compiled(values, thresholds.numel(), min_elements=AUTO_MIN_ENCODE_ELEMENTS):
         padded = pad_table(thresholds) if padded is None else padded
         codes = _run_compiled(_count_uint8, (flat, padded), dynamic=(flat,), direct=True)

@@ -6,12 +6,12 @@
 One process, 2 threads, every variant of a (model, batch) point timed in turn
 within each repeat (interleaved, so machine noise hits all alike), medians over
 repeats. Variants: float32 eager; adq_fx converted ``backend="reference"``
-(float LUT math); ``backend="int8"`` eager; the int8 model under
-``torch.compile`` (whole graph: the encoders fuse with the adds and ReLUs before
-them); and the anchor, torch.ao's FX int8 flow (``prepare_fx``/``convert_fx``,
+(float LUT math); ``backend="int8"`` eager; the int8 model through
+``adq_fx.compile_converted`` (one graph, C++ wrapper: the encoders fuse with the
+ReLUs and adds before them); and the anchor, torch.ao's FX int8 flow (``prepare_fx``/``convert_fx``,
 x86 backend, calibrated on random data). All 4-D inputs are channels_last.
-Sizes are the bytes of ``torch.save(model.state_dict())``. A profile of the
-int8 eager model gives each op's share of the time. Writes
+Sizes are the bytes of ``torch.save(model.state_dict())``. Profiles of the
+int8 models, eager and compiled, give each op's share of the time. Writes
 benchmarks/results/inference_speed.json; results_page.py makes the tables.
 """
 
@@ -56,7 +56,9 @@ def float_model(name: str) -> nn.Module:
 def adq_models(model: nn.Module, size: int, bits: int) -> tuple[nn.Module, nn.Module]:
     example = torch.randn(4, 3, size, size)
     mapping = adq_fx.default_qconfig_mapping(bits)
-    prepared = adq_fx.prepare_adq(model, mapping, (example,)).eval()
+    prepared = adq_fx.prepare_adq(model, mapping, (example,))
+    # The threshold and step quantizers start from the first batch they see: calibrate them on it.
+    adq_fx.calibrate(prepared, (example,)).eval()
     return adq_fx.convert_adq(prepared, backend="reference"), adq_fx.convert_adq(prepared, backend="int8")
 
 
@@ -88,8 +90,8 @@ def time_block(fn: Callable[[], object], iterations: int) -> float:
     return (time.perf_counter() - start) / iterations
 
 
-def profile_shares(model: nn.Module, x: torch.Tensor) -> list[dict]:
-    """Self CPU time per op of one int8 eager forward (after warm-up), largest first."""
+def profile_shares(model: Callable, x: torch.Tensor) -> list[dict]:
+    """Self CPU time per op of one int8 forward (after warm-up), largest first."""
     with torch.no_grad():
         for _ in range(3):
             model(x)
@@ -116,9 +118,7 @@ def measure_point(name: str, size: int, batch: int, bits: int, repeats: int, com
     compile_seconds = None
     if compile_int8:
         started = time.perf_counter()
-        compiled = torch.compile(int8)
-        with torch.no_grad():
-            compiled(x)
+        compiled = adq_fx.compile_converted(int8, x)
         compile_seconds = time.perf_counter() - started
         variants["adq_int8_compiled"] = compiled
     with torch.no_grad():
@@ -157,6 +157,7 @@ def measure_point(name: str, size: int, batch: int, bits: int, repeats: int, com
         "top1_agreement_with_reference": agreement,
         "compile_seconds": compile_seconds,
         "profile_int8_eager": profile_shares(int8, x),
+        "profile_int8_compiled": profile_shares(compiled, x) if compile_int8 else None,
     }
 
 
@@ -219,9 +220,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats per point")
     parser.add_argument("--bits", type=int, default=3, help="weight and activation bits of the adq models")
     parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="also time the int8 model under torch.compile (graph-breaks at the oneDNN ops)",
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="skip the compiled int8 variant (adq_fx.compile_converted; ~15 s of compiling per point)",
     )
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the JSON")
     args = parser.parse_args()

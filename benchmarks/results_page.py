@@ -108,13 +108,21 @@ def inference_profile_block() -> str:
     if data is None:
         return "_No inference profile: run `python benchmarks/inference_speed.py`._"
     lines = [
-        "| model | input | top ops of the int8 eager forward (share of self CPU time) |",
-        "|---|---|---|",
+        "| model | input | int8 forward | top ops (share of self CPU time) |",
+        "|---|---|---|---|",
     ]
     for r in data["rows"]:
-        ops = ", ".join(f"`{p['op']}` {100 * p['share']:.0f} %" for p in r["profile_int8_eager"][:6])
-        lines.append(f"| {r['model']} | {tuple(r['input'])} | {ops} |")
+        for variant in ("eager", "compiled"):
+            profile = r.get(f"profile_int8_{variant}")
+            if profile:
+                ops = ", ".join(f"`{_op_name(p['op'])}` {100 * p['share']:.0f} %" for p in profile[:6])
+                lines.append(f"| {r['model']} | {tuple(r['input'])} | {variant} | {ops} |")
     return "\n".join(lines)
+
+
+def _op_name(key: str) -> str:
+    """A profiler key without the per-build hash of an inductor graph (the same graph each run)."""
+    return "inductor graph (fused encoders, glue)" if key.startswith("## Call CompiledFxGraph") else key
 
 
 def ablation_block(schedule: str, results_dir: Path | None = None) -> str:

@@ -1,5 +1,6 @@
 """Integer inference: int8 kernels (oneDNN), packed codes, the int8 weight grid."""
 
+from .compiled import compile_converted
 from .grid import GridLevels, to_int8_grid, weight_limit
 from .modules import Int8Conv2d, Int8Linear, UnsupportedLayer
 from .onednn import Int8KernelsUnavailable, kernel_problem
@@ -11,6 +12,7 @@ __all__ = [
     "Int8KernelsUnavailable",
     "Int8Linear",
     "UnsupportedLayer",
+    "compile_converted",
     "kernel_problem",
     "pack_codes",
     "packed_size",

@@ -48,16 +48,23 @@ def _overload(packet_names: Sequence[str], overload: str) -> Any:
     return None
 
 
-@functools.cache
+#: The kernels, looked up once. A plain module dict rather than functools.cache, so that
+#: torch.compile reads the ops from it and traces a whole converted model as one graph
+#: (dynamo cannot follow the lookup itself).
+_OPS: dict[str, Any] = {}
+
+
 def _ops() -> dict[str, Any]:
     """The kernels under their current names (the conv op was renamed in PyTorch 2.8)."""
-    return {
-        "conv_prepack": _overload(["qconv_prepack"], "default"),
-        "conv": _overload(["qconv_pointwise", "qconv2d_pointwise"], "default"),
-        "conv_binary": _overload(["qconv2d_pointwise", "qconv_pointwise"], "binary"),
-        "linear_prepack": _overload(["qlinear_prepack"], "default"),
-        "linear": _overload(["qlinear_pointwise"], "default"),
-    }
+    if not _OPS:
+        _OPS.update(
+            conv_prepack=_overload(["qconv_prepack"], "default"),
+            conv=_overload(["qconv_pointwise", "qconv2d_pointwise"], "default"),
+            conv_binary=_overload(["qconv2d_pointwise", "qconv_pointwise"], "binary"),
+            linear_prepack=_overload(["qlinear_prepack"], "default"),
+            linear=_overload(["qlinear_pointwise"], "default"),
+        )
+    return _OPS
 
 
 _EXPECTED_ARGUMENTS = {
