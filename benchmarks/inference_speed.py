@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import os
 import statistics
 import time
 import warnings
@@ -157,7 +158,10 @@ def measure_point(name: str, size: int, batch: int, bits: int, repeats: int, com
         "top1_agreement_with_reference": agreement,
         "compile_seconds": compile_seconds,
         "profile_int8_eager": profile_shares(int8, x),
-        "profile_int8_compiled": profile_shares(compiled, x) if compile_int8 else None,
+        # Profiled with inductor's Python wrapper: under the C++ one the kernel calls are invisible.
+        "profile_int8_compiled": (
+            profile_shares(adq_fx.compile_converted(int8, x, cpp_wrapper=False), x) if compile_int8 else None
+        ),
     }
 
 
@@ -206,7 +210,9 @@ def markdown(data: dict) -> str:
     quick = " **(--quick smoke run: not a measurement)**" if s["quick"] else ""
     lines.append(
         f"\n{describe(data['machine'])}; CPU capability {data['cpu_capability']}; "
-        f"{s['repeats']} interleaved repeats, medians; ratios > 1 mean faster than the anchor; "
+        f"{s['repeats']} interleaved repeats, medians; allocator: "
+        f"{', '.join(f'{k}={v}' for k, v in s.get('allocator_env', {}).items()) or 'glibc defaults'}; "
+        "ratios > 1 mean faster than the anchor; "
         f"sizes are `torch.save(state_dict)` bytes.{quick}"
     )
     return "\n".join(lines)
@@ -237,7 +243,16 @@ def main() -> None:
         )
     data = record(
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
-        settings={"repeats": repeats, "bits": args.bits, "quick": args.quick, "threads": 2},
+        settings={
+            "repeats": repeats,
+            "bits": args.bits,
+            "quick": args.quick,
+            "threads": 2,
+            # The allocator shapes the float intermediates' cost (fresh pages per large tensor).
+            "allocator_env": {
+                k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"
+            },
+        },
         rows=rows,
     )
     write_json(args.out, data)

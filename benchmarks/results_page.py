@@ -82,10 +82,11 @@ def speed_block(device_type: str) -> str:
     )
 
 
-def inference_block() -> str:
-    data = _load("inference_speed.json")
+def inference_block(name: str = "inference_speed.json") -> str:
+    data = _load(name)
     if data is None:
-        return "_No inference timing: run `python benchmarks/inference_speed.py`._"
+        command = f"python benchmarks/inference_speed.py --out benchmarks/results/{name}"
+        return f"_No inference timing: run `{command}`._"
     return inference_speed.markdown(data)
 
 
@@ -155,6 +156,10 @@ BLOCKS = {
     "speed-cuda": lambda: speed_block("cuda"),
     "inference": inference_block,
     "inference-profile": inference_profile_block,
+    # The same run with glibc's allocator kept from returning large blocks (MALLOC_* in its footer).
+    "inference-malloc": lambda: inference_block("inference_speed_malloc.json"),
+    # An earlier code version on an AVX2 machine without VNNI (eager int8 only), kept as it ran.
+    "inference-avx2": lambda: inference_block("inference_speed_avx2.json"),
     "int8-accuracy": int8_accuracy_block,
     "loader": loader_block,
     "ablation-pretrained": lambda: ablation_block("pretrained"),

@@ -170,3 +170,25 @@ def test_the_step_profile_charges_quantizers_by_registered_class_not_by_file_pat
     assert owners == {"CodebookWeightQuantizer", "ThresholdActivationQuantizer"}
     assert not any("conv" in label for label in by_label)  # the QAT layers' own convs are not overhead
     assert 0 < sum(by_label.values()) < total
+
+
+def test_inference_speed_measures_a_point_and_its_table_names_every_variant() -> None:
+    from adq_fx.environment import machine_info
+    from adq_fx.int8 import kernel_problem
+
+    if kernel_problem() is not None:
+        pytest.skip(f"no int8 kernels here: {kernel_problem()}")
+    bench = _script("inference_speed")
+    bench.POINTS = [("resnet20", 32, 1)]
+    row = bench.measure_point("resnet20", 32, 1, 3, repeats=1, compile_int8=False)
+    assert set(row["median_ms"]) == {"float32", "adq_reference", "adq_int8", "torch_ao_int8"}
+    assert row["top1_agreement_with_reference"]["adq_int8"] >= 0.0 and row["profile_int8_eager"]
+    assert row["model_size_int8"]["weight_bits"] == 3
+    data = {
+        "rows": [row],
+        "settings": {"repeats": 1, "bits": 3, "quick": True, "threads": 2, "allocator_env": {}},
+        "machine": machine_info(),
+        "cpu_capability": "TEST",
+    }
+    table = bench.markdown(data)
+    assert "| resnet20 W3A3 | (1, 3, 32, 32) |" in table and "glibc defaults" in table and "smoke run" in table

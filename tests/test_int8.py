@@ -464,3 +464,36 @@ def test_a_converted_model_compiles_as_one_graph_and_computes_what_the_eager_one
 def test_compile_converted_refuses_a_model_that_was_not_converted() -> None:
     with pytest.raises(ValueError, match=r"TinyResNet has no converted adq_fx layer.*convert_adq"):
         adq_fx.compile_converted(TinyResNet().eval(), images(2))
+
+
+class _StemWithTwoReaders(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.other = nn.Conv2d(3, 4, 3, padding=1)
+        self.other_bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.bn(y) + y + self.other_bn(self.other(x))  # conv's output has a second reader
+
+
+def test_a_float_conv_folds_its_batchnorm_only_when_nothing_else_reads_the_conv_output() -> None:
+    from adq_fx.passes.fold_float import fold_float_batchnorm
+
+    torch.manual_seed(0)
+    model = _StemWithTwoReaders()
+    model.train()
+    with torch.no_grad():
+        model(images(8))  # running statistics that are not the identity
+    model.eval()
+    gm = torch.fx.symbolic_trace(model)
+    x = images(4, seed=2)
+    with torch.no_grad():
+        expected = gm(x)
+        fold_float_batchnorm(gm)
+        got = gm(x)
+    names = {n for n, m in gm.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert names == {"bn"}  # "other" folded, "conv" kept: folding would change what y's other reader sees
+    assert torch.allclose(got, expected, atol=1e-5 * float(expected.abs().max()))
