@@ -26,10 +26,25 @@ def load_converted(
     match the ones it was converted with. The calibration forward on
     ``example_inputs`` only fills placeholder ranges, which the state_dict overwrites.
     """
-    prepared = prepare_adq(float_model, qconfig_mapping_from_map(quantization_map), example_inputs)
-    converted = convert_adq(calibrate(prepared, example_inputs), **convert_options)
+    prepared = calibrate(
+        prepare_adq(float_model, qconfig_mapping_from_map(quantization_map), example_inputs), example_inputs
+    )
+    converted = convert_adq(prepared, **convert_options)
+    if "fold_float_batchnorm" not in convert_options and _has_unfolded_float_batchnorm(
+        state_dict, converted, prepared
+    ):  # saved by an adq_fx that kept it apart: rebuild that layout
+        converted = convert_adq(prepared, **convert_options, fold_float_batchnorm=False)
     converted.load_state_dict(state_dict)
     return converted
+
+
+def _has_unfolded_float_batchnorm(
+    state_dict: Mapping[str, Tensor], converted: nn.Module, prepared: nn.Module
+) -> bool:
+    """Whether ``state_dict`` holds a BatchNorm2d that ``converted`` folded into a float conv."""
+    batchnorms = {name for name, m in prepared.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    present = set(converted.state_dict())
+    return any(key.rpartition(".")[0] in batchnorms for key in set(state_dict) - present)
 
 
 __all__ = ["load_converted"]

@@ -191,4 +191,6 @@ def test_inference_speed_measures_a_point_and_its_table_names_every_variant() ->
         "cpu_capability": "TEST",
     }
     table = bench.markdown(data)
-    assert "| resnet20 W3A3 | (1, 3, 32, 32) |" in table and "glibc defaults" in table and "smoke run" in table
+    assert (
+        "| resnet20 W3A3 | (1, 3, 32, 32) |" in table and "glibc defaults" in table and "smoke run" in table
+    )

@@ -473,10 +473,13 @@ class _StemWithTwoReaders(nn.Module):
         self.bn = nn.BatchNorm2d(4)
         self.other = nn.Conv2d(3, 4, 3, padding=1)
         self.other_bn = nn.BatchNorm2d(4)
+        self.shared = nn.Conv2d(3, 4, 3, padding=1)
+        self.shared_bn = nn.BatchNorm2d(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        return self.bn(y) + y + self.other_bn(self.other(x))  # conv's output has a second reader
+        out = self.bn(y) + y + self.other_bn(self.other(x))  # conv's output has a second reader
+        return out + self.shared_bn(self.shared(x)) + self.shared(x)  # one module, two calls
 
 
 def test_a_float_conv_folds_its_batchnorm_only_when_nothing_else_reads_the_conv_output() -> None:
@@ -495,5 +498,7 @@ def test_a_float_conv_folds_its_batchnorm_only_when_nothing_else_reads_the_conv_
         fold_float_batchnorm(gm)
         got = gm(x)
     names = {n for n, m in gm.named_modules() if isinstance(m, nn.BatchNorm2d)}
-    assert names == {"bn"}  # "other" folded, "conv" kept: folding would change what y's other reader sees
+    # "other" folded; "conv" kept (folding would change what y's other reader sees), and "shared"
+    # kept (its second call has no BatchNorm).
+    assert names == {"bn", "shared_bn"}
     assert torch.allclose(got, expected, atol=1e-5 * float(expected.abs().max()))

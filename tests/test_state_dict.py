@@ -188,3 +188,16 @@ def test_a_damaged_layout_tensor_is_refused_naming_the_module() -> None:
         saved_layout(torch.tensor([0xFF, 0x7B], dtype=torch.uint8), "fc")
     with pytest.raises(ValueError, match=r"^fc: its _extra_state tensor does not hold the JSON layout"):
         saved_layout(torch.tensor(list(b"[1, 2]"), dtype=torch.uint8), "fc")
+
+
+@needs_kernels
+def test_an_int8_state_dict_with_the_float_stems_batchnorm_apart_still_loads() -> None:
+    """Models converted before float BatchNorm folding keep the stem's BatchNorm: load_converted
+    rebuilds that layout from the state_dict's keys, and the load is exact."""
+    prepared = _prepared("adq", "n2uq")
+    old_layout = convert_adq(prepared, backend="int8", fold_float_batchnorm=False)
+    assert "bn.running_mean" in old_layout.state_dict()
+    assert "bn.running_mean" not in convert_adq(prepared, backend="int8").state_dict()
+    restored = _skeleton("int8", old_layout, old_layout.state_dict())
+    assert "bn.running_mean" in restored.state_dict()
+    _assert_same_outputs(restored, old_layout)

@@ -13,7 +13,7 @@ from ..nn import LUT_MODULES, encoder_for
 from ..quantizers import ActivationQuantizer
 from ..quantizers.first_batch import FirstBatchInit
 from ._graph import PREPARED_TYPES, QAT_TYPES, modules_of_types, set_submodule
-from .fold_float import fold_float_batchnorm
+from .fold_float import fold_float_batchnorm as fold_float_conv_batchnorm
 from .lower_int8 import lower_to_int8
 
 Backend = Literal["auto", "int8", "reference"]
@@ -26,6 +26,7 @@ def convert_adq(
     *,
     backend: Backend = "auto",
     fold_batchnorm: bool = True,
+    fold_float_batchnorm: bool = True,
     off_grid: OffGrid = "snap",
 ) -> fx.GraphModule:
     """Return an inference copy (eval mode) of a prepared model with integer-coded layers.
@@ -35,9 +36,10 @@ def convert_adq(
     the level table, per-channel scale, input level table) computing exactly what
     ``prepared`` computes in eval mode, in float. With ``backend="int8"`` each becomes
     an ``Int8Conv2d``/``Int8Linear`` running oneDNN's integer kernels on packed codes,
-    with a following BatchNorm folded in (``fold_batchnorm``, which also folds the
-    BatchNorm after a conv the mapping kept float) and a following residual add and
-    ReLU fused; it raises where this PyTorch build or CPU has no such kernels.
+    with a following BatchNorm folded in (``fold_batchnorm``; with
+    ``fold_float_batchnorm`` too, the BatchNorm after a conv the mapping kept float,
+    which earlier adq_fx versions kept apart) and a following residual
+    add and ReLU fused; it raises where this PyTorch build or CPU has no such kernels.
     ``"auto"`` is int8 where available, else reference with a one-time warning.
 
     Level tables not on an int8 grid (learned codebooks, POST) are snapped to the
@@ -103,8 +105,8 @@ def convert_adq(
     gm.eval()
     if backend != "reference":
         lower_to_int8(gm, fold_batchnorm=fold_batchnorm, off_grid=off_grid, strict=backend == "int8")
-        if fold_batchnorm:
-            fold_float_batchnorm(gm)
+        if fold_batchnorm and fold_float_batchnorm:
+            fold_float_conv_batchnorm(gm)
     return gm.eval()
 
 

@@ -10,6 +10,7 @@ changes the float output by round-off only.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import cast
 
 import torch
@@ -23,15 +24,16 @@ def fold_float_batchnorm(gm: fx.GraphModule) -> None:
     """Rewrite ``gm`` (in eval mode) in place: each plain ``nn.Conv2d`` whose only user is an
     ``nn.BatchNorm2d`` with running statistics becomes one conv with the BatchNorm folded in."""
     modules = dict(gm.named_modules())
+    calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     for node in list(gm.graph.nodes):
         conv = modules.get(cast(str, node.target)) if node.op == "call_module" else None
-        if type(conv) is not nn.Conv2d or len(node.users) != 1:
-            continue
+        if type(conv) is not nn.Conv2d or len(node.users) != 1 or calls[node.target] != 1:
+            continue  # a conv called twice is one module: folding it would change both calls
         (bn_node,) = node.users
         bn = modules.get(cast(str, bn_node.target)) if bn_node.op == "call_module" else None
         if type(bn) is not nn.BatchNorm2d or bn.running_mean is None or bn.running_var is None:
             continue
-        if bn_node.args != (node,) or bn_node.kwargs:
+        if bn_node.args != (node,) or bn_node.kwargs or calls[bn_node.target] != 1:
             continue
         fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
         set_submodule(gm, cast(str, node.target), fused.to(memory_format=torch.channels_last))
