@@ -167,6 +167,13 @@ CONFIGS: dict[str, Ablation] = {
             None,
             "—",
         ),
+        Ablation(
+            "D-full",
+            "D with all 8 codes (levels='full')",
+            {"target_bits": 3, "codebook_levels": "full"},
+            None,
+            "—",
+        ),
     ]
 }
 FLOAT_DESCRIPTION = "float ResNet-20 (the start of every QAT run)"
@@ -195,6 +202,7 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("auto threshold start instead of always N2UQ's fixed one (D − D-uniform)", "D", "D-uniform", None),
     ("distillation from the float model (D-kd − D)", "D-kd", "D", None),
     ("2-bit with all 4 codes (ADQ-2-full − ADQ-2)", "ADQ-2-full", "ADQ-2", None),
+    ("3-bit with all 8 codes (D-full − D)", "D-full", "D", None),
 ]
 # ... and, on the test set, ADQ against each baseline at the same bits.
 BASELINES: list[tuple[str, str, str, float | None]] = [
