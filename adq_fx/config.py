@@ -36,9 +36,12 @@ def _check_range(owner: str, name: str, value: float, lo: float, hi: float) -> N
 class CodebookWeightConfig:
     """ADQ weight quantizer: per-channel scale and a learned per-layer codebook.
 
-    levels="alg1" builds 2^b - 1 levels with zero exactly as Alg. 1 (one code
-    stays unused); levels="full" uses all 2^b codes (quantiles of the whole
-    distribution, no zero level). init="quantile" is Alg. 1; init="normal"
+    levels="full" (default) uses all 2^b codes, at quantiles of the whole
+    distribution (no zero level); levels="alg1" builds 2^b - 1 levels with zero
+    exactly as Alg. 1 (one code stays unused). All codes trained better from a
+    pre-trained start on the validation split, most at 2 bits (docs/design.md,
+    "ADQ's defaults"). pin_zero keeps a zero entry exactly 0; None (default)
+    means "where the codebook has one", i.e. with levels="alg1". init="quantile" is Alg. 1; init="normal"
     draws sorted N(0, 1) samples (the paper's ablation B). learn_codebook=False
     freezes the codebook (ablation C). int8_grid=True keeps every codebook entry
     on multiples of 1/32 (in units of the channel's RMS, up to ±127/32) while it
@@ -54,19 +57,21 @@ class CodebookWeightConfig:
     method: ClassVar[str] = "adq"
 
     bits: int = 3
-    levels: Literal["alg1", "full"] = "alg1"
+    levels: Literal["alg1", "full"] = "full"
     init: Literal["quantile", "normal"] = "quantile"
     learn_codebook: bool = True
     ema_decay: float = 0.99
     eps: float = 1e-5
     commitment_beta: float = 0.25
-    pin_zero: bool = True
+    pin_zero: bool | None = None
     seed: int = 0
     int8_grid: bool = False
     kmeans_init_steps: int = 20
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        if self.pin_zero is None:  # resolved here, so a saved config states what ran
+            object.__setattr__(self, "pin_zero", self.levels == "alg1")
         _check_bits(name, self.bits)
         if (
             isinstance(self.kmeans_init_steps, bool)

@@ -31,7 +31,8 @@ def main() -> None:
     example = (torch.randn(2, 3, 16, 16),)
     mapping = adq_fx.default_qconfig_mapping(3, keep_first_and_last_float=False)
     prepared = adq_fx.prepare_adq(model, mapping, example)
-    converted = adq_fx.convert_adq(prepared.eval())
+    adq_fx.calibrate(prepared, example)  # the thresholds start from the first batch they see
+    converted = adq_fx.convert_adq(prepared.eval(), backend="reference")  # the LUT layers
     for title, gm in (
         ("before prepare", fx.symbolic_trace(model)),
         ("after prepare_adq", prepared),

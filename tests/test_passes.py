@@ -246,8 +246,8 @@ def test_per_layer_bits_show_in_quantization_map() -> None:
         "layer2.conv1": (8, 2),
         "layer2.conv2": (3, 3),
     }
-    assert len(qmap["layer1.conv2"]["codebook"]) == 2**2 - 1  # alg1 levels
-    assert len(qmap["layer2.conv1"]["codebook"]) == 2**8 - 1
+    assert len(qmap["layer1.conv2"]["codebook"]) == 2**2  # levels="full", the default: every code
+    assert len(qmap["layer2.conv1"]["codebook"]) == 2**8
 
 
 # --------------------------------------------------------------------------- sign detection
@@ -440,7 +440,7 @@ def test_quantization_map_of_prepared_and_converted_agree(trained_resnet) -> Non
         assert before[name]["scale_shape"] == [float_layer.out_channels]
         assert before[name]["num_params"] == float_layer.weight.numel()
         assert before[name]["codebook"] == prepared.get_submodule(name).weight_quantizer.codebook.tolist()
-        assert len(before[name]["codebook"]) == 7
+        assert len(before[name]["codebook"]) == 8  # 3 bits, every code (levels="full")
 
 
 # --------------------------------------------------------------------------- state_dict round trips

@@ -29,7 +29,7 @@ def buffers(module: nn.Module) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------- codebook weights
 def test_codebook_buffers_are_in_the_state_dict() -> None:
-    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3), conv_weight())
+    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3, levels="alg1"), conv_weight())
     state = quantizer.state_dict()
     for name in BUFFERS:
         assert name in state
@@ -66,7 +66,8 @@ def test_eval_forward_changes_no_buffer(levels: str) -> None:
 )
 def test_train_forward_moves_the_codebook_and_keeps_it_sorted(seed, bits, decay) -> None:
     weight = conv_weight(seed)
-    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=bits, ema_decay=decay), weight).train()
+    config = CodebookWeightConfig(bits=bits, levels="alg1", ema_decay=decay)  # a zero level to pin
+    quantizer = CodebookWeightQuantizer(config, weight).train()
     initial = quantizer.codebook.clone()
     scale_before = quantizer.scale.clone()
     for step in range(3):
@@ -80,7 +81,7 @@ def test_train_forward_moves_the_codebook_and_keeps_it_sorted(seed, bits, decay)
 
 def test_train_forward_updates_the_ema_statistics_by_the_formula() -> None:
     weight = conv_weight()
-    config = CodebookWeightConfig(bits=2, ema_decay=0.5)
+    config = CodebookWeightConfig(bits=2, levels="alg1", ema_decay=0.5)
     quantizer = CodebookWeightQuantizer(config, weight).train()
     counts0, sums0 = quantizer.ema_counts.clone(), quantizer.ema_sums.clone()
     normalised = qf.normalise(weight, quantizer.scale)
@@ -201,7 +202,8 @@ def test_normal_init_is_deterministic_per_seed_and_has_zero_when_pinned() -> Non
     weight = conv_weight()
 
     def codebook(**kwargs: object) -> torch.Tensor:
-        return CodebookWeightQuantizer(CodebookWeightConfig(init="normal", **kwargs), weight).codebook
+        config = CodebookWeightConfig(init="normal", **{"levels": "alg1", **kwargs})
+        return CodebookWeightQuantizer(config, weight).codebook
 
     first, again, other = codebook(bits=3, seed=7), codebook(bits=3, seed=7), codebook(bits=3, seed=8)
     assert torch.equal(first, again)
@@ -358,7 +360,11 @@ def test_invalid_configs_raise_naming_the_field(make, field: str) -> None:
 def test_full_levels_without_pinning_is_valid() -> None:
     config = CodebookWeightConfig(bits=2, levels="full", pin_zero=False)
     assert config.num_levels == 4
-    assert CodebookWeightConfig(bits=2).num_levels == 3
+    default, paper = CodebookWeightConfig(bits=2), CodebookWeightConfig(bits=2, levels="alg1")
+    assert (default.num_levels, default.pin_zero) == (4, False)  # all codes, nothing to pin
+    assert (paper.num_levels, paper.pin_zero) == (3, True)  # Alg. 1: 2^b - 1 levels, zero pinned
+    with pytest.raises(ValueError, match=r"levels='full', pin_zero=True"):
+        CodebookWeightConfig(bits=2, pin_zero=True)
     assert ThresholdActivationConfig(bits=2).num_levels == 4
 
 

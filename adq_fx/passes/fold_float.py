@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import cast
 
-import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -35,8 +34,8 @@ def fold_float_batchnorm(gm: fx.GraphModule) -> None:
             continue
         if bn_node.args != (node,) or bn_node.kwargs or calls[bn_node.target] != 1:
             continue
-        fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
-        set_submodule(gm, cast(str, node.target), fused.to(memory_format=torch.channels_last))
+        # Contiguous weights, as the model had them (safetensors saves contiguous tensors only).
+        set_submodule(gm, cast(str, node.target), fuse_conv_bn_eval(conv.eval(), bn.eval()))
         bn_node.replace_all_uses_with(node)
         gm.graph.erase_node(bn_node)
     gm.delete_all_unused_submodules()

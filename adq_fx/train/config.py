@@ -151,8 +151,10 @@ class TrainConfig:
         default=False, metadata=_doc("quantization", "Quantize the first conv and the last linear layer too.")
     )
     codebook_levels: Literal["alg1", "full"] = field(
-        default="alg1",
-        metadata=_doc("quantization", "ADQ codebook size: Alg. 1's levels (alg1) or all 2^bits (full)."),
+        default="full",
+        metadata=_doc(
+            "quantization", "ADQ codebook size: all 2^bits levels (full) or Alg. 1's 2^bits - 1 (alg1)."
+        ),
     )
     codebook_init: Literal["quantile", "normal"] = field(
         default="quantile",
