@@ -37,10 +37,10 @@ class CodebookWeightQuantizer(WeightQuantizer):
             codebook = qf.quantile_codebook(normalised, config.bits, full_levels=config.levels == "full")
             if config.kmeans_init_steps:  # refine the quantiles on the weights (not a random init)
                 codebook = qf.lloyd_codebook(
-                    normalised, codebook, config.kmeans_init_steps, pin_zero=config.pin_zero
+                    normalised, codebook, config.kmeans_init_steps, pin_zero=bool(config.pin_zero)
                 )
         else:
-            codebook = qf.normal_codebook(config.num_levels, pin_zero=config.pin_zero, seed=config.seed)
+            codebook = qf.normal_codebook(config.num_levels, pin_zero=bool(config.pin_zero), seed=config.seed)
         if config.int8_grid:
             codebook = snap_to_training_grid(codebook)
         # Warm start: as if every entry had been seen with an equal share of the
