@@ -40,7 +40,7 @@ class CodebookWeightConfig:
     distribution (no zero level); levels="alg1" builds 2^b - 1 levels with zero
     exactly as Alg. 1 (one code stays unused). All codes trained better from a
     pre-trained start on the validation split, most at 2 bits (docs/design.md,
-    "ADQ's defaults"). pin_zero keeps a zero entry exactly 0; None (default)
+    "Weights: ADQ codebooks"). pin_zero keeps a zero entry exactly 0; None (default)
     means "where the codebook has one", i.e. with levels="alg1". init="quantile" is Alg. 1; init="normal"
     draws sorted N(0, 1) samples (the paper's ablation B). learn_codebook=False
     freezes the codebook (ablation C). int8_grid=True keeps every codebook entry

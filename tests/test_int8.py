@@ -137,6 +137,16 @@ METHODS: dict[str, tuple[ADQConfig, bool]] = {  # config, on the grid (exact up 
 }
 
 
+def _grid_tiny_resnet(x: torch.Tensor, steps: int) -> nn.Module:
+    """A TinyResNet with on-grid ADQ codebooks, trained ``steps`` steps on ``x``."""
+    return train(
+        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x),
+        x,
+        steps=steps,
+        cross_entropy=True,
+    )
+
+
 def _check_against_reference(
     prepared: nn.Module,
     x: torch.Tensor,
@@ -230,9 +240,7 @@ def test_int8_matches_the_reference_on_signed_functional_and_torchvision_models(
 def test_batchnorm_folds_into_the_scale_and_bias_or_stays_when_asked() -> None:
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(
-        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3, cross_entropy=True
-    )
+    prepared = _grid_tiny_resnet(x, steps=3)
     folded = _check_against_reference(prepared, images(32, seed=4), on_grid=True)
     kept = _check_against_reference(prepared, images(32, seed=4), on_grid=True, fold_batchnorm=False)
     bn_names = {n for n, m in prepared.named_modules() if isinstance(m, nn.BatchNorm2d)}
@@ -248,9 +256,7 @@ def test_batchnorm_folds_into_the_scale_and_bias_or_stays_when_asked() -> None:
 def test_residual_add_and_relu_run_inside_the_kernel_without_touching_other_tensors() -> None:
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(
-        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=2, cross_entropy=True
-    )
+    prepared = _grid_tiny_resnet(x, steps=2)
     int8 = convert_adq(prepared, backend="int8")
     assert int8.layer1.conv1.relu and not int8.layer1.conv1.accumulates
     assert int8.layer1.conv2.relu and int8.layer1.conv2.accumulates
@@ -267,9 +273,7 @@ def test_residual_add_and_relu_run_inside_the_kernel_without_touching_other_tens
 def trained_grid_resnet():
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(
-        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=3, cross_entropy=True
-    )
+    prepared = _grid_tiny_resnet(x, steps=3)
     return prepared, x
 
 
@@ -439,9 +443,7 @@ def test_encoder_comparing_the_input_gives_the_codes_of_the_scaled_search(beta1,
 def test_a_converted_model_compiles_as_one_graph_and_computes_what_the_eager_one_does() -> None:
     torch.manual_seed(0)
     x = images(8)
-    prepared = train(
-        prepare_adq(TinyResNet(), ADQConfigMapping().set_global(GRID_ADQ), x), x, steps=2, cross_entropy=True
-    )
+    prepared = _grid_tiny_resnet(x, steps=2)
     int8 = convert_adq(prepared, backend="int8")
     explanation = torch._dynamo.explain(int8)(x)
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
