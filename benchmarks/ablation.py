@@ -50,7 +50,10 @@ QAT trains on a subset of the float model's train images; the seed varies the
 quantizer init, data order and augmentation only.
 
 Seeds: ``--claim-seeds`` (default 0 1 2) for A, C, D, E, F, the configurations
-behind the claims E > A, F > D and E > C; ``--seeds`` (default 0) for the rest.
+behind the claims E > A, F > D and E > C, and for ADQ and N2UQ at 2 and 4 bits (ADQ
+against its best baseline at each bit-width); ``--seeds`` (default 0) for the rest.
+Without ``--configs`` the table's rows run (Table 4.4 and the baselines); the
+diagnostics and the validation rows behind each default run when named.
 ``--jobs N`` runs N trainings at once as subprocesses (a GPU holds several
 ResNet-20 trainings well); each gets cores // N torch threads.
 """
@@ -65,7 +68,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +157,7 @@ def plan(args: argparse.Namespace) -> tuple[Job, list[Job]]:
         },
     )
     jobs = []
-    names = args.configs or list(CONFIGS)
+    names = args.configs or [name for name, config in CONFIGS.items() if config.table]
     seeds_of = {n: (args.claim_seeds if CONFIGS[n].claim else args.seeds) for n in names}
     for seed in sorted({s for n in names for s in seeds_of[n]}):  # seed-major: a partial table is balanced
         for name in names:
@@ -218,9 +221,16 @@ def resolved_settings(train: dict[str, Any]) -> dict[str, Any]:
     return comparable(json.loads(json.dumps(asdict(TrainConfig(**train)))))
 
 
+CODEBOOK_SETTINGS = {"codebook_levels", "codebook_init", "codebook_kmeans_steps", "learn_codebook"}
+CODEBOOK_SETTINGS |= {"commitment_beta", "int8_grid"}
+
+
 def unused_setting(key: str, settings: dict[str, Any]) -> bool:
-    """A setting the run never reads: the threshold quantizer's fields without n2uq activations."""
-    return key.startswith("threshold_") and settings.get("activation_quantizer") != "n2uq"
+    """A setting the run never reads: the threshold quantizer's fields without n2uq activations,
+    the codebook's without ADQ weights (TrainConfig passes them to the adq weight quantizer only)."""
+    if key.startswith("threshold_"):
+        return settings.get("activation_quantizer") != "n2uq"
+    return key in CODEBOOK_SETTINGS and settings.get("weight_quantizer") != "adq"
 
 
 def existing_result(job: Job) -> dict[str, Any] | None:
@@ -369,12 +379,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=list(CONFIGS),
         metavar="NAME",
-        help=f"QAT configurations to run (default all: {' '.join(CONFIGS)}); FP always runs",
+        help="QAT configurations to run (default the table's: "
+        f"{' '.join(n for n, c in CONFIGS.items() if c.table)}); FP always runs",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of B, LSQ-*, ADQ-2/4")
-    parser.add_argument(
-        "--claim-seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of A, C, D, E, F"
-    )
+    claimed = " ".join(n for n, c in CONFIGS.items() if c.claim)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the other rows")
+    parser.add_argument("--claim-seeds", type=int, nargs="+", default=[0, 1, 2], help=f"seeds of {claimed}")
     parser.add_argument("--data", default=DEFAULT_DATA, help="TrainConfig.dataset, relative to the repo root")
     parser.add_argument("--data-label", help="how outputs name the data (default from --data)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (subprocesses)")
@@ -405,6 +415,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="progress bars (default: on with --jobs 1 on a terminal)",
+    )
+    parser.add_argument(
+        "--remake-float",
+        action="store_true",
+        help="train a float start whose runs dir is gone again; used only if bit-identical to the record",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -453,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     ran: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     try:
-        execute(float_job, pending, done, args.jobs, threads, ran, failed)
+        execute(float_job, pending, done, args.jobs, threads, ran, failed, remake_float=args.remake_float)
     finally:  # an interrupted invocation still counts its wall time and finished runs
         wall = time.perf_counter() - began
         record_session(
@@ -489,6 +504,8 @@ def execute(
     threads: int,
     ran: list[dict[str, Any]],
     failed: list[dict[str, Any]],
+    *,
+    remake_float: bool = False,
 ) -> None:
     """The float pre-training if missing, then the pending QAT runs, ``jobs`` at a time."""
     float_pt = float_job.out_dir / "float.pt"
@@ -501,15 +518,26 @@ def execute(
         record = json.loads(float_job.result_path.read_text())
         print(f"FP_s0: float accuracy {record['float_accuracy']:.2f}%, {seconds:.0f} s", flush=True)
     elif pending and not float_pt.exists():
-        raise SystemExit(
-            f"{float_job.result_path} exists but {float_pt} does not: the pending runs must "
-            "start from the same float model. Restore the runs dir, or delete the results dir "
-            "to redo the table."
-        )
+        if not remake_float:
+            raise SystemExit(
+                f"{float_job.result_path} exists but {float_pt} does not: the pending runs must "
+                "start from the same float model. Restore the runs dir, pass --remake-float to "
+                "train it again (accepted only if it is bit-identical to the recorded one), or "
+                "delete the results dir to redo the table."
+            )
+        remade = replace(float_job, result_path=float_job.out_dir / "remade.json")
+        job, code, seconds = run_job(remade, threads=max(1, os.cpu_count() or 1), log=False)
+        if code != 0:
+            raise SystemExit(f"re-making the float start failed (exit {code}); nothing else was run")
+        print(f"FP_s0: float start re-made in {seconds:.0f} s", flush=True)
     if pending:
         want = json.loads(float_job.result_path.read_text())["float_checkpoint_sha256"]
         if sha256(float_pt) != want:
-            raise SystemExit(f"{float_pt} is not the float model {float_job.result_path} recorded.")
+            raise SystemExit(
+                f"{float_pt} is not the float model {float_job.result_path} recorded (sha256 "
+                f"{want[:12]}…): another machine or library version trains a different one. Use "
+                "another --results-dir and --runs-dir."
+            )
     finished = run_parallel(pending, lambda job: run_job(job, threads=threads, log=jobs > 1), jobs)
     for count, (job, code, seconds) in enumerate(finished, 1):
         if code == 0:

@@ -29,7 +29,13 @@ class Ablation:
     overrides: dict[str, Any]
     paper: float | None  # top-1 %, CIFAR-10 ResNet-20
     paper_source: str = "ADQ Table 4.4"
-    claim: bool = False  # part of a claim: gets --claim-seeds
+    claim: bool = False  # part of a claim (or ADQ against a baseline): gets --claim-seeds
+    table: bool = True  # runs without --configs; diagnostics and default choices are asked for by name
+
+
+def _study(name: str, description: str, overrides: dict[str, Any]) -> Ablation:
+    """A diagnostic or a default's validation row: no paper figure, run only when named."""
+    return Ablation(name, description, overrides, None, "—", table=False)
 
 
 def _lsq(bits: int) -> Ablation:
@@ -76,8 +82,12 @@ CONFIGS: dict[str, Ablation] = {
         _lsq(2),
         _lsq(3),
         _lsq(4),
-        Ablation("ADQ-2", "ADQ, quantile init, learned, fixed 2-bit", {"target_bits": 2}, None, "—"),
-        Ablation("ADQ-4", "ADQ, quantile init, learned, fixed 4-bit", {"target_bits": 4}, None, "—"),
+        Ablation(
+            "ADQ-2", "ADQ, quantile init, learned, fixed 2-bit", {"target_bits": 2}, None, "—", claim=True
+        ),
+        Ablation(
+            "ADQ-4", "ADQ, quantile init, learned, fixed 4-bit", {"target_bits": 4}, None, "—", claim=True
+        ),
         Ablation(
             "ASQ-3",
             "LSQ weights + ASQ activations, fixed 3-bit",
@@ -94,57 +104,43 @@ CONFIGS: dict[str, Ablation] = {
         ),
         # Diagnostics, not in any paper: D and LSQ-3 with their weight or activation halves swapped,
         # to locate which half of the quantizer a gap between them comes from.
-        Ablation(
+        _study(
             "ADQw+LSQa-3",
             "diagnostic: ADQ weights + LSQ activations, fixed 3-bit",
             {"activation_quantizer": "lsq", "target_bits": 3},
-            None,
-            "—",
         ),
-        Ablation(
+        _study(
             "LSQw+N2UQa-3",
             "diagnostic: LSQ weights + N2UQ (LTQ) activations, fixed 3-bit",
             {"weight_quantizer": "lsq", "activation_quantizer": "n2uq", "target_bits": 3},
-            None,
-            "—",
         ),
         # D and E with the thresholds always scaled to the first batch by LSQ's rule (threshold_init="auto"
         # keeps N2UQ's fixed [0, 2] where the data fits it).
-        Ablation(
+        _study(
             "D-fbinit",
             "diagnostic: D with the threshold start from LSQ's rule on the first batch",
             {"target_bits": 3, "threshold_init": "first_batch"},
-            None,
-            "—",
         ),
-        Ablation(
+        _study(
             "E-fbinit",
             "diagnostic: E with first-batch threshold init",
             {"mixed_precision": True, "target_bits": 2.8, "threshold_init": "first_batch"},
-            None,
-            "—",
         ),
         # What each of ADQ's defaults buys (each row is D with one default set back to the paper's).
-        Ablation(
+        _study(
             "D-alg1",
-            "D with Alg. 1's codebook as written (no k-means steps at init)",
-            {"target_bits": 3, "codebook_kmeans_steps": 0},
-            None,
-            "—",
+            "D with Alg. 1's codebook as written (its 2^b - 1 levels, no k-means steps at init)",
+            {"target_bits": 3, "codebook_kmeans_steps": 0, "codebook_levels": "alg1"},
         ),
-        Ablation(
+        _study(
             "D-uniform",
             "D with N2UQ's fixed [0, 2] threshold start",
             {"target_bits": 3, "threshold_init": "uniform"},
-            None,
-            "—",
         ),
-        Ablation(
+        _study(
             "D-kd",
             "D with distillation from the float model (N2UQ's loss)",
             {"target_bits": 3, "kd": True},
-            None,
-            "—",
         ),
         Ablation(
             "N2UQ-2",
@@ -152,6 +148,7 @@ CONFIGS: dict[str, Ablation] = {
             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 2},
             None,
             "—",
+            claim=True,
         ),
         Ablation(
             "N2UQ-4",
@@ -159,28 +156,24 @@ CONFIGS: dict[str, Ablation] = {
             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 4},
             None,
             "—",
+            claim=True,
         ),
-        Ablation(
+        _study(
             "ADQ-2-full",
             "ADQ at 2 bits with all 4 codes (levels='full')",
             {"target_bits": 2, "codebook_levels": "full"},
-            None,
-            "—",
         ),
-        Ablation(
+        _study(
             "D-full",
             "D with all 8 codes (levels='full')",
             {"target_bits": 3, "codebook_levels": "full"},
-            None,
-            "—",
         ),
     ]
 }
-# Every table so far ran with Alg. 1's codebook levels, the library default until levels="full"
-# won on the validation split ("What each ADQ default buys": D-full, ADQ-2-full): rows that do not
-# say otherwise keep it, so they still name what ran and their results stay valid.
-for _ablation in CONFIGS.values():
-    _ablation.overrides.setdefault("codebook_levels", "alg1")
+# Rows take the library's defaults for whatever they do not set, so a table shows what a user gets;
+# each run's JSON records its resolved config, so the tables made under earlier defaults (Alg. 1's
+# levels before levels="full" won on validation) still say what ran, and ablation.py refuses to mix
+# a run made under other defaults into them (a new table gets its own --results-dir).
 FLOAT_DESCRIPTION = "float ResNet-20 (the start of every QAT run)"
 FLOAT_PAPER = (92.6, "ASQ paper, LSQ's FP (as cited)")  # the ADQ paper gives no FP figure for ResNet-20
 # (name, minuend, subtrahend, the paper's difference)
@@ -227,6 +220,7 @@ class Schedule:
     float_settings: dict[str, Any]  # TrainConfig fields of the float pre-training
     qat_settings: dict[str, Any]  # TrainConfig fields shared by every QAT run
     per_run_plots: bool = False
+    results_name: str | None = None  # default ablation_<name>; a new name when defaults changed
 
 
 SCHEDULES = {
@@ -258,6 +252,8 @@ SCHEDULES = {
             "validation": 5000,
         },
         {"epochs": 1, "lr": 0.01, "batch_size": 128, "validation": 5000},
+        # ablation_pretrained holds the table made under the earlier defaults (Alg. 1's levels).
+        results_name="ablation_pretrained_v2",
     ),
     "smoke": Schedule(
         "smoke",
@@ -271,7 +267,7 @@ SCHEDULES = {
 def default_results_dir(schedule: str) -> Path:
     if schedule == "smoke":
         return REPO / "runs" / "ablation" / "smoke" / "results"
-    return REPO / "benchmarks" / "results" / f"ablation_{schedule}"
+    return REPO / "benchmarks" / "results" / (SCHEDULES[schedule].results_name or f"ablation_{schedule}")
 
 
 def data_variant(spec: str) -> str:

@@ -68,8 +68,50 @@ def test_ablation_plans_valid_training_configs(schedule, tmp_path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in ("A_s2", "C_s2", "E_s2", "F_s2", "LSQ-4_s0", "ADQ-2_s0"):
+    for name in ("A_s2", "C_s2", "E_s2", "F_s2", "LSQ-4_s0", "ADQ-2_s2", "N2UQ-4_s2"):
         assert name in done.stdout
+    for study in ("D-fbinit_s0", "D-full_s0", "ADQw+LSQa-3_s0"):  # diagnostics run only when named
+        assert study not in done.stdout
+
+
+def _ablation_jobs(tmp_path: Path, *configs: str):  # type: ignore[no-untyped-def]
+    ablation = _script("ablation")
+    dirs = ["--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]
+    args = ablation.parse_args(["--schedule", "smoke", "--configs", *configs, "--claim-seeds", "0", *dirs])
+    float_job, jobs = ablation.plan(args)
+    return ablation, float_job, jobs
+
+
+def _record(ablation, job, **changed):  # type: ignore[no-untyped-def]
+    """Write the JSON a finished run of ``job`` leaves, with some resolved settings changed."""
+    job.result_path.parent.mkdir(parents=True, exist_ok=True)
+    config = {**ablation.resolved_settings(job.train), **changed}
+    job.result_path.write_text(ablation.json.dumps({"config": config}))
+
+
+def test_ablation_reuses_a_result_that_differs_only_in_settings_the_run_never_reads(tmp_path) -> None:
+    ablation, _, (uniform_weights,) = _ablation_jobs(tmp_path, "A")
+    _record(ablation, uniform_weights, codebook_levels="alg1", commitment_beta=1.0)  # A has no codebook
+    assert ablation.existing_result(uniform_weights) is not None
+    _record(ablation, uniform_weights, lr=0.5)
+    with pytest.raises(SystemExit, match=r"other settings .*'lr'"):
+        ablation.existing_result(uniform_weights)
+    _, _, (codebook,) = _ablation_jobs(tmp_path / "d", "D")
+    _record(ablation, codebook, codebook_levels="alg1")  # D reads it: an older default is refused
+    with pytest.raises(SystemExit, match="codebook_levels"):
+        ablation.existing_result(codebook)
+
+
+def test_ablation_refuses_pending_runs_whose_float_start_is_gone(tmp_path) -> None:
+    ablation, float_job, jobs = _ablation_jobs(tmp_path, "D")
+    float_job.result_path.parent.mkdir(parents=True)
+    float_job.result_path.write_text('{"float_checkpoint_sha256": "0"}')
+    with pytest.raises(SystemExit, match="--remake-float"):
+        ablation.execute(float_job, jobs, {float_job.label}, 1, 1, [], [])
+    float_job.out_dir.mkdir(parents=True)
+    (float_job.out_dir / "float.pt").write_bytes(b"another float model")
+    with pytest.raises(SystemExit, match=r"not the float model .* recorded"):
+        ablation.execute(float_job, jobs, {float_job.label}, 1, 1, [], [])
 
 
 def test_speed_table_names_the_kernel_backend_and_ratios_to_float() -> None:
