@@ -105,10 +105,13 @@ def marked_result(stdout: str, marker: str) -> dict[str, Any] | None:
 
 def run_parallel(items: Iterable[T], run_one: Callable[[T], R], workers: int) -> Iterator[R]:
     """``run_one`` over ``items``, ``workers`` at a time (each typically a subprocess), as they finish."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    try:
         futures = [pool.submit(run_one, item) for item in items]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()
+    finally:  # on an interrupt, start nothing new; the items already running finish (or are killed)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # -- the pre-trained CIFAR-10 ResNet-20 that several benchmarks measure ----------------------------

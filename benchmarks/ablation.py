@@ -66,6 +66,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -465,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     began, started_at = time.perf_counter(), datetime.datetime.now().astimezone()
+    # A kill (SIGTERM) unwinds like Ctrl-C, so the session below still records its wall time.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ran: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     try:

@@ -317,6 +317,17 @@ def header(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         f"torch {', '.join(torches)}. Code: adq_fx at {', '.join(commits)}"
         + (" (some runs with uncommitted changes)." if dirty else ".")
     )
+    copied = sorted(
+        f"{r['ablation']['config']}_s{r['ablation']['seed']} ({r['ablation']['copied_from']})"
+        for r in records
+        if r["ablation"].get("copied_from")
+    )
+    if copied:
+        parts.append(
+            "Runs made for another table with the same settings and float start, copied in: "
+            + "; ".join(copied)
+            + "."
+        )
     lines.append(" ".join(parts))
     return [*lines, ""]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -236,3 +237,23 @@ def test_inference_speed_measures_a_point_and_its_table_names_every_variant() ->
     assert (
         "| resnet20 W3A3 | (1, 3, 32, 32) |" in table and "glibc defaults" in table and "smoke run" in table
     )
+
+
+def test_an_interrupted_parallel_run_starts_nothing_new() -> None:
+    """ablation.py turns SIGTERM into an exit; the queued trainings must not start after it."""
+    runner = _script("_runner")
+    started: list[int] = []
+    release = threading.Event()
+
+    def one(item: int) -> int:
+        started.append(item)
+        if item:  # the first finishes at once, the others run until released
+            release.wait(10)
+        return item
+
+    results = runner.run_parallel(range(8), one, 2)
+    assert next(results) == 0
+    threading.Timer(0.3, release.set).start()
+    results.close()  # what an exception in the consuming loop does: waits for the running ones
+    # 1 was running and 2 may have taken 0's place; 3-7 never start
+    assert {0, 1} <= set(started) <= {0, 1, 2}, started
