@@ -10,7 +10,7 @@ over seeds of the converted (integer) model's and the QAT model's top-1 accuracy
 the paper's figure and our difference to it; (2) the claims E − A, F − D, E − C:
 mean difference, and whether it exceeds the seed-to-seed noise (Welch's t-test
 with scipy, two-sided, p < 0.05; without scipy, |diff| > 2 x pooled std). Also
-writes benchmarks/results/ablation_<schedule>.png (accuracy vs average bits, ours
+writes benchmarks/results/<results dir name>.png (accuracy vs average bits, ours
 beside the paper's points). The std is the sample std (n - 1) over seeds.
 """
 
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", default="reduced", help="full, reduced or smoke")
     parser.add_argument("--results-dir", help="default benchmarks/results/ablation_<schedule>")
     parser.add_argument(
-        "--plot", help="default benchmarks/results/ablation_<schedule>.png (smoke: in its results dir)"
+        "--plot", help="default benchmarks/results/<results dir name>.png (smoke: in its results dir)"
     )
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--markdown", help="also write the Markdown to this file")
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.results_dir or args.schedule == "smoke":
             path = results_dir / f"ablation_{args.schedule}.png"
         else:
-            path = REPO / "benchmarks" / "results" / f"ablation_{args.schedule}.png"
+            path = REPO / "benchmarks" / "results" / f"{results_dir.name}.png"  # as results_page names it
         plot(runs, path)
         lines += ["", f"![accuracy vs bits]({_relative(path)})"]
     text = "\n".join(lines) + "\n"
