@@ -222,8 +222,17 @@ def resolved_settings(train: dict[str, Any]) -> dict[str, Any]:
     return comparable(json.loads(json.dumps(asdict(TrainConfig(**train)))))
 
 
-CODEBOOK_SETTINGS = {"codebook_levels", "codebook_init", "codebook_kmeans_steps", "learn_codebook"}
-CODEBOOK_SETTINGS |= {"commitment_beta", "int8_grid"}
+# The TrainConfig fields the engine passes to the adq weight quantizer only (Engine.base_config).
+CODEBOOK_SETTINGS = frozenset(
+    {
+        "codebook_levels",
+        "codebook_init",
+        "codebook_kmeans_steps",
+        "learn_codebook",
+        "commitment_beta",
+        "int8_grid",
+    }
+)
 
 
 def unused_setting(key: str, settings: dict[str, Any]) -> bool:
@@ -395,7 +404,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kd", action="store_true", help="QAT with knowledge distillation from the float model"
     )
     parser.add_argument("--runs-dir", help="default runs/ablation/<schedule>")
-    parser.add_argument("--results-dir", help="default benchmarks/results/ablation_<schedule>")
+    parser.add_argument(
+        "--results-dir",
+        help="default benchmarks/results/ablation_<schedule> (pretrained: ablation_pretrained_v2)",
+    )
     group = parser.add_argument_group("schedule knobs (override the schedule's values)")
     group.add_argument("--float-epochs", type=int)
     group.add_argument("--float-lr", type=float)

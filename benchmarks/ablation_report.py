@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--schedule", default="reduced", help="full, reduced or smoke")
-    parser.add_argument("--results-dir", help="default benchmarks/results/ablation_<schedule>")
+    parser.add_argument("--results-dir", help="default the schedule's (ablation_table.default_results_dir)")
     parser.add_argument(
         "--plot", help="default benchmarks/results/<results dir name>.png (smoke: in its results dir)"
     )
