@@ -142,6 +142,15 @@ CONFIGS: dict[str, Ablation] = {
             "D with distillation from the float model (N2UQ's loss)",
             {"target_bits": 3, "kd": True},
         ),
+        _study(
+            "D-beta0",
+            "D without the commitment loss (commitment_beta=0)",
+            {"target_bits": 3, "commitment_beta": 0.0},
+        ),
+        # The pre-trained schedule's own knobs, on D: the QAT learning rate and the epoch count.
+        _study("D-lr0.02", "D at QAT lr 0.02 (0.01 doubled)", {"target_bits": 3, "lr": 0.02}),
+        _study("D-lr0.005", "D at QAT lr 0.005 (0.01 halved)", {"target_bits": 3, "lr": 0.005}),
+        _study("D-2ep", "D with two QAT epochs instead of one", {"target_bits": 3, "epochs": 2}),
         Ablation(
             "N2UQ-2",
             "N2UQ baseline, fixed 2-bit",
@@ -199,6 +208,10 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("auto threshold start instead of LSQ's first-batch rule (D − D-fbinit)", "D", "D-fbinit", None),
     ("auto threshold start instead of always N2UQ's fixed one (D − D-uniform)", "D", "D-uniform", None),
     ("distillation from the float model (D-kd − D)", "D-kd", "D", None),
+    ("commitment loss at beta 0.25 (D − D-beta0)", "D", "D-beta0", None),
+    ("QAT lr 0.01 instead of 0.02 (D − D-lr0.02)", "D", "D-lr0.02", None),
+    ("QAT lr 0.01 instead of 0.005 (D − D-lr0.005)", "D", "D-lr0.005", None),
+    ("a second QAT epoch (D-2ep − D)", "D-2ep", "D", None),
     ("2-bit with all 4 codes (ADQ-2-full − ADQ-2)", "ADQ-2-full", "ADQ-2", None),
     ("3-bit with all 8 codes (D-full − D)", "D-full", "D", None),
 ]
