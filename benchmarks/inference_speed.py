@@ -165,6 +165,23 @@ def measure_point(name: str, size: int, batch: int, bits: int, repeats: int, com
     }
 
 
+#: The CPU features that decide which int8 kernels run fast (oneDNN uses AMX where it exists; fbgemm
+#: does not), recorded because two machines with the same "CPU capability" can differ in them.
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_cpu_features() -> list[str]:
+    """Which of INT8_FEATURES this CPU has (Linux /proc/cpuinfo; empty where that is not readable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return [f for f in INT8_FEATURES if f in flags]
+
+
 def markdown(data: dict) -> str:
     keys = [
         k
@@ -210,6 +227,7 @@ def markdown(data: dict) -> str:
     quick = " **(--quick smoke run: not a measurement)**" if s["quick"] else ""
     lines.append(
         f"\n{describe(data['machine'])}; CPU capability {data['cpu_capability']}; "
+        f"int8 features: {', '.join(data['cpu_features']) if 'cpu_features' in data else 'not recorded'}; "
         f"{s['repeats']} interleaved repeats, medians; allocator: "
         f"{', '.join(f'{k}={v}' for k, v in s.get('allocator_env', {}).items()) or 'glibc defaults'}; "
         "ratios > 1 mean faster than the anchor; "
@@ -243,6 +261,7 @@ def main() -> None:
         )
     data = record(
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        cpu_features=int8_cpu_features(),
         settings={
             "repeats": repeats,
             "bits": args.bits,

@@ -104,10 +104,11 @@ def loader_block() -> str:
     return loader_throughput.markdown(data)
 
 
-def inference_profile_block() -> str:
-    data = _load("inference_speed.json")
+def inference_profile_block(name: str = "inference_speed.json") -> str:
+    data = _load(name)
     if data is None:
-        return "_No inference profile: run `python benchmarks/inference_speed.py`._"
+        command = f"python benchmarks/inference_speed.py --out benchmarks/results/{name}"
+        return f"_No inference profile: run `{command}`._"
     lines = [
         "| model | input | int8 forward | top ops (share of self CPU time) |",
         "|---|---|---|---|",
@@ -160,6 +161,9 @@ BLOCKS = {
     "inference-malloc": lambda: inference_block("inference_speed_malloc.json"),
     # An earlier code version on an AVX2 machine without VNNI (eager int8 only), kept as it ran.
     "inference-avx2": lambda: inference_block("inference_speed_avx2.json"),
+    # An Intel Xeon with AMX int8 (oneDNN uses it; fbgemm does not): the same code, another CPU.
+    "inference-xeon": lambda: inference_block("inference_speed_xeon.json"),
+    "inference-profile-xeon": lambda: inference_profile_block("inference_speed_xeon.json"),
     "int8-accuracy": int8_accuracy_block,
     "loader": loader_block,
     "ablation-pretrained": lambda: ablation_block("pretrained"),
@@ -168,6 +172,8 @@ BLOCKS = {
     "ablation-pretrained-avx512": lambda: ablation_block(
         "pretrained", RESULTS / "ablation_pretrained_avx512"
     ),
+    # The current defaults on the AVX-512 EPYC, two seeds (its float start is not this machine's).
+    "ablation-pretrained-v2": lambda: ablation_block("pretrained", RESULTS / "ablation_pretrained_v2"),
     "ablation-reduced": lambda: ablation_block("reduced"),
     "ablation-full": lambda: ablation_block("full"),
 }
@@ -185,11 +191,17 @@ def fill(text: str, blocks: dict[str, str]) -> str:
     return re.sub(r"<!-- results:([\w-]+) -->.*?<!-- /results:\1 -->", body, text, flags=re.S)
 
 
+def relink_for_root(block: str) -> str:
+    """A block's links are written for docs/; the README sits one level up."""
+    return block.replace("](../", "](")
+
+
 def main() -> int:
     blocks = {name: make() for name, make in BLOCKS.items()}
     for path in (REPO / "docs" / "results.md", REPO / "README.md"):
         text = path.read_text()
-        updated = fill(text, blocks)
+        here = blocks if path.parent.name == "docs" else {k: relink_for_root(v) for k, v in blocks.items()}
+        updated = fill(text, here)
         if updated != text:
             path.write_text(updated)
             print(f"updated {path.relative_to(REPO)}")

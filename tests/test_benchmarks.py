@@ -49,6 +49,38 @@ def test_every_results_block_in_the_docs_is_one_the_page_knows() -> None:
         assert names and names <= set(page.BLOCKS), doc
 
 
+def test_every_image_the_docs_show_exists_where_their_link_points() -> None:
+    """The page writes one block into docs/ and the root README: links must resolve from each."""
+    page = _script("results_page")
+    root = BENCHMARKS.parent
+    assert page.relink_for_root("![p](../benchmarks/results/x.png)") == "![p](benchmarks/results/x.png)"
+    for doc in (root / "README.md", root / "docs" / "results.md"):
+        links = page.re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc.read_text())
+        missing = [link for link in links if not (doc.parent / link).is_file()]
+        assert links and not missing, (doc.name, missing)
+
+
+def test_inference_speed_records_the_int8_cpu_features(monkeypatch) -> None:
+    bench = _script("inference_speed")
+
+    class FakeCpuinfo:
+        def __init__(self, _path: str) -> None:
+            pass
+
+        def read_text(self) -> str:
+            return "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_int8 amx_tile\nbugs\t: x\n"
+
+    monkeypatch.setattr(bench, "Path", FakeCpuinfo)
+    assert bench.int8_cpu_features() == ["avx2", "avx512f", "amx_int8"]
+
+    class Unreadable(FakeCpuinfo):
+        def read_text(self) -> str:
+            raise OSError("no /proc here")
+
+    monkeypatch.setattr(bench, "Path", Unreadable)
+    assert bench.int8_cpu_features() == []
+
+
 @pytest.mark.parametrize("schedule", ["full", "reduced"])
 def test_ablation_plans_valid_training_configs(schedule, tmp_path) -> None:
     """--dry-run builds and validates every TrainConfig of the table without training."""
@@ -237,6 +269,8 @@ def test_inference_speed_measures_a_point_and_its_table_names_every_variant() ->
     assert (
         "| resnet20 W3A3 | (1, 3, 32, 32) |" in table and "glibc defaults" in table and "smoke run" in table
     )
+    assert "int8 features: not recorded" in table  # a JSON from before the field existed
+    assert "int8 features: avx2, amx_int8;" in bench.markdown({**data, "cpu_features": ["avx2", "amx_int8"]})
 
 
 def test_an_interrupted_parallel_run_starts_nothing_new() -> None:
