@@ -52,6 +52,10 @@ class CodebookWeightConfig:
     random init="normal" of ablation B is left as drawn): the quantiles
     alone clip a quarter of the weights (3 bits) and halve a pre-trained
     ResNet-20's accuracy before QAT starts; 0 is Alg. 1 as written.
+    warm_start (default) starts the EMA statistics as if the init codebook had been
+    seen once with equal occupancy, so the first steps move it smoothly; False
+    starts them at zero (VQ-VAE's EMA; the paper leaves it open), so the first
+    training step moves every entry to its cluster's mean.
     """
 
     method: ClassVar[str] = "adq"
@@ -67,6 +71,7 @@ class CodebookWeightConfig:
     seed: int = 0
     int8_grid: bool = False
     kmeans_init_steps: int = 20
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -79,8 +84,9 @@ class CodebookWeightConfig:
             or self.kmeans_init_steps < 0
         ):
             raise ValueError(f"{name}(kmeans_init_steps={self.kmeans_init_steps!r}) must be an integer >= 0.")
-        if not isinstance(self.int8_grid, bool):
-            raise ValueError(f"{name}(int8_grid={self.int8_grid!r}) must be True or False.")
+        for flag in ("int8_grid", "warm_start"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{name}({flag}={getattr(self, flag)!r}) must be True or False.")
         if self.levels not in ("alg1", "full"):
             raise ValueError(f"{name}(levels={self.levels!r}) must be 'alg1' or 'full'.")
         if self.init not in ("quantile", "normal"):

@@ -230,6 +230,8 @@ CODEBOOK_SETTINGS = frozenset(
         "codebook_kmeans_steps",
         "learn_codebook",
         "commitment_beta",
+        "codebook_ema_decay",
+        "codebook_warm_start",
         "int8_grid",
     }
 )

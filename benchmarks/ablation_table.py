@@ -143,6 +143,21 @@ CONFIGS: dict[str, Ablation] = {
             {"target_bits": 3, "kd": True},
         ),
         _study(
+            "D-ema0.9",
+            "D with a faster codebook EMA (decay 0.9 instead of 0.99)",
+            {"target_bits": 3, "codebook_ema_decay": 0.9},
+        ),
+        _study(
+            "D-ema0.999",
+            "D with a slower codebook EMA (decay 0.999 instead of 0.99)",
+            {"target_bits": 3, "codebook_ema_decay": 0.999},
+        ),
+        _study(
+            "D-coldstart",
+            "D with the codebook's EMA statistics started at zero (no warm start)",
+            {"target_bits": 3, "codebook_warm_start": False},
+        ),
+        _study(
             "D-beta0",
             "D without the commitment loss (commitment_beta=0)",
             {"target_bits": 3, "commitment_beta": 0.0},
@@ -208,6 +223,9 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("auto threshold start instead of LSQ's first-batch rule (D − D-fbinit)", "D", "D-fbinit", None),
     ("auto threshold start instead of always N2UQ's fixed one (D − D-uniform)", "D", "D-uniform", None),
     ("distillation from the float model (D-kd − D)", "D-kd", "D", None),
+    ("codebook EMA decay 0.99 instead of 0.9 (D − D-ema0.9)", "D", "D-ema0.9", None),
+    ("codebook EMA decay 0.99 instead of 0.999 (D − D-ema0.999)", "D", "D-ema0.999", None),
+    ("warm-started codebook EMA (D − D-coldstart)", "D", "D-coldstart", None),
     ("commitment loss at beta 0.25 (D − D-beta0)", "D", "D-beta0", None),
     ("QAT lr 0.01 instead of 0.02 (D − D-lr0.02)", "D", "D-lr0.02", None),
     ("QAT lr 0.01 instead of 0.005 (D − D-lr0.005)", "D", "D-lr0.005", None),

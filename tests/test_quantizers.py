@@ -466,3 +466,41 @@ def test_magnitude_quantile_samples_large_tensors_but_is_exact_on_small_ones() -
     assert float(qf.magnitude_quantile(x, 0.99)) == pytest.approx(float(torch.quantile(x.abs(), 0.99)))
     big = torch.rand(3 * 2**20 + 7, generator=torch.Generator().manual_seed(1))
     assert float(qf.magnitude_quantile(big, 0.5, max_samples=2**16)) == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.99])
+def test_a_cold_started_codebook_jumps_to_its_cluster_means_and_a_warm_one_does_not(decay) -> None:
+    """warm_start=False: zero EMA statistics, so step one's used entries are their clusters' means."""
+    weight = conv_weight(3, (8, 4, 3, 3))
+    cold = CodebookWeightQuantizer(
+        CodebookWeightConfig(bits=3, ema_decay=decay, warm_start=False, kmeans_init_steps=0), weight
+    )
+    warm = CodebookWeightQuantizer(CodebookWeightConfig(bits=3, ema_decay=decay, kmeans_init_steps=0), weight)
+    assert torch.equal(cold.codebook, warm.codebook) and not cold.ema_counts.any()
+    moved = weight * 1.3  # a step whose cluster means differ from the init
+    normalised = qf.normalise(moved, cold.scale)
+    codes = qf.nearest_codes(normalised, cold.codebook)
+    counts, sums = qf.cluster_statistics(normalised, codes, cold.codebook.numel())
+    used = counts > 0
+    cold.train()(moved)
+    warm.train()(moved)
+    torch.testing.assert_close(cold.codebook[used], (sums / counts)[used], rtol=1e-4, atol=1e-6)
+    warm_gap = (warm.codebook[used] - (sums / counts)[used]).abs().max()
+    assert warm_gap > 100 * (cold.codebook[used] - (sums / counts)[used]).abs().max()
+
+
+def test_warm_start_must_be_a_bool() -> None:
+    with pytest.raises(ValueError, match=r"warm_start=0\) must be True or False"):
+        CodebookWeightConfig(warm_start=0)  # type: ignore[arg-type]
+
+
+def test_train_config_sets_the_codebook_ema_knobs() -> None:
+    from types import SimpleNamespace
+
+    from adq_fx.train.config import TrainConfig
+    from adq_fx.train.engine import Runner
+
+    config = TrainConfig(dataset="digits", codebook_ema_decay=0.9, codebook_warm_start=False)
+    weight = Runner.base_config(SimpleNamespace(config=config)).weight  # type: ignore[arg-type]
+    assert isinstance(weight, CodebookWeightConfig)
+    assert (weight.ema_decay, weight.warm_start) == (0.9, False)

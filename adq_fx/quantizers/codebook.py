@@ -45,7 +45,8 @@ class CodebookWeightQuantizer(WeightQuantizer):
             codebook = snap_to_training_grid(codebook)
         # Warm start: as if every entry had been seen with an equal share of the
         # weights, so the first EMA steps move the codebook smoothly from its init.
-        counts = torch.full_like(codebook, normalised.numel() / config.num_levels)
+        occupancy = normalised.numel() / config.num_levels if config.warm_start else 0.0
+        counts = torch.full_like(codebook, occupancy)
         device = weight.device
         self.register_buffer("scale", scale.to(device))
         self.register_buffer("codebook", codebook.to(device))

@@ -176,6 +176,16 @@ class TrainConfig:
     commitment_beta: float = field(
         default=0.25, metadata=_doc("quantization", "Weight of ADQ's commitment loss.")
     )
+    codebook_ema_decay: float = field(
+        default=0.99, metadata=_doc("quantization", "Decay of the ADQ codebook's EMA k-means (eqs. 5-7).")
+    )
+    codebook_warm_start: bool = field(
+        default=True,
+        metadata=_doc(
+            "quantization",
+            "Start the codebook's EMA statistics as if its init had been seen once (false: from zero).",
+        ),
+    )
     int8_grid: bool = field(
         default=False,
         metadata=_doc(

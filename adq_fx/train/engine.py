@@ -387,6 +387,8 @@ class Runner:
                 init=cfg.codebook_init,
                 learn_codebook=cfg.learn_codebook,
                 commitment_beta=cfg.commitment_beta,
+                ema_decay=cfg.codebook_ema_decay,
+                warm_start=cfg.codebook_warm_start,
                 pin_zero=cfg.codebook_levels == "alg1",
                 seed=cfg.seed,
                 kmeans_init_steps=cfg.codebook_kmeans_steps,
