@@ -166,6 +166,11 @@ CONFIGS: dict[str, Ablation] = {
         _study("D-lr0.02", "D at QAT lr 0.02 (0.01 doubled)", {"target_bits": 3, "lr": 0.02}),
         _study("D-lr0.005", "D at QAT lr 0.005 (0.01 halved)", {"target_bits": 3, "lr": 0.005}),
         _study("D-2ep", "D with two QAT epochs instead of one", {"target_bits": 3, "epochs": 2}),
+        _study(
+            "A-lr0.02",
+            "A at QAT lr 0.02: does the baseline gain from it as much as D?",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "lr": 0.02},
+        ),
         Ablation(
             "N2UQ-2",
             "N2UQ baseline, fixed 2-bit",
@@ -230,6 +235,8 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("QAT lr 0.01 instead of 0.02 (D − D-lr0.02)", "D", "D-lr0.02", None),
     ("QAT lr 0.01 instead of 0.005 (D − D-lr0.005)", "D", "D-lr0.005", None),
     ("a second QAT epoch (D-2ep − D)", "D-2ep", "D", None),
+    ("QAT lr 0.02 instead of 0.01 for the baseline (A-lr0.02 − A)", "A-lr0.02", "A", None),
+    ("ADQ − N2UQ at QAT lr 0.02 (D-lr0.02 − A-lr0.02)", "D-lr0.02", "A-lr0.02", None),
     ("2-bit with all 4 codes (ADQ-2-full − ADQ-2)", "ADQ-2-full", "ADQ-2", None),
     ("3-bit with all 8 codes (D-full − D)", "D-full", "D", None),
 ]
