@@ -74,9 +74,11 @@ def test_plain_sgd_over_all_parameters_leaves_every_threshold_quantizer_working(
         beta1, beta2 = q.scales()
         assert float(beta1) > 0 and float(beta2) > 0, name
         assert bool((q.thresholds().diff() > 0).all()), name
-        # From the data-driven start the raw parameters themselves stay in range (from N2UQ's fixed
-        # start the same three steps take beta1 to -1740 and an interval to -103).
-        assert float(q.beta1) > 0 and float(q.intervals.min()) > 0 and abs(float(q.start)) < 1.0, name
+        # From the data-driven start the raw parameters do not blow up (from N2UQ's fixed start the
+        # same three steps take beta1 to -1740 and an interval to -103). A raw scale may cross zero
+        # (on an AMX Xeon one beta1 ends at -0.02): the forward reads it as |beta| floored.
+        assert abs(float(q.beta1)) < 10 and abs(float(q.beta2)) < 100, name
+        assert float(q.intervals.min()) > 0 and abs(float(q.start)) < 1.0, name
     assert min(_distinct_outputs(prepared.train(), x).values()) > 1
 
 
