@@ -44,7 +44,8 @@ class CodebookWeightQuantizer(WeightQuantizer):
         if config.int8_grid:
             codebook = snap_to_training_grid(codebook)
         # Warm start: as if every entry had been seen with an equal share of the
-        # weights, so the first EMA steps move the codebook smoothly from its init.
+        # weights, so the first EMA steps move the codebook smoothly from its init;
+        # without it the statistics start at zero and step one jumps to the cluster means.
         occupancy = normalised.numel() / config.num_levels if config.warm_start else 0.0
         counts = torch.full_like(codebook, occupancy)
         device = weight.device
