@@ -10,14 +10,22 @@ from typing import Any
 import torch
 
 
+def cpuinfo_field(key: str) -> str | None:
+    """The first ``key : value`` of Linux's /proc/cpuinfo; None where there is none (other OSes)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
 def cpu_model() -> str:
     """The CPU's marketing name where the OS tells it, else the architecture."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device | str | None = None) -> dict[str, Any]:

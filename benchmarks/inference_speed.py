@@ -33,7 +33,7 @@ from _runner import record, write_json  # a sibling module
 from torch import nn
 
 import adq_fx
-from adq_fx.environment import describe
+from adq_fx.environment import cpuinfo_field, describe
 from adq_fx.train.models import build_model
 
 OUT = Path(__file__).parent / "results" / "inference_speed.json"
@@ -172,13 +172,7 @@ INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 def int8_cpu_features() -> list[str]:
     """Which of INT8_FEATURES this CPU has (Linux /proc/cpuinfo; empty where that is not readable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
-    )
+    flags = (cpuinfo_field("flags") or "").split()
     return [f for f in INT8_FEATURES if f in flags]
 
 

@@ -61,6 +61,8 @@ def test_every_image_the_docs_show_exists_where_their_link_points() -> None:
 
 
 def test_inference_speed_records_the_int8_cpu_features(monkeypatch) -> None:
+    from adq_fx import environment
+
     bench = _script("inference_speed")
 
     class FakeCpuinfo:
@@ -70,14 +72,14 @@ def test_inference_speed_records_the_int8_cpu_features(monkeypatch) -> None:
         def read_text(self) -> str:
             return "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_int8 amx_tile\nbugs\t: x\n"
 
-    monkeypatch.setattr(bench, "Path", FakeCpuinfo)
+    monkeypatch.setattr(environment, "Path", FakeCpuinfo)
     assert bench.int8_cpu_features() == ["avx2", "avx512f", "amx_int8"]
 
     class Unreadable(FakeCpuinfo):
         def read_text(self) -> str:
             raise OSError("no /proc here")
 
-    monkeypatch.setattr(bench, "Path", Unreadable)
+    monkeypatch.setattr(environment, "Path", Unreadable)
     assert bench.int8_cpu_features() == []
 
 
