@@ -199,6 +199,21 @@ CONFIGS: dict[str, Ablation] = {
         ),
     ]
 }
+
+
+def _at_lr(base: Ablation, lr: float) -> Ablation:
+    """A claim row at another QAT lr: the schedule's one lr must suit every method on validation."""
+    return _study(f"{base.name}-lr{lr:g}", f"{base.name} at QAT lr {lr:g}", {**base.overrides, "lr": lr})
+
+
+# The lr sweep behind the pre-trained schedule's QAT lr: every claim row at 0.02 (D-lr0.02 and A-lr0.02
+# above came first, with their own descriptions), and the two 3-bit rows one step further.
+_SWEEP = [(name, 0.02) for name in ("C", "E", "F", "ADQ-2", "N2UQ-2", "ADQ-4", "N2UQ-4")]
+_SWEEP += [("D", 0.03), ("A", 0.03)]
+CONFIGS.update({row.name: row for row in (_at_lr(CONFIGS[name], lr) for name, lr in _SWEEP)})
+_LR_ROWS = [name for name, lr in _SWEEP if lr == 0.02]
+
+
 # Rows take the library's defaults for whatever they do not set, so a table shows what a user gets;
 # each run's JSON records its resolved config, so the tables made under earlier defaults (Alg. 1's
 # levels before levels="full" won on validation) still say what ran, and ablation.py refuses to mix
@@ -238,6 +253,9 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("QAT lr 0.02 instead of 0.01 for the baseline (A-lr0.02 − A)", "A-lr0.02", "A", None),
     ("ADQ − N2UQ at QAT lr 0.02 (D-lr0.02 − A-lr0.02)", "D-lr0.02", "A-lr0.02", None),
     ("2-bit with all 4 codes (ADQ-2-full − ADQ-2)", "ADQ-2-full", "ADQ-2", None),
+    *[(f"QAT lr 0.02 instead of 0.01, {n} ({n}-lr0.02 − {n})", f"{n}-lr0.02", n, None) for n in _LR_ROWS],
+    ("QAT lr 0.03 instead of 0.02, D (D-lr0.03 − D-lr0.02)", "D-lr0.03", "D-lr0.02", None),
+    ("QAT lr 0.03 instead of 0.02, A (A-lr0.03 − A-lr0.02)", "A-lr0.03", "A-lr0.02", None),
     ("3-bit with all 8 codes (D-full − D)", "D-full", "D", None),
 ]
 # ... and, on the test set, ADQ against each baseline at the same bits.
