@@ -293,3 +293,15 @@ def test_an_interrupted_parallel_run_starts_nothing_new() -> None:
     results.close()  # what an exception in the consuming loop does: waits for the running ones
     # 1 was running and 2 may have taken 0's place; 3-7 never start
     assert {0, 1} <= set(started) <= {0, 1, 2}, started
+
+
+def test_lr_sweep_rows_are_their_claim_row_at_another_lr() -> None:
+    """A sweep row changes the QAT lr and nothing else, and every choice row names defined configs."""
+    table = _script("ablation_table")
+    for name in ("C", "E", "F", "ADQ-2", "N2UQ-2", "ADQ-4", "N2UQ-4"):
+        row = table.CONFIGS[f"{name}-lr0.02"]
+        assert row.overrides == {**table.CONFIGS[name].overrides, "lr": 0.02}
+        assert not row.table  # run only when named, so the headline table keeps one schedule
+    assert table.CONFIGS["D-lr0.03"].overrides == {"target_bits": 3, "lr": 0.03}
+    for _, left, right, _ in table.CHOICES:
+        assert left in table.CONFIGS and right in table.CONFIGS
