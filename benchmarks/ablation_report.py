@@ -291,7 +291,9 @@ def header(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
             "starts from this float.pt, so seeds vary the QAT phase only."
         )
     if qat:
-        cfg = qat[0]["config"]
+        # The schedule is a table row's; a study row (D-lr0.02, D-2ep) states its own change.
+        table_rows = [r for r in qat if getattr(CONFIGS.get(r["ablation"]["config"]), "table", False)]
+        cfg = (table_rows or qat)[0]["config"]
         parts.append(
             f"QAT: {cfg['epochs']} epochs, SGD (Nesterov) lr {cfg['lr']} cosine to 0, batch "
             f"{cfg['batch_size']}, weight decay {cfg['weight_decay']}, "
