@@ -143,6 +143,11 @@ CONFIGS: dict[str, Ablation] = {
             {"target_bits": 3, "kd": True},
         ),
         _study(
+            "A-kd",
+            "A with distillation from the float model: does the baseline gain from it as much as D?",
+            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "kd": True},
+        ),
+        _study(
             "D-ema0.9",
             "D with a faster codebook EMA (decay 0.9 instead of 0.99)",
             {"target_bits": 3, "codebook_ema_decay": 0.9},
@@ -166,6 +171,11 @@ CONFIGS: dict[str, Ablation] = {
         _study("D-lr0.02", "D at QAT lr 0.02 (0.01 doubled)", {"target_bits": 3, "lr": 0.02}),
         _study("D-lr0.005", "D at QAT lr 0.005 (0.01 halved)", {"target_bits": 3, "lr": 0.005}),
         _study("D-2ep", "D with two QAT epochs instead of one", {"target_bits": 3, "epochs": 2}),
+        _study(
+            "D-grid",
+            "D with its codebook kept on the int8 grid while training (int8_grid=True)",
+            {"target_bits": 3, "int8_grid": True},
+        ),
         _study(
             "A-lr0.02",
             "A at QAT lr 0.02: does the baseline gain from it as much as D?",
@@ -243,6 +253,8 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("auto threshold start instead of LSQ's first-batch rule (D − D-fbinit)", "D", "D-fbinit", None),
     ("auto threshold start instead of always N2UQ's fixed one (D − D-uniform)", "D", "D-uniform", None),
     ("distillation from the float model (D-kd − D)", "D-kd", "D", None),
+    ("distillation for the baseline (A-kd − A)", "A-kd", "A", None),
+    ("ADQ − N2UQ, both distilled (D-kd − A-kd)", "D-kd", "A-kd", None),
     ("codebook EMA decay 0.99 instead of 0.9 (D − D-ema0.9)", "D", "D-ema0.9", None),
     ("codebook EMA decay 0.99 instead of 0.999 (D − D-ema0.999)", "D", "D-ema0.999", None),
     ("warm-started codebook EMA (D − D-coldstart)", "D", "D-coldstart", None),
@@ -250,6 +262,7 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("QAT lr 0.01 instead of 0.02 (D − D-lr0.02)", "D", "D-lr0.02", None),
     ("QAT lr 0.01 instead of 0.005 (D − D-lr0.005)", "D", "D-lr0.005", None),
     ("a second QAT epoch (D-2ep − D)", "D-2ep", "D", None),
+    ("codebook kept on the int8 grid while training (D-grid − D)", "D-grid", "D", None),
     ("QAT lr 0.02 instead of 0.01 for the baseline (A-lr0.02 − A)", "A-lr0.02", "A", None),
     ("ADQ − N2UQ at QAT lr 0.02 (D-lr0.02 − A-lr0.02)", "D-lr0.02", "A-lr0.02", None),
     ("2-bit with all 4 codes (ADQ-2-full − ADQ-2)", "ADQ-2-full", "ADQ-2", None),
