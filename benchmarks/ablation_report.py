@@ -6,9 +6,10 @@
 
 Prints Markdown to stdout: (1) one row per configuration: bits (the unweighted
 mean over quantized layers, and the parameter-weighted mean), seeds, mean ± std
-over seeds of the converted (integer) model's and the QAT model's top-1 accuracy,
-the paper's figure and our difference to it; (2) the claims E − A, F − D, E − C:
-mean difference, and whether it exceeds the seed-to-seed noise (Welch's t-test
+over seeds of the converted (reference) model's, the QAT model's and the int8
+model's top-1 accuracy and the int8 model's top-1 agreement with the converted
+one, the paper's figure and our difference to it; (2) the claims E − A, F − D,
+E − C: mean difference, and whether it exceeds the seed-to-seed noise (Welch's t-test
 with scipy, two-sided, p < 0.05; without scipy, |diff| > 2 x pooled std). Also
 writes benchmarks/results/<results dir name>.png (accuracy vs average bits, ours
 beside the paper's points). The std is the sample std (n - 1) over seeds.
@@ -91,15 +92,19 @@ def config_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     with_val = has_validation(runs)
     lines = [
         "| config | description | avg bits | param-weighted bits | seeds | top-1 % converted "
-        "(mean ± std) | top-1 % QAT model | paper % | ours − paper |"
-        + (" validation top-1 % |" if with_val else ""),
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if with_val else ""),
+        "(mean ± std) | top-1 % QAT model | top-1 % int8 kernels | int8 agrees with converted % "
+        "| paper % | ours − paper |" + (" validation top-1 % |" if with_val else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if with_val else ""),
     ]
     for name in [n for n in ORDER if n in runs] + sorted(set(runs) - set(ORDER)):
         records = runs[name]
         meta = records[0]["ablation"]
         accs = [accuracy(r) for r in records]
         qat = [r["qat_accuracy"] for r in records if "qat_accuracy" in r]
+        # The deployed model: int8 kernels with the codebook snapped to the int8 grid (None where
+        # the run's CPU had no int8 kernels, or in JSONs written before the engine measured it).
+        int8 = [r["int8_accuracy"] for r in records if r.get("int8_accuracy") is not None]
+        agreement = [r["int8_agreement"] for r in records if r.get("int8_agreement") is not None]
         paper = meta.get("paper_accuracy")
         source = meta.get("paper_source", "")
         paper_cell = "—" if paper is None else f"{paper:.2f}" + ("" if source == "ADQ Table 4.4" else " ¹")
@@ -110,7 +115,7 @@ def config_table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         lines.append(
             f"| {name} | {description} | {bits_cell(records, 'average_bits')} | "
             f"{bits_cell(records, 'parameter_weighted_bits')} | {seeds} | {fmt(accs)} | "
-            f"{fmt(qat)} | {paper_cell} | {delta} |{val}"
+            f"{fmt(qat)} | {fmt(int8)} | {fmt(agreement)} | {paper_cell} | {delta} |{val}"
         )
     return lines
 

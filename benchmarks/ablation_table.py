@@ -198,6 +198,11 @@ CONFIGS: dict[str, Ablation] = {
             {"target_bits": 3, "int8_grid": True},
         ),
         _study(
+            "ADQ-2-grid",
+            "ADQ-2 with its codebook kept on the int8 grid while training (int8_grid=True)",
+            {"target_bits": 2, "int8_grid": True},
+        ),
+        _study(
             "A-lr0.02",
             "A at QAT lr 0.02: does the baseline gain from it as much as D?",
             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "lr": 0.02},
@@ -287,6 +292,7 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("QAT lr 0.01 instead of 0.005 (D − D-lr0.005)", "D", "D-lr0.005", None),
     ("a second QAT epoch (D-2ep − D)", "D-2ep", "D", None),
     ("codebook kept on the int8 grid while training (D-grid − D)", "D-grid", "D", None),
+    ("2-bit codebook kept on the int8 grid while training (ADQ-2-grid − ADQ-2)", "ADQ-2-grid", "ADQ-2", None),
     ("QAT lr 0.02 instead of 0.01 for the baseline (A-lr0.02 − A)", "A-lr0.02", "A", None),
     ("ADQ − N2UQ at QAT lr 0.02 (D-lr0.02 − A-lr0.02)", "D-lr0.02", "A-lr0.02", None),
     ("2-bit with all 4 codes (ADQ-2-full − ADQ-2)", "ADQ-2-full", "ADQ-2", None),
