@@ -305,3 +305,34 @@ def test_lr_sweep_rows_are_their_claim_row_at_another_lr() -> None:
     assert table.CONFIGS["D-lr0.03"].overrides == {"target_bits": 3, "lr": 0.03}
     for _, left, right, _ in table.CHOICES:
         assert left in table.CONFIGS and right in table.CONFIGS
+
+
+def test_adopt_run_takes_only_a_run_the_target_row_would_have_made(tmp_path) -> None:
+    adopt = _script("adopt_run")
+    ablation, float_job, (source_job,) = _ablation_jobs(tmp_path / "source", "D")
+    float_job.result_path.parent.mkdir(parents=True)
+    float_job.result_path.write_text('{"float_checkpoint_sha256": "abc"}')
+    source = tmp_path / "D-lr-twin_s0.json"
+
+    def write_source(sha: str, **changed: object) -> None:
+        config = {**ablation.resolved_settings(source_job.train), **changed}
+        record = {"config": config, "float_checkpoint_sha256": sha, "converted_accuracy": 80.0}
+        record["ablation"] = {**source_job.meta, "seed": 0, "config": "D-twin", "written": "then"}
+        source.write_text(ablation.json.dumps(record))
+
+    dirs = ["--results-dir", str(float_job.result_path.parent), "--runs-dir", str(tmp_path / "runs")]
+    args = ablation.parse_args(["--schedule", "smoke", "--configs", "D", "--claim-seeds", "0", *dirs])
+    write_source("another float")
+    with pytest.raises(SystemExit, match="not the same run"):
+        adopt.adopt(source, "D", args)
+    write_source("abc", lr=0.5)
+    with pytest.raises(SystemExit, match=r"other settings .*'lr'"):
+        adopt.adopt(source, "D", args)
+    assert not (float_job.result_path.parent / "D_s0.json").exists()  # a refused record is not left
+    write_source("abc")
+    path = adopt.adopt(source, "D", args)
+    record = ablation.json.loads(path.read_text())
+    assert record["ablation"]["config"] == "D" and record["ablation"]["adopted_from"].endswith(source.name)
+    assert record["converted_accuracy"] == 80.0
+    with pytest.raises(SystemExit, match="exists already"):
+        adopt.adopt(source, "D", args)
