@@ -7,8 +7,8 @@ A validation row of one table (``D-lr0.02`` of the lr-0.01 table, say) can be ex
 row of another table would make (``D`` of the lr-0.02 table): same settings, same seed, same float
 start. This script plans the target row as ``ablation.py`` would (same ``--schedule`` and
 ``--results-dir`` flags), refuses unless the source run's resolved settings and float-start sha256
-equal the target's, and writes the source record under the target's name with an ``adopted_from``
-field, so the table says where the run came from. Nothing is trained; a CPU-hour is not spent twice.
+equal the target's, and writes the source record under the target's name with a ``copied_from``
+field, so the table's header names where each run came from. Nothing is trained.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def adopt(source: Path, target_name: str, args: argparse.Namespace) -> Path:
             **job.meta,
             "train_settings": ablation.comparable(job.train),
             "written": record["ablation"]["written"],
-            "adopted_from": f"{source.parent.name}/{source.name}",
+            "copied_from": _relative(source),
         },
     }
     write_json(job.result_path, adopted)
@@ -58,6 +58,12 @@ def adopt(source: Path, target_name: str, args: argparse.Namespace) -> Path:
         job.result_path.unlink()
         raise
     return job.result_path
+
+
+def _relative(path: Path) -> str:
+    """The source's path from the repository root where it lies inside it (how the header prints it)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ablation.REPO)) if resolved.is_relative_to(ablation.REPO) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

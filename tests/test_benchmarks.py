@@ -332,7 +332,7 @@ def test_adopt_run_takes_only_a_run_the_target_row_would_have_made(tmp_path) -> 
     write_source("abc")
     path = adopt.adopt(source, "D", args)
     record = ablation.json.loads(path.read_text())
-    assert record["ablation"]["config"] == "D" and record["ablation"]["adopted_from"].endswith(source.name)
+    assert record["ablation"]["config"] == "D" and record["ablation"]["copied_from"].endswith(source.name)
     assert record["converted_accuracy"] == 80.0
     with pytest.raises(SystemExit, match="exists already"):
         adopt.adopt(source, "D", args)
