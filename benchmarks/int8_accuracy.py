@@ -54,11 +54,10 @@ def snapped_reference_agreement(run_dir: Path, data_spec: str) -> float:
     same way: separates what the snap changes in the network from what the integer kernels change."""
     saved = torch.load(run_dir / "converted.pt", weights_only=True)
     data = load_dataset(data_spec)
-    mapping = adq_fx.qconfig_mapping_from_map(saved["quantization_map"])
     example = (data.normalise(data.train_x[:64]),)
-    prepared = adq_fx.prepare_adq(build_model("resnet20", 10), mapping, example).eval()
-    reference = adq_fx.convert_adq(prepared, backend="reference")
-    reference.load_state_dict(saved["model"])
+    reference = adq_fx.load_converted(
+        build_model("resnet20", 10), saved["model"], saved["quantization_map"], example, backend="reference"
+    ).eval()
     int8 = copy.deepcopy(reference)
     lower_to_int8(int8)
     snapped = copy.deepcopy(reference)
