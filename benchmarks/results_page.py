@@ -169,7 +169,7 @@ BLOCKS = {
     "ablation-pretrained": lambda: ablation_block("pretrained"),
     # The same machine and float start at the earlier QAT lr 0.01, three seeds: the table whose
     # lr-0.02 validation rows chose the current lr (ablation.py --lr 0.01 --results-dir ...).
-    "ablation-pretrained-xeon-lr0.01": lambda: ablation_block(
+    "ablation-pretrained-xeon-lr001": lambda: ablation_block(
         "pretrained", RESULTS / "ablation_pretrained_xeon"
     ),
     # The earlier defaults' tables (Alg. 1's levels), kept as they ran: an AVX2 machine, then AVX-512.
