@@ -45,8 +45,12 @@ def test_every_results_block_in_the_docs_is_one_the_page_knows() -> None:
     page = _script("results_page")
     root = BENCHMARKS.parent
     for doc in (root / "README.md", root / "docs" / "results.md"):
-        names = set(page.re.findall(r"<!-- results:([\w-]+) -->", doc.read_text()))
+        text = doc.read_text()
+        names = set(page.re.findall(r"<!-- results:([\w-]+) -->", text))
         assert names and names <= set(page.BLOCKS), doc
+        # A marker the fill pattern cannot match (a dot in its name, say) would stay empty unnoticed.
+        assert text.count("<!-- results:") == len(page.re.findall(r"<!-- results:[\w-]+ -->", text)), doc
+    assert all(page.re.fullmatch(r"[\w-]+", name) for name in page.BLOCKS)
 
 
 def test_every_image_the_docs_show_exists_where_their_link_points() -> None:
