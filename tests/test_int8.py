@@ -504,3 +504,10 @@ def test_a_float_conv_folds_its_batchnorm_only_when_nothing_else_reads_the_conv_
     # kept (its second call has no BatchNorm).
     assert names == {"bn", "shared_bn"}
     assert torch.allclose(got, expected, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_int8_refuses_input_levels_that_are_not_finite_and_names_the_layer() -> None:
+    from adq_fx.int8.modules import uniform_encoding
+
+    with pytest.raises(ValueError, match=r"layer 'layer1.conv2'.*not finite.*lower learning rate"):
+        uniform_encoding(torch.tensor([0.0, float("nan"), 1.0, 1.5]), "convert_adq: layer 'layer1.conv2'")

@@ -14,7 +14,7 @@ import adq_fx
 from adq_fx.cli import main
 from adq_fx.train.config import TrainConfig
 from adq_fx.train.data import random_crop_flip
-from adq_fx.train.engine import run_training
+from adq_fx.train.engine import TrainingDiverged, run_training
 from adq_fx.train.kd import distillation_loss
 from adq_fx.train.models import CifarResNet, build_model
 
@@ -224,3 +224,14 @@ def test_cli_train(tmp_path, capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "converted" in out and "parameter-weighted" in out
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_checkpoints_no_broken_weights(tmp_path) -> None:
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"float phase, epoch 1: the (training loss is (nan|inf)|model's state is not finite).*--float-",
+    ):
+        run_training(_config(tmp_path, float_lr=1e6, checkpoint_every=2))
+    for path in tmp_path.rglob("*.pt"):  # whatever was saved came from before the divergence
+        state = torch.load(path, weights_only=False, map_location="cpu")["model"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), path

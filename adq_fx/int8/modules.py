@@ -46,6 +46,11 @@ def uniform_encoding(levels: Tensor, context: str) -> tuple[float, int, Tensor |
     table that is not uniform in the code (no integer kernel takes such an input).
     """
     table = levels.detach().double()
+    if not bool(torch.isfinite(table).all()):
+        raise ValueError(
+            f"{context}: its input levels are not finite ({table.flatten().tolist()[:4]}...): the "
+            "activation quantizer before it diverged in training. Retrain with a lower learning rate."
+        )
     rows = table.reshape(-1, table.shape[-1])
     count = rows.shape[1]
     scale = float((rows[:, -1] - rows[:, 0]).mean()) / (count - 1)

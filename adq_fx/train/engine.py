@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -50,6 +51,40 @@ LOG_EVERY = 20  # steps between progress-bar and TensorBoard updates (each costs
 
 class StopRequested(Exception):
     """Raised after ``stop_after_epochs`` epochs; the last checkpoint lets --resume continue."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: raised before a checkpoint could keep the broken
+    weights, so the last checkpoint on disk is still one from before the divergence."""
+
+
+def check_finite_loss(
+    running: Running,
+    phase: str,
+    epoch: int,
+    position: int,
+    checkpoint: Path,
+    model: nn.Module | None = None,
+) -> None:
+    """Raise :class:`TrainingDiverged` once the epoch's running loss (or, before a checkpoint,
+    ``model``'s parameters and buffers: a step can break them, BatchNorm's running variance
+    first, before a loss shows it) is not finite.
+
+    Called where the loss is read anyway (the log steps, each checkpoint, the epoch's end), so it
+    costs no extra host sync; a NaN stays in the running sum, so a late check still sees it.
+    """
+    total = float(running.loss_sum)
+    saved = [] if model is None else [*model.parameters(), *model.buffers()]
+    broken = not all(bool(torch.isfinite(t).all()) for t in saved if t.is_floating_point())
+    if math.isfinite(total) and not broken:
+        return
+    what = f"the training loss is {total}" if not math.isfinite(total) else "the model's state is not finite"
+    raise TrainingDiverged(
+        f"{phase} phase, epoch {epoch + 1}: {what} by step {position}; the run "
+        f"diverged and nothing after that was checkpointed. Lower the learning rate (--lr for QAT, "
+        f"--float-lr or --finetune-lr for the float phase) and start again, or resume from "
+        f"{checkpoint} with a lower one."
+    )
 
 
 class Runner:
@@ -191,6 +226,7 @@ class Runner:
                 ),
             )
             bar.close()
+            check_finite_loss(running, phase, epoch, batches.steps, progress.path, model)
             self.dist.sync_buffers(model)
             record = {
                 "epoch": epoch,
@@ -233,11 +269,14 @@ class Runner:
         def after_step(position: int) -> None:
             self.steps_run += 1
             bar.update(1)
+            due = bool(cfg.checkpoint_every) and position % cfg.checkpoint_every == 0
+            saving = position < batches.steps and (due or self.stop_now())
+            if position % LOG_EVERY == 0 or position == batches.steps or saving:
+                check_finite_loss(running, phase, epoch, position, progress.path, model if saving else None)
             if position % LOG_EVERY == 0 or position == batches.steps:
                 global_step = epoch * batches.steps + position
                 self.log_step(bar, phase, global_step, running, schedule, self.dist.world_size)
-            due = bool(cfg.checkpoint_every) and position % cfg.checkpoint_every == 0
-            if position < batches.steps and (due or self.stop_now()):
+            if saving:
                 if self.dist.is_main:
                     where = (epoch, position)
                     progress.save(model, optimizer, schedule, generator, where, batches.state, running)
