@@ -58,7 +58,7 @@ class TrainingDiverged(RuntimeError):
     weights, so the last checkpoint on disk is still one from before the divergence."""
 
 
-def check_finite_loss(
+def check_not_diverged(
     running: Running,
     phase: str,
     epoch: int,
@@ -70,8 +70,9 @@ def check_finite_loss(
     ``model``'s parameters and buffers: a step can break them, BatchNorm's running variance
     first, before a loss shows it) is not finite.
 
-    Called where the loss is read anyway (the log steps, each checkpoint, the epoch's end), so it
-    costs no extra host sync; a NaN stays in the running sum, so a late check still sees it.
+    The loss is checked where it is read anyway (the log steps, the epoch's end): no extra host
+    sync, and a NaN stays in the running sum, so a late check still sees it. The state is checked
+    only before a checkpoint is written, the one place a broken tensor would be kept.
     """
     total = float(running.loss_sum)
     saved = [] if model is None else [*model.parameters(), *model.buffers()]
@@ -226,7 +227,7 @@ class Runner:
                 ),
             )
             bar.close()
-            check_finite_loss(running, phase, epoch, batches.steps, progress.path, model)
+            check_not_diverged(running, phase, epoch, batches.steps, progress.path, model)
             self.dist.sync_buffers(model)
             record = {
                 "epoch": epoch,
@@ -272,7 +273,7 @@ class Runner:
             due = bool(cfg.checkpoint_every) and position % cfg.checkpoint_every == 0
             saving = position < batches.steps and (due or self.stop_now())
             if position % LOG_EVERY == 0 or position == batches.steps or saving:
-                check_finite_loss(running, phase, epoch, position, progress.path, model if saving else None)
+                check_not_diverged(running, phase, epoch, position, progress.path, model if saving else None)
             if position % LOG_EVERY == 0 or position == batches.steps:
                 global_step = epoch * batches.steps + position
                 self.log_step(bar, phase, global_step, running, schedule, self.dist.world_size)
