@@ -153,22 +153,6 @@ CONFIGS: dict[str, Ablation] = {
             {"mixed_precision": True, "target_bits": 2.8, "kd": True},
         ),
         _study(
-            "D-kd-lr0.02",
-            "D with distillation at QAT lr 0.02: do the two gains add up?",
-            {"target_bits": 3, "kd": True, "lr": 0.02},
-        ),
-        _study(
-            "A-kd-lr0.02",
-            "A with distillation at QAT lr 0.02",
-            {
-                "weight_quantizer": "n2uq",
-                "activation_quantizer": "n2uq",
-                "target_bits": 3,
-                "kd": True,
-                "lr": 0.02,
-            },
-        ),
-        _study(
             "D-ema0.9",
             "D with a faster codebook EMA (decay 0.9 instead of 0.99)",
             {"target_bits": 3, "codebook_ema_decay": 0.9},
@@ -282,8 +266,6 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("distillation for the baseline (A-kd − A)", "A-kd", "A", None),
     ("ADQ − N2UQ, both distilled (D-kd − A-kd)", "D-kd", "A-kd", None),
     ("distillation for mixed precision (E-kd − E)", "E-kd", "E", None),
-    ("distillation at QAT lr 0.02 instead of 0.01, D (D-kd-lr0.02 − D-kd)", "D-kd-lr0.02", "D-kd", None),
-    ("distillation at QAT lr 0.02 instead of 0.01, A (A-kd-lr0.02 − A-kd)", "A-kd-lr0.02", "A-kd", None),
     ("codebook EMA decay 0.99 instead of 0.9 (D − D-ema0.9)", "D", "D-ema0.9", None),
     ("codebook EMA decay 0.99 instead of 0.999 (D − D-ema0.999)", "D", "D-ema0.999", None),
     ("warm-started codebook EMA (D − D-coldstart)", "D", "D-coldstart", None),

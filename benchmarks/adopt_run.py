@@ -18,7 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-import ablation  # a sibling script
+import ablation  # sibling scripts
+import ablation_report
 from _runner import write_json
 
 
@@ -48,7 +49,7 @@ def adopt(source: Path, target_name: str, args: argparse.Namespace) -> Path:
             **job.meta,
             "train_settings": ablation.comparable(job.train),
             "written": record["ablation"]["written"],
-            "copied_from": _relative(source),
+            "copied_from": ablation_report._relative(source),  # as the header prints paths
         },
     }
     write_json(job.result_path, adopted)
@@ -58,12 +59,6 @@ def adopt(source: Path, target_name: str, args: argparse.Namespace) -> Path:
         job.result_path.unlink()
         raise
     return job.result_path
-
-
-def _relative(path: Path) -> str:
-    """The source's path from the repository root where it lies inside it (how the header prints it)."""
-    resolved = path.resolve()
-    return str(resolved.relative_to(ablation.REPO)) if resolved.is_relative_to(ablation.REPO) else str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
