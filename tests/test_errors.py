@@ -66,6 +66,23 @@ def test_convert_of_a_prepared_model_that_quantizes_nothing_raises() -> None:
         convert_adq(prepared, backend="reference")
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+@pytest.mark.parametrize("where", ["weight", "buffer"])
+def test_convert_refuses_a_diverged_model_naming_the_tensor(backend: str, where: str) -> None:
+    x = images()
+    prepared = calibrate(prepare_adq(TinyResNet(), None, x), x)
+    with torch.no_grad():
+        if where == "weight":
+            prepared.get_submodule("layer1.conv1").weight[0, 0, 0, 0] = float("nan")
+            name = "layer1.conv1.weight"
+        else:
+            prepared.get_submodule("layer1.bn1").running_var[1] = float("inf")
+            name = "layer1.bn1.running_var"
+    with pytest.raises(ValueError, match=re.escape(f"{name!r} holds 1 non-finite value(s)")) as info:
+        convert_adq(prepared, backend=backend)  # type: ignore[arg-type]
+    assert "checkpoint saved before" in str(info.value)
+
+
 # --------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("bits", [0, 1, 9, 16, -3, 2.5, True, "3"])
 @pytest.mark.parametrize("config", [CodebookWeightConfig, ThresholdActivationConfig])

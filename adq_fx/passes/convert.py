@@ -6,6 +6,7 @@ import copy
 import warnings
 from typing import Literal, cast, get_args
 
+import torch
 from torch import fx, nn
 
 from ..int8 import onednn
@@ -68,6 +69,7 @@ def convert_adq(
             )
             _warned_fallback = True
         backend = "reference"
+    _check_finite(prepared)
     gm = copy.deepcopy(prepared)
     modules = dict(gm.named_modules())
 
@@ -108,6 +110,20 @@ def convert_adq(
         if fold_batchnorm and fold_float_batchnorm:
             fold_float_conv_batchnorm(gm)
     return gm.eval()
+
+
+def _check_finite(prepared: fx.GraphModule) -> None:
+    """NaN or inf in a parameter or buffer (a diverged run) would convert without complaint and
+    predict garbage on every backend, so it is refused here, naming the tensor."""
+    state = [*prepared.named_parameters(), *prepared.named_buffers()]
+    for name, tensor in state:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"convert_adq: {name!r} holds {bad} non-finite value(s) of {tensor.numel()} (NaN or "
+                "inf): training diverged. Convert a checkpoint saved before it did, or retrain at a "
+                "lower lr."
+            )
 
 
 def _check_initialized(node: fx.Node, quantizer: ActivationQuantizer) -> None:
