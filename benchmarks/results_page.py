@@ -27,6 +27,7 @@ sys.path.insert(0, str(HERE))
 import ablation_report  # noqa: E402  (a sibling script, not a package)
 import inference_speed  # noqa: E402
 import int8_accuracy  # noqa: E402
+import int8_kernels  # noqa: E402
 import loader_throughput  # noqa: E402
 import qat_speed  # noqa: E402
 
@@ -88,6 +89,13 @@ def inference_block(name: str = "inference_speed.json") -> str:
         command = f"python benchmarks/inference_speed.py --out benchmarks/results/{name}"
         return f"_No inference timing: run `{command}`._"
     return inference_speed.markdown(data)
+
+
+def int8_kernels_block(name: str = "int8_kernels.json") -> str:
+    data = _load(name)
+    if data is None:
+        return f"_No kernel timing: run `python benchmarks/int8_kernels.py --out benchmarks/results/{name}`._"
+    return int8_kernels.markdown(data)
 
 
 def int8_accuracy_block() -> str:
@@ -159,11 +167,13 @@ BLOCKS = {
     "inference-profile": inference_profile_block,
     # The same run with glibc's allocator kept from returning large blocks (MALLOC_* in its footer).
     "inference-malloc": lambda: inference_block("inference_speed_malloc.json"),
-    # An earlier code version on an AVX2 machine without VNNI (eager int8 only), kept as it ran.
+    # An AVX2 machine without VNNI: the same code, another CPU.
     "inference-avx2": lambda: inference_block("inference_speed_avx2.json"),
     # An Intel Xeon with AMX int8 (oneDNN uses it; fbgemm does not): the same code, another CPU.
     "inference-xeon": lambda: inference_block("inference_speed_xeon.json"),
     "inference-profile-xeon": lambda: inference_profile_block("inference_speed_xeon.json"),
+    # One int8 convolution at a time, ours against torch.ao's (the Xeon with AMX).
+    "int8-kernels": int8_kernels_block,
     "int8-accuracy": int8_accuracy_block,
     "loader": loader_block,
     "ablation-pretrained": lambda: ablation_block("pretrained"),

@@ -279,6 +279,37 @@ def test_inference_speed_measures_a_point_and_its_table_names_every_variant() ->
     assert "int8 features: avx2, amx_int8;" in bench.markdown({**data, "cpu_features": ["avx2", "amx_int8"]})
 
 
+def test_int8_kernels_times_every_variant_of_a_layer_and_tables_them() -> None:
+    from adq_fx.environment import machine_info
+    from adq_fx.int8 import kernel_problem
+
+    if kernel_problem() is not None:
+        pytest.skip(f"no int8 kernels here: {kernel_problem()}")
+    bench = _script("int8_kernels")
+    convs, stem = bench.measure([("resnet20", 1, 16, 8)], (1,), repeats=1, calls=1)
+    assert set(convs[0]["median_ms"]) == {
+        "adq_fp32",
+        "adq_fp32_sum",
+        "onednn_u8",
+        "onednn_u8_sum",
+        "torch_ao",
+        "torch_ao_sum",
+        "encode_fp32",
+        "encode_u8",
+    }
+    assert all(v > 0 for row in convs + stem for v in row["median_ms"].values())
+    data = {
+        "convs": convs,
+        "stem": stem,
+        "machine": machine_info(),
+        "cpu_features": [],
+        "settings": {"quick": True, "repeats": 1, "calls": 1, "threads": 2},
+    }
+    table = bench.markdown(data)
+    assert "| resnet20 | (1, 16, 8, 8) |" in table and "| (1, 3, 224, 224) |" in table
+    assert "int8 features: none found" in table and "smoke run" in table
+
+
 def test_an_interrupted_parallel_run_starts_nothing_new() -> None:
     """ablation.py turns SIGTERM into an exit; the queued trainings must not start after it."""
     runner = _script("_runner")
