@@ -59,9 +59,9 @@ AUTO_MIN_ENCODE_ELEMENTS = 1 << 14
 #: The compiled kernels compare each element with every boundary: worth it for the 2-5 bit
 #: tables this library is for (at most 63 boundaries), not for 8-bit ones (511).
 MAX_COMPILED_TABLE = 64
-#: Boundaries are padded (with NaN, which no comparison counts) to a multiple of
-#: this, so a network compiles a few kernel variants, not one per boundary count.
-_PAD_MULTIPLE = 8
+#: Boundaries are padded with NaN (which no comparison counts, so it sorts as +inf) to a length
+#: 2^d - 1: a complete binary search tree, d compares per value, and a network compiles a few
+#: kernel variants (the 2^b - 1 thresholds or midpoints of a b-bit table need no padding).
 
 #: Compiled variants allowed per kernel (boundary sizes x dtypes x layouts of small inputs).
 _RECOMPILE_LIMIT = 64
@@ -348,32 +348,60 @@ def _run_compiled(
 
 
 def _pad(boundaries: Tensor) -> Tensor:
-    padding = (-boundaries.numel()) % _PAD_MULTIPLE
+    length = (1 << max(boundaries.numel(), 1).bit_length()) - 1  # the smallest 2^d - 1 >= numel
+    padding = length - boundaries.numel()
     if not padding:
         return boundaries
     return torch.cat([boundaries, boundaries.new_full((padding,), float("nan"))])
 
 
 # ------------------------------------------------------- kernels (compiled as written)
-def _count(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
-    """#{b : b < v} (bucketize's right=False) or #{b : b <= v} (right=True), int32. NaN
-    boundaries never count; a NaN value gets the number of real boundaries, as
-    torch.bucketize gives it."""
+def _select(masks: list[Tensor], values: list[Tensor]) -> Tensor:
+    """Per element, ``values[k]`` where k's bits (most significant first) are ``masks``."""
+    if not masks:
+        return values[0]
+    half = len(values) // 2
+    return torch.where(masks[0], _select(masks[1:], values[half:]), _select(masks[1:], values[:half]))
+
+
+def _search(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
+    """#{b : b < v} (right=False) or #{b : b <= v} (right=True) as float32, for a sorted table.
+
+    A branch-free binary search when ``padded`` has 2^d - 1 entries (as :func:`_pad` makes
+    it): level l compares against the middle of the subtree the first l answers chose, picked
+    by ``where``, so d compares instead of 2^d - 1 (``benchmarks/int8_kernels.py`` times both
+    as the encoder). Counts in float32 (exact below 2^24), which inductor's CPU code
+    vectorises better than int32.
+    """
     above = torch.ge if right else torch.gt
-    count = above(flat, padded[0]).to(torch.int32)
-    for i in range(1, padded.numel()):  # a static loop: unrolled into one elementwise pass
-        count = count + above(flat, padded[i]).to(torch.int32)
-    return torch.where(flat != flat, (padded == padded).sum(dtype=torch.int32), count)
+    depth = padded.numel().bit_length()
+    if (1 << depth) - 1 != padded.numel():  # not a complete tree: count every compare
+        count = above(flat, padded[0]).to(torch.float32)
+        for i in range(1, padded.numel()):  # a static loop: unrolled into one elementwise pass
+            count = count + above(flat, padded[i]).to(torch.float32)
+        return count
+    masks: list[Tensor] = []
+    for level in range(depth):
+        span = (padded.numel() + 1) >> level  # each candidate subtree's size, plus one
+        middles = [padded[k * span + span // 2 - 1] for k in range(1 << level)]
+        masks.append(above(flat, _select(masks, middles)))
+    count = masks[0].to(torch.float32) * float(1 << (depth - 1))
+    for level in range(1, depth):
+        count = count + masks[level].to(torch.float32) * float(1 << (depth - 1 - level))
+    return count
+
+
+def _count(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
+    """:func:`_search` as int32. NaN boundaries never count; a NaN value gets the number of
+    real boundaries, as torch.bucketize gives it."""
+    real = (padded == padded).sum(dtype=torch.int32)
+    return torch.where(flat != flat, real, _search(flat, padded, right).to(torch.int32))
 
 
 def _count_uint8(flat: Tensor, padded: Tensor) -> Tensor:
-    """:func:`_count` with right=True as uint8, summed in float32: exact (counts <= 255) and about
-    twice as fast as int32 sums in inductor's CPU code (measured on AVX2)."""
-    count = torch.ge(flat, padded[0]).to(torch.float32)
-    for i in range(1, padded.numel()):
-        count = count + torch.ge(flat, padded[i]).to(torch.float32)
+    """:func:`_count` with right=True as uint8 (exact: counts <= 255), the inference encoder."""
     real = (padded == padded).sum().to(torch.float32)
-    return torch.where(flat != flat, real, count).to(torch.uint8)
+    return torch.where(flat != flat, real, _search(flat, padded, True)).to(torch.uint8)
 
 
 def _fused_threshold_forward(

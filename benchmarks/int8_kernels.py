@@ -19,8 +19,10 @@ process, 2 threads, every variant timed in turn within each repeat, medians:
   ``quantized::conv2d_relu``; for the residual, ``quantized::conv2d`` then
   ``quantized::add_relu``, as the anchor's converted ResNets call them).
 - ``encode_fp32`` / ``encode_u8``: the library's compiled compare-and-count
-  encoder (``adq_fx.kernels.threshold_codes``, 3-bit, seven thresholds) on the
-  float32 output, and on a uint8 one.
+  encoder (``adq_fx.kernels.threshold_codes``, 3-bit, seven thresholds: a
+  binary search) on the float32 output and on a uint8 one, and
+  ``encode_fp32_every``: the same count comparing against every threshold
+  (the library's encoder before the search).
 
 Then the first convolution of ResNet-18 (7x7, stride 2, 3 channels), float32
 (what the default mapping keeps) against torch.ao's int8 one. Writes
@@ -77,9 +79,13 @@ def channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
-def encoder(thresholds: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The library's encoder as the compiled int8 model runs it (one vectorised compare-and-count)."""
+def encoder(thresholds: torch.Tensor, *, search: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The library's encoder as the compiled int8 model runs it (one vectorised pass): a binary
+    search over the table padded to 2^d - 1 entries, or (``search=False``, one NaN more, as the
+    library did before) a compare against every entry."""
     padded = pad_table(thresholds)
+    if not search:
+        padded = torch.cat([padded, padded.new_full((1,), float("nan"))])
 
     def encode(y: torch.Tensor) -> torch.Tensor:
         return threshold_codes(y, thresholds, padded)
@@ -105,6 +111,7 @@ def conv_variants(batch: int, channels: int, height: int) -> dict[str, Callable[
     output_u8 = channels_last(torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8))
     u8_thresholds = torch.tensor([3.0, 10.0, 25.0, 40.0, 55.0, 75.0, 100.0])  # on the uint8 grid
     encode_fp32, encode_u8 = encoder(THRESHOLDS), encoder(u8_thresholds)
+    encode_every = encoder(THRESHOLDS, search=False)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's quantized tensors are deprecated
@@ -133,6 +140,7 @@ def conv_variants(batch: int, channels: int, height: int) -> dict[str, Callable[
         ),
         "encode_fp32": lambda: encode_fp32(output_fp32),
         "encode_u8": lambda: encode_u8(output_u8),
+        "encode_fp32_every": lambda: encode_every(output_fp32),
     }
 
 
@@ -158,8 +166,9 @@ def markdown(data: dict) -> str:
     lines = [
         "| model | conv input | adq fp32 out ms | adq fp32 + sum ms | oneDNN u8 out ms | oneDNN u8 + sum ms "
         "| torch.ao ms | torch.ao + sum ms | encoder on fp32 ms | encoder on u8 ms "
+        "| every-compare encoder ms "
         "| adq / torch.ao (plain, sum) | u8 out / torch.ao (plain, sum) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["convs"]:
         m = r["median_ms"]
@@ -167,6 +176,7 @@ def markdown(data: dict) -> str:
             f"| {r['model']} | {tuple(r['input'])} | {m['adq_fp32']:.3f} | {m['adq_fp32_sum']:.3f} | "
             f"{m['onednn_u8']:.3f} | {m['onednn_u8_sum']:.3f} | {m['torch_ao']:.3f} | "
             f"{m['torch_ao_sum']:.3f} | {m['encode_fp32']:.3f} | {m['encode_u8']:.3f} | "
+            f"{m['encode_fp32_every']:.3f} | "
             f"{m['adq_fp32'] / m['torch_ao']:.2f}×, {m['adq_fp32_sum'] / m['torch_ao_sum']:.2f}× | "
             f"{m['onednn_u8'] / m['torch_ao']:.2f}×, {m['onednn_u8_sum'] / m['torch_ao_sum']:.2f}× |"
         )

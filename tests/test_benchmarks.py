@@ -296,6 +296,7 @@ def test_int8_kernels_times_every_variant_of_a_layer_and_tables_them() -> None:
         "torch_ao_sum",
         "encode_fp32",
         "encode_u8",
+        "encode_fp32_every",
     }
     assert all(v > 0 for row in convs + stem for v in row["median_ms"].values())
     data = {

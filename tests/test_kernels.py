@@ -50,6 +50,33 @@ def both_backends(fn, *args):  # type: ignore[no-untyped-def]
     return results
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(anything, min_size=1, max_size=64),
+    st.lists(finite, min_size=1, max_size=70),
+    st.booleans(),
+    st.integers(min_value=0, max_value=3),
+)
+@example(
+    values=[0.0, 1.0, 0.5, math.nan, math.inf, -math.inf], boundaries=[0.0, 1.0, 1.0], right=True, extra=0
+)
+@example(values=[2.0, -2.0, math.nan], boundaries=[0.0] * 7, right=False, extra=1)
+def test_kernel_search_counts_like_bucketize_with_and_without_a_complete_tree(
+    values, boundaries, right, extra
+) -> None:
+    """The compiled kernels' search, run eagerly: the binary search over a table padded to
+    2^d - 1 entries, and the compare-every-entry count over any other length (``extra`` NaNs
+    more), both give torch.bucketize's answer; NaN values get the number of real boundaries."""
+    v, b = torch.tensor(values), torch.tensor(sorted(boundaries))
+    padded = kernels._pad(b)
+    assert padded.numel() + 1 & padded.numel() == 0 and padded.numel() >= b.numel()  # 2^d - 1
+    padded = torch.cat([padded, torch.full((extra,), math.nan)])
+    expected = torch.bucketize(v, b, right=right, out_int32=True)
+    assert torch.equal(kernels._count(v, padded, right), expected)
+    if right:
+        assert torch.equal(kernels._count_uint8(v, padded), expected.to(torch.uint8))
+
+
 @needs_compiler
 @FEW
 @given(st.lists(anything, min_size=1, max_size=64), st.lists(finite, min_size=1, max_size=20), st.booleans())
