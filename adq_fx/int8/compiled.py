@@ -3,7 +3,7 @@
 Eagerly, every layer of a converted model is a Python call: at batch 1 that
 overhead and the threshold encoders (a binary search per element) cost more
 than the integer convolutions. Compiled whole, the encoders become one
-vectorised compare-and-count pass fused with the ReLU or add before them, and
+vectorised search pass fused with the ReLU or add before them, and
 with inductor's C++ wrapper the kernel calls no longer go through Python
 (``benchmarks/inference_speed.py`` measures each variant). Plain
 ``torch.compile(converted)`` also traces the model as one graph; this helper
