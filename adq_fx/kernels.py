@@ -56,8 +56,9 @@ AUTO_MIN_ELEMENTS = 1 << 18
 #: The inference encoder (:func:`threshold_codes`) has no backward and runs once per layer per
 #: forward, so compiling pays from smaller tensors (see benchmarks/inference_speed.py).
 AUTO_MIN_ENCODE_ELEMENTS = 1 << 14
-#: The compiled kernels compare each element with every boundary: worth it for the 2-5 bit
-#: tables this library is for (at most 63 boundaries), not for 8-bit ones (511).
+#: The compiled kernels' search picks each level's boundary through a tree of selects (2^d - 1
+#: selects for 2^d - 1 boundaries): worth it for the 2-5 bit tables this library is for (at
+#: most 63 boundaries), not for 8-bit ones (511).
 MAX_COMPILED_TABLE = 64
 #: Boundaries are padded with NaN (which no comparison counts, so it sorts as +inf) to a length
 #: 2^d - 1: a complete binary search tree, d compares per value, and a network compiles a few
