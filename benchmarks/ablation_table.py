@@ -197,6 +197,16 @@ CONFIGS: dict[str, Ablation] = {
         _study("D-lr0.005", "D at QAT lr 0.005 (0.01 halved)", {"target_bits": 3, "lr": 0.005}),
         _study("D-2ep", "D with two QAT epochs instead of one", {"target_bits": 3, "epochs": 2}),
         _study(
+            "E-2ep",
+            "E with two QAT epochs: does mixed precision gain more from the second epoch than A?",
+            {"mixed_precision": True, "target_bits": 2.8, "epochs": 2},
+        ),
+        _study(
+            "F-2ep",
+            "F with two QAT epochs",
+            {"mixed_precision": True, "target_bits": 3.0, "epochs": 2},
+        ),
+        _study(
             "A-2ep",
             "A with two QAT epochs: does the baseline gain from the second epoch as much as D?",
             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "epochs": 2},
@@ -306,6 +316,8 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("a second QAT epoch (D-2ep − D)", "D-2ep", "D", None),
     ("a second QAT epoch for the baseline (A-2ep − A)", "A-2ep", "A", None),
     ("3-bit ADQ − N2UQ after two QAT epochs (D-2ep − A-2ep)", "D-2ep", "A-2ep", None),
+    ("mixed 2.8 against N2UQ after two QAT epochs (E-2ep − A-2ep)", "E-2ep", "A-2ep", None),
+    ("mixed 3.0 against fixed 3 after two QAT epochs (F-2ep − D-2ep)", "F-2ep", "D-2ep", None),
     ("codebook kept on the int8 grid while training (D-grid − D)", "D-grid", "D", None),
     ("2-bit codebook kept on the int8 grid while training (ADQ-2-grid − ADQ-2)", "ADQ-2-grid", "ADQ-2", None),
     ("QAT lr 0.02 instead of 0.01 for the baseline (A-lr0.02 − A)", "A-lr0.02", "A", None),
