@@ -1,6 +1,6 @@
 """What one int8 convolution costs: adq_fx's kernel calls against torch.ao's, layer by layer.
 
-    python benchmarks/int8_kernels.py                  # ~3 min on 2 CPU cores
+    python benchmarks/int8_kernels.py                  # ~1 min on 2 CPU cores
     python benchmarks/int8_kernels.py --quick          # smoke run (not a measurement)
 
 ``inference_speed.py`` times whole models; this script takes them apart to say
@@ -18,7 +18,7 @@ process, 2 threads, every variant timed in turn within each repeat, medians:
 - ``torch_ao`` / ``torch_ao_sum``: torch.ao's quantized conv (x86 engine,
   ``quantized::conv2d_relu``; for the residual, ``quantized::conv2d`` then
   ``quantized::add_relu``, as the anchor's converted ResNets call them).
-- ``encode_fp32`` / ``encode_u8``: the library's compiled compare-and-count
+- ``encode_fp32`` / ``encode_u8``: the library's compiled search
   encoder (``adq_fx.kernels.threshold_codes``, 3-bit, seven thresholds: a
   binary search) on the float32 output and on a uint8 one, and
   ``encode_fp32_every``: the same count comparing against every threshold
