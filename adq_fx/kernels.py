@@ -392,17 +392,21 @@ def _search(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
     return count
 
 
-def _count(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
-    """:func:`_search` as int32. NaN boundaries never count; a NaN value gets the number of
+def _count_as(flat: Tensor, padded: Tensor, right: bool, dtype: torch.dtype) -> Tensor:
+    """:func:`_search` as ``dtype``. NaN boundaries never count; a NaN value gets the number of
     real boundaries, as torch.bucketize gives it."""
-    real = (padded == padded).sum(dtype=torch.int32)
-    return torch.where(flat != flat, real, _search(flat, padded, right).to(torch.int32))
+    real = (padded == padded).sum().to(torch.float32)
+    return torch.where(flat != flat, real, _search(flat, padded, right)).to(dtype)
+
+
+def _count(flat: Tensor, padded: Tensor, right: bool) -> Tensor:
+    """:func:`_count_as` int32: torch.bucketize with ``out_int32=True``."""
+    return _count_as(flat, padded, right, torch.int32)
 
 
 def _count_uint8(flat: Tensor, padded: Tensor) -> Tensor:
-    """:func:`_count` with right=True as uint8 (exact: counts <= 255), the inference encoder."""
-    real = (padded == padded).sum().to(torch.float32)
-    return torch.where(flat != flat, real, _search(flat, padded, True)).to(torch.uint8)
+    """:func:`_count_as` with right=True as uint8 (exact: counts <= 255), the inference encoder."""
+    return _count_as(flat, padded, True, torch.uint8)
 
 
 def _fused_threshold_forward(

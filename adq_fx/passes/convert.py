@@ -117,8 +117,11 @@ def _check_finite(prepared: fx.GraphModule) -> None:
     predict garbage on every backend, so it is refused here, naming the tensor."""
     state = [*prepared.named_parameters(), *prepared.named_buffers()]
     for name, tensor in state:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
+        if not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
             raise ValueError(
                 f"convert_adq: {name!r} holds {bad} non-finite value(s) of {tensor.numel()} (NaN or "
                 "inf): training diverged. Convert a checkpoint saved before it did, or retrain at a "
