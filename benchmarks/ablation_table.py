@@ -192,6 +192,25 @@ CONFIGS: dict[str, Ablation] = {
             "D without the commitment loss (commitment_beta=0)",
             {"target_bits": 3, "commitment_beta": 0.0},
         ),
+        # The same knobs at 2 bits, where ADQ's codebook has not beaten N2UQ's uniform weights. The
+        # commitment gradient at beta 0.25 is 1/20-1/40 of the task gradient on the conv weights of the
+        # fine-tuned ResNet-20 (one batch), so beta 1 and 4 ask whether a pull towards the codes helps.
+        *[
+            _study(
+                f"ADQ-2-beta{beta:g}",
+                f"ADQ-2 with commitment_beta={beta:g} (default 0.25)",
+                {"target_bits": 2, "commitment_beta": beta},
+            )
+            for beta in (0.0, 1.0, 4.0)
+        ],
+        *[
+            _study(
+                f"ADQ-2-ema{decay:g}",
+                f"ADQ-2 with codebook EMA decay {decay:g} (default 0.99)",
+                {"target_bits": 2, "codebook_ema_decay": decay},
+            )
+            for decay in (0.9, 0.999)
+        ],
         # The pre-trained schedule's own knobs, on D: the QAT learning rate and the epoch count.
         _study("D-lr0.02", "D at QAT lr 0.02 (0.01 doubled)", {"target_bits": 3, "lr": 0.02}),
         _study("D-lr0.005", "D at QAT lr 0.005 (0.01 halved)", {"target_bits": 3, "lr": 0.005}),
@@ -311,6 +330,14 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("codebook EMA decay 0.99 instead of 0.999 (D − D-ema0.999)", "D", "D-ema0.999", None),
     ("warm-started codebook EMA (D − D-coldstart)", "D", "D-coldstart", None),
     ("commitment loss at beta 0.25 (D − D-beta0)", "D", "D-beta0", None),
+    *[
+        (f"2-bit, commitment beta {b}, not 0.25 (ADQ-2-beta{b} − ADQ-2)", f"ADQ-2-beta{b}", "ADQ-2", None)
+        for b in ("0", "1", "4")
+    ],
+    *[
+        (f"2-bit, codebook EMA decay {d}, not 0.99 (ADQ-2-ema{d} − ADQ-2)", f"ADQ-2-ema{d}", "ADQ-2", None)
+        for d in ("0.9", "0.999")
+    ],
     ("QAT lr 0.01 instead of 0.02 (D − D-lr0.02)", "D", "D-lr0.02", None),
     ("QAT lr 0.01 instead of 0.005 (D − D-lr0.005)", "D", "D-lr0.005", None),
     ("a second QAT epoch (D-2ep − D)", "D-2ep", "D", None),
