@@ -56,6 +56,10 @@ class CodebookWeightConfig:
     seen once with equal occupancy, so the first steps move it smoothly; False
     starts them at zero (VQ-VAE's EMA; the paper leaves it open), so the first
     training step moves every entry to its cluster's mean.
+    commitment_units="channel" (default) is eq. (3) as written, on the weights
+    normalised by each channel's RMS; "layer" measures it in units of the layer's
+    RMS (functional.layer_commitment_weights), which keeps SGD stable on channels
+    whose RMS is far below their layer's at any beta (docs/design.md, "Commitment loss").
     """
 
     method: ClassVar[str] = "adq"
@@ -67,6 +71,7 @@ class CodebookWeightConfig:
     ema_decay: float = 0.99
     eps: float = 1e-5
     commitment_beta: float = 0.25
+    commitment_units: Literal["channel", "layer"] = "channel"
     pin_zero: bool | None = None
     seed: int = 0
     int8_grid: bool = False
@@ -91,6 +96,8 @@ class CodebookWeightConfig:
             raise ValueError(f"{name}(levels={self.levels!r}) must be 'alg1' or 'full'.")
         if self.init not in ("quantile", "normal"):
             raise ValueError(f"{name}(init={self.init!r}) must be 'quantile' or 'normal'.")
+        if self.commitment_units not in ("channel", "layer"):
+            raise ValueError(f"{name}(commitment_units={self.commitment_units!r}) must be 'channel' or 'layer'.")
         _check_range(name, "ema_decay", self.ema_decay, 0.0, 1.0)
         if not self.eps > 0:
             raise ValueError(f"{name}(eps={self.eps!r}) must be positive.")

@@ -173,13 +173,14 @@ class _CodebookQuantize(torch.autograd.Function):
     The straight-through gradient of the chain w -> w/s -> ŵ' -> s·ŵ' is the
     identity, so backward passes the upstream gradient through unchanged instead
     of running the chain's elementwise passes; the commitment gradient
-    ``2 (w' - ŵ') / (N s)`` is added in the same pass. Also returns the EMA
+    ``2 c (w' - ŵ') / (N s)`` is added in the same pass (``c`` the channel's commitment
+    weight, 1 without ``commitment_weights``). Also returns the EMA
     step's cluster statistics of the same assignment (no gradient). The forward
     is :func:`adq_fx.kernels.codebook_forward`: one fused pass where it compiles, eager ops otherwise.
     """
 
     @staticmethod
-    def forward(ctx, weight, scale, codebook, with_commitment, with_statistics):
+    def forward(ctx, weight, scale, codebook, with_commitment, with_statistics, commitment_weights):
         quantized, residual, commitment, statistics = kernels.codebook_forward(
             weight,
             scale,
@@ -187,24 +188,27 @@ class _CodebookQuantize(torch.autograd.Function):
             codebook_midpoints(codebook),
             with_commitment=with_commitment,
             with_statistics=with_statistics,
+            commitment_weights=commitment_weights,
         )
         if statistics is None:  # two distinct empty outputs: autograd outputs must not alias
             statistics = (codebook.new_empty(0), codebook.new_empty(0))
         counts, sums = statistics
-        ctx.save_for_backward(residual, scale)
+        ctx.save_for_backward(residual, scale, commitment_weights)
         ctx.mark_non_differentiable(counts, sums)
         ctx.set_materialize_grads(False)  # an unused commitment output costs nothing in backward
         return quantized, commitment, counts, sums
 
     @staticmethod
     def backward(ctx, grad_quantized, grad_commitment, _grad_counts, _grad_sums):
-        residual, scale = ctx.saved_tensors
+        residual, scale, commitment_weights = ctx.saved_tensors
         grad = grad_quantized
         if ctx.needs_input_grad[0] and grad_commitment is not None and residual is not None:
             coefficient = 2.0 * grad_commitment / residual.numel()
+            if commitment_weights is not None:
+                coefficient = coefficient * commitment_weights
             per_channel = broadcast_channels(coefficient / scale, residual.dim(), 0)
             grad = torch.addcmul(grad, residual, per_channel) if grad is not None else residual * per_channel
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 def codebook_quantize(
@@ -214,9 +218,12 @@ def codebook_quantize(
     *,
     with_commitment: bool = True,
     with_statistics: bool = False,
+    commitment_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(quantized weight with the STE, commitment mean((sg(ŵ') - w')^2), step counts, step sums).
 
+    ``commitment_weights`` (C_out,) weights each output channel's squares in the mean
+    (:func:`layer_commitment_weights`); None weights them all 1, eq. (3) as written.
     ``with_commitment=False`` (evaluation) skips the commitment term and returns 0 for it.
     ``with_statistics=True`` also returns :func:`cluster_statistics` of this assignment
     (eqs. 5-6 increments); otherwise both are empty.
@@ -227,7 +234,21 @@ def codebook_quantize(
     >>> q.tolist(), round(c.item(), 4), counts.tolist(), torch.autograd.grad(q.sum(), w)[0].tolist()
     ([[0.0, -1.0]], 0.025, [1.0, 1.0, 0.0], [[1.0, 1.0]])
     """
-    return _CodebookQuantize.apply(weight, scale, codebook, with_commitment, with_statistics)
+    return _CodebookQuantize.apply(weight, scale, codebook, with_commitment, with_statistics, commitment_weights)
+
+
+def layer_commitment_weights(scale: Tensor) -> Tensor:
+    """``s_c^2 / mean(s^2)``: the commitment in units of the layer's RMS weight instead of each channel's.
+
+    On ``w' = w / s_c`` the commitment's curvature in ``w`` is ``2 / (N s_c^2)``, so a
+    near-dead channel (RMS a hundredth of its layer's, common in pre-trained nets) gets
+    steps 10^4 times its neighbours' and SGD with momentum diverges on it (ResNet-20 at
+    beta 1, lr 0.02). With these weights the term is ``mean((ŵ - w)^2) / mean(s^2)``:
+    the same curvature ``2 / (N mean(s^2))`` for every weight of the layer, the same value
+    as eq. (3) where every channel has the layer's RMS.
+    """
+    squares = scale.detach().float().pow(2)
+    return squares / squares.mean().clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def ema_kmeans_step(

@@ -226,23 +226,27 @@ def codebook_forward(
     *,
     with_commitment: bool,
     with_statistics: bool,
+    commitment_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor, tuple[Tensor, Tensor] | None]:
     """The ADQ weight forward: one fused pass where it compiles, the same ops eagerly otherwise.
 
     Returns ``scale * codebook[code]`` of ``weight / scale`` (weight's shape and layout), the
     residual ``w/s - codebook[code]`` (None without ``with_commitment``), the commitment
-    mean of its square (0 without), and per codebook entry the count and the sum of the
+    mean of its square, each output channel's square times its ``commitment_weights``
+    entry where given (0 without ``with_commitment``), and per codebook entry the count and the sum of the
     normalised weights that chose it (None without ``with_statistics``). ``midpoints`` are
     the codebook's decision boundaries (``functional.codebook_midpoints``). No gradient.
     """
     weight, scale, codebook = weight.detach(), scale.detach(), codebook.detach()
     midpoints = midpoints.detach().contiguous()
+    weights = None if commitment_weights is None else commitment_weights.detach()
     (flat,), unflatten = flatten_alike(weight)
     rows = flat.view(weight.shape[0], -1)  # one row per output channel (outermost in both layouts)
     result = None
     if _use_compiled(weight, midpoints.numel()):
-        args = (rows, scale, _pad(midpoints), codebook, with_commitment, with_statistics)
-        result = _run_compiled(_fused_codebook_forward, args, dynamic=(rows, scale))
+        args = (rows, scale, _pad(midpoints), codebook, with_commitment, with_statistics, weights)
+        dynamic = (rows, scale) if weights is None else (rows, scale, weights)
+        result = _run_compiled(_fused_codebook_forward, args, dynamic=dynamic)
     residual: Tensor | None
     if result is not None:
         quantized, residual, commitment, counts, sums = result
@@ -253,7 +257,7 @@ def codebook_forward(
         target = gather(codebook, codes)
         quantized = scale[:, None] * target
         residual = normalised - target if with_commitment else None
-        commitment = residual.pow(2).mean() if residual is not None else weight.new_zeros(())
+        commitment = _commitment(residual, weights) if residual is not None else weight.new_zeros(())
         statistics = cluster_statistics(normalised, codes, codebook.numel()) if with_statistics else None
     return (
         unflatten(quantized.reshape(-1)),
@@ -416,6 +420,12 @@ def _fused_threshold_forward(
     return positions.to(position_dtype), code_table[positions >> 1]
 
 
+def _commitment(residual: Tensor, channel_weights: Tensor | None) -> Tensor:
+    """mean(residual^2) over (channels, rest) rows, each channel's squares weighted where given."""
+    squares = residual.pow(2)
+    return squares.mean() if channel_weights is None else (squares * channel_weights[:, None]).mean()
+
+
 def _fused_codebook_forward(
     rows: Tensor,
     scale: Tensor,
@@ -423,13 +433,14 @@ def _fused_codebook_forward(
     codebook: Tensor,
     with_commitment: bool,
     with_statistics: bool,
+    commitment_weights: Tensor | None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     normalised = rows / scale[:, None]
     codes = _count(normalised, padded_midpoints, False)
     target = codebook[codes]
     quantized = scale[:, None] * target
     residual = normalised - target if with_commitment else None
-    commitment = residual.pow(2).mean() if residual is not None else None
+    commitment = _commitment(residual, commitment_weights) if residual is not None else None
     counts = sums = None
     if with_statistics:
         levels = range(codebook.numel())

@@ -230,6 +230,7 @@ CODEBOOK_SETTINGS = frozenset(
         "codebook_kmeans_steps",
         "learn_codebook",
         "commitment_beta",
+        "commitment_units",
         "codebook_ema_decay",
         "codebook_warm_start",
         "int8_grid",

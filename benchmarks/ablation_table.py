@@ -194,15 +194,32 @@ CONFIGS: dict[str, Ablation] = {
         ),
         # The same knobs at 2 bits, where ADQ's codebook has not beaten N2UQ's uniform weights. The
         # commitment gradient at beta 0.25 is 1/20-1/40 of the task gradient on the conv weights of the
-        # fine-tuned ResNet-20 (one batch), so beta 1 and 4 ask whether a pull towards the codes helps.
+        # fine-tuned ResNet-20 (one batch). With eq. (3)'s per-channel units ADQ-2 diverged at beta 1
+        # and 4 within 20 steps (near-dead channels, functional.layer_commitment_weights), so the
+        # stronger pulls are measured in the layer's units; D-layer-lr0.03 is D-lr0.03 (diverged) again.
+        _study(
+            "ADQ-2-beta0",
+            "ADQ-2 without the commitment loss (commitment_beta=0)",
+            {"target_bits": 2, "commitment_beta": 0.0},
+        ),
         *[
             _study(
-                f"ADQ-2-beta{beta:g}",
-                f"ADQ-2 with commitment_beta={beta:g} (default 0.25)",
-                {"target_bits": 2, "commitment_beta": beta},
+                f"ADQ-2-layer{suffix}",
+                f"ADQ-2 with the commitment in the layer's units (commitment_units='layer'), beta {beta:g}",
+                {"target_bits": 2, "commitment_units": "layer", "commitment_beta": beta},
             )
-            for beta in (0.0, 1.0, 4.0)
+            for suffix, beta in (("", 0.25), ("-beta1", 1.0), ("-beta4", 4.0))
         ],
+        _study(
+            "D-layer",
+            "D with the commitment in the layer's units (commitment_units='layer')",
+            {"target_bits": 3, "commitment_units": "layer"},
+        ),
+        _study(
+            "D-layer-lr0.03",
+            "D-layer at QAT lr 0.03, where D diverged",
+            {"target_bits": 3, "commitment_units": "layer", "lr": 0.03},
+        ),
         *[
             _study(
                 f"ADQ-2-ema{decay:g}",
@@ -330,10 +347,22 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("codebook EMA decay 0.99 instead of 0.999 (D − D-ema0.999)", "D", "D-ema0.999", None),
     ("warm-started codebook EMA (D − D-coldstart)", "D", "D-coldstart", None),
     ("commitment loss at beta 0.25 (D − D-beta0)", "D", "D-beta0", None),
-    *[
-        (f"2-bit, commitment beta {b}, not 0.25 (ADQ-2-beta{b} − ADQ-2)", f"ADQ-2-beta{b}", "ADQ-2", None)
-        for b in ("0", "1", "4")
-    ],
+    ("2-bit, commitment loss at beta 0.25 (ADQ-2 − ADQ-2-beta0)", "ADQ-2", "ADQ-2-beta0", None),
+    ("2-bit, commitment in the layer's units (ADQ-2-layer − ADQ-2)", "ADQ-2-layer", "ADQ-2", None),
+    (
+        "2-bit, layer units, beta 1 (ADQ-2-layer-beta1 − ADQ-2-layer)",
+        "ADQ-2-layer-beta1",
+        "ADQ-2-layer",
+        None,
+    ),
+    (
+        "2-bit, layer units, beta 4 (ADQ-2-layer-beta4 − ADQ-2-layer)",
+        "ADQ-2-layer-beta4",
+        "ADQ-2-layer",
+        None,
+    ),
+    ("commitment in the layer's units (D-layer − D)", "D-layer", "D", None),
+    ("QAT lr 0.03 with layer units (D-layer-lr0.03 − D-layer)", "D-layer-lr0.03", "D-layer", None),
     *[
         (f"2-bit, codebook EMA decay {d}, not 0.99 (ADQ-2-ema{d} − ADQ-2)", f"ADQ-2-ema{d}", "ADQ-2", None)
         for d in ("0.9", "0.999")

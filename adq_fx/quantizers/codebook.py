@@ -75,7 +75,12 @@ class CodebookWeightQuantizer(WeightQuantizer):
         """(quantized weight, beta * eq. (3) of this assignment; 0 in eval), then the EMA step."""
         learn = self.training and self.config.learn_codebook
         quantized, commitment, step_counts, step_sums = qf.codebook_quantize(
-            weight, self.scale, self.codebook, with_commitment=self.training, with_statistics=learn
+            weight,
+            self.scale,
+            self.codebook,
+            with_commitment=self.training,
+            with_statistics=learn,
+            commitment_weights=self._commitment_weights(),
         )
         if learn:
             self.apply_statistics(step_counts, step_sums)
@@ -118,5 +123,11 @@ class CodebookWeightQuantizer(WeightQuantizer):
         training, ``quantize`` returns the same term from its own search, which
         is what commitment_loss uses.
         """
-        _, term, _, _ = qf.codebook_quantize(weight, self.scale, self.codebook)
+        _, term, _, _ = qf.codebook_quantize(
+            weight, self.scale, self.codebook, commitment_weights=self._commitment_weights()
+        )
         return self.config.commitment_beta * term
+
+    def _commitment_weights(self) -> Tensor | None:
+        """Per-channel weights of the commitment's mean; None is eq. (3) on w / s_c as written."""
+        return qf.layer_commitment_weights(self.scale) if self.config.commitment_units == "layer" else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .. import quantizers  # noqa: F401  (registers the built-in quantizers)
 from ..config import SUPPORTED_BITS, ThresholdInit
@@ -176,6 +176,13 @@ class TrainConfig:
     commitment_beta: float = field(
         default=0.25, metadata=_doc("quantization", "Weight of ADQ's commitment loss.")
     )
+    commitment_units: Literal["channel", "layer"] = field(
+        default="channel",
+        metadata=_doc(
+            "quantization",
+            "Units of ADQ's commitment loss: each channel's RMS (eq. 3) or the layer's (stable at any beta).",
+        ),
+    )
     codebook_ema_decay: float = field(
         default=0.99, metadata=_doc("quantization", "Decay of the ADQ codebook's EMA k-means (eqs. 5-7).")
     )
@@ -324,10 +331,16 @@ class TrainConfig:
                 f"integer in {SUPPORTED_BITS.start}..{SUPPORTED_BITS.stop - 1}; pass mixed_precision=True "
                 "for a fractional average."
             )
+        literal_fields = [
+            (f.name, get_args(hint))
+            for f in fields(self)
+            if get_origin(hint := _FIELD_TYPES[f.name]) is Literal
+        ]
         for name, allowed in (
             ("weight_quantizer", names("weight")),
             ("activation_quantizer", names("activation")),
             ("threshold_init", get_args(ThresholdInit)),
+            *literal_fields,
         ):
             if getattr(self, name) not in allowed:
                 listed = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
@@ -403,3 +416,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def config_fields() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
+
+
+# TrainConfig's resolved field types (its annotations are strings here), for checking Literal fields.
+_FIELD_TYPES: dict[str, Any] = get_type_hints(TrainConfig)

@@ -427,6 +427,7 @@ class Runner:
                 init=cfg.codebook_init,
                 learn_codebook=cfg.learn_codebook,
                 commitment_beta=cfg.commitment_beta,
+                commitment_units=cfg.commitment_units,
                 ema_decay=cfg.codebook_ema_decay,
                 warm_start=cfg.codebook_warm_start,
                 pin_zero=cfg.codebook_levels == "alg1",
