@@ -97,7 +97,8 @@ class CodebookWeightConfig:
         if self.init not in ("quantile", "normal"):
             raise ValueError(f"{name}(init={self.init!r}) must be 'quantile' or 'normal'.")
         if self.commitment_units not in ("channel", "layer"):
-            raise ValueError(f"{name}(commitment_units={self.commitment_units!r}) must be 'channel' or 'layer'.")
+            units = self.commitment_units
+            raise ValueError(f"{name}(commitment_units={units!r}) must be 'channel' or 'layer'.")
         _check_range(name, "ema_decay", self.ema_decay, 0.0, 1.0)
         if not self.eps > 0:
             raise ValueError(f"{name}(eps={self.eps!r}) must be positive.")

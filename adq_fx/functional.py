@@ -234,7 +234,8 @@ def codebook_quantize(
     >>> q.tolist(), round(c.item(), 4), counts.tolist(), torch.autograd.grad(q.sum(), w)[0].tolist()
     ([[0.0, -1.0]], 0.025, [1.0, 1.0, 0.0], [[1.0, 1.0]])
     """
-    return _CodebookQuantize.apply(weight, scale, codebook, with_commitment, with_statistics, commitment_weights)
+    flags = (with_commitment, with_statistics)
+    return _CodebookQuantize.apply(weight, scale, codebook, *flags, commitment_weights)
 
 
 def layer_commitment_weights(scale: Tensor) -> Tensor:

@@ -184,6 +184,20 @@ def test_invalid_values_are_trainconfigs_own_errors(tmp_path, capsys) -> None:
     assert "must be positive" in _error(capsys, "--lr", "-1")
 
 
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("codebook_levels", "TrainConfig(codebook_levels='half') must be 'alg1' or 'full'."),
+        ("commitment_units", "TrainConfig(commitment_units='half') must be 'channel' or 'layer'."),
+        ("loader", "TrainConfig(loader='half') must be 'auto', 'memory' or 'stream'."),
+    ],
+)
+def test_every_choice_field_is_checked_at_construction(field: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        TrainConfig(dataset="digits", **{field: "half"})
+    assert str(info.value) == message
+
+
 def test_summary_is_an_aligned_table() -> None:
     results = {
         "data": {"name": "digits", "train": 1437, "validation": 0, "test": 360},

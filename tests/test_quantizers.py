@@ -133,6 +133,52 @@ def test_commitment_gradient_reaches_the_weight_only() -> None:
     torch.testing.assert_close(weight.grad, by_hand)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    channels=st.integers(1, 6),
+    per_channel=st.integers(1, 40),
+    log_scales=st.lists(st.floats(-4.0, 1.0), min_size=6, max_size=6),
+    seed=st.integers(0, 2**16),
+)
+def test_layer_units_commitment_is_the_layer_rms_term_with_its_gradient(
+    channels: int, per_channel: int, log_scales: list[float], seed: int
+) -> None:
+    """commitment_units="layer": beta * mean((ŵ - w)^2) / mean(s^2), value and gradient, any scales."""
+    spread = torch.tensor(log_scales[:channels], dtype=torch.float64).exp2().view(-1, 1)
+    generator = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(channels, per_channel, generator=generator, dtype=torch.float64) * spread).float()
+    config = CodebookWeightConfig(bits=2, commitment_beta=0.5, commitment_units="layer", learn_codebook=False)
+    quantizer = CodebookWeightQuantizer(config, weight).train()
+    leaf = weight.clone().requires_grad_()
+    quantized, loss = quantizer.quantize(leaf)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    reference = weight.double().clone().requires_grad_()
+    scale = quantizer.scale.double().view(-1, 1)
+    by_hand = 0.5 * (reference - quantized.detach().double()).pow(2).mean() / scale.pow(2).mean()
+    (grad_by_hand,) = torch.autograd.grad(by_hand, reference)
+    torch.testing.assert_close(loss.double(), by_hand.detach(), rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(grad.double(), grad_by_hand, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize(("units", "stable"), [("channel", False), ("layer", True)])
+def test_sgd_on_the_commitment_is_stable_on_a_near_dead_channel_in_layer_units(units, stable) -> None:
+    """A channel at 1/1000 of its layer's RMS (as in pre-trained ResNet-20s): SGD with momentum at
+    lr 0.02 on beta 1 * eq. (3) in per-channel units steps it far past the codebook and diverges;
+    in the layer's units the same optimizer leaves it near its codes."""
+    weight = torch.randn(4, 16, 3, 3, generator=torch.Generator().manual_seed(0))
+    weight[0] *= 1e-3
+    config = CodebookWeightConfig(bits=2, commitment_beta=1.0, commitment_units=units, learn_codebook=False)
+    quantizer = CodebookWeightQuantizer(config, weight).train()
+    parameter = nn.Parameter(weight.clone())
+    optimizer = torch.optim.SGD([parameter], lr=0.02, momentum=0.9, nesterov=True)
+    for _ in range(50):
+        optimizer.zero_grad()
+        quantizer.quantize(parameter)[1].backward()
+        optimizer.step()
+    growth = (parameter.detach()[0].abs().max() / weight[0].abs().max()).item()
+    assert (growth < 2.0) is stable, f"near-dead channel grew {growth:.3g}x under {units!r} units"
+
+
 def test_a_training_forward_returns_its_commitment_and_a_fresh_one_follows_the_moved_codebook() -> None:
     quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3, commitment_beta=0.5), conv_weight())
     weight = conv_weight(1).requires_grad_()
@@ -345,6 +391,7 @@ def test_loading_a_threshold_state_with_other_bits_names_the_module() -> None:
         (lambda: CodebookWeightConfig(levels="full", pin_zero=True), "pin_zero"),
         (lambda: CodebookWeightConfig(levels="half"), "levels='half'"),
         (lambda: CodebookWeightConfig(eps=0.0), "eps=0.0"),
+        (lambda: CodebookWeightConfig(commitment_units="tensor"), "commitment_units='tensor'"),
         (lambda: ThresholdActivationConfig(bits=0), "bits=0"),
         (lambda: ThresholdActivationConfig(min_interval=0.0), "min_interval=0.0"),
         (lambda: ThresholdActivationConfig(init="lsq"), "init='lsq'"),
