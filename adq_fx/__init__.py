@@ -6,7 +6,7 @@ int_model = convert_adq(prepared)          # int8 kernels where available (backe
 """
 
 from . import registry
-from .allocate import allocate_bits, layer_sensitivity
+from .allocate import allocate_bits, allocate_bits_min_loss, layer_noise_weights, layer_sensitivity
 from .config import (
     ADQConfig,
     ASQActivationConfig,
@@ -49,6 +49,7 @@ __all__ = [
     "ThresholdActivationConfig",
     "UniformWeightConfig",
     "allocate_bits",
+    "allocate_bits_min_loss",
     "calibrate",
     "commitment_loss",
     "compile_converted",
@@ -56,6 +57,7 @@ __all__ = [
     "default_qconfig_mapping",
     "get_kernel_backend",
     "kernel_backend",
+    "layer_noise_weights",
     "layer_sensitivity",
     "load_converted",
     "model_size",

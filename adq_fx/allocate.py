@@ -14,6 +14,11 @@ brute force. Where the paper's Alg. 2 is undefined we extend it as follows:
   is used instead.
 The total budget is round(L · target_average) bits; when no assignment of the
 options can sum to it, the error names the nearest reachable averages.
+
+``allocate_bits_min_loss`` is the alternative rule (not the paper's): the
+assignment that minimises a second-order estimate of the loss the weight noise
+adds, Σ_l σ_l · mean(W_l²) · 4^(-b_l) (``layer_noise_weights``), exactly, by
+dynamic programming over the same budget.
 """
 
 from __future__ import annotations
@@ -94,33 +99,99 @@ def _clamp_floor(value: float, options: list[int]) -> int:
 
 
 def _nearest_assignment(wanted: list[float], options: list[int], total: int) -> list[int]:
-    """Least-squares closest assignment meeting the total exactly (dynamic programming)."""
+    """Least-squares closest assignment meeting the total exactly."""
+    return _cheapest_assignment([lambda b, w=w: (b - w) ** 2 for w in wanted], options, total)
+
+
+def _cheapest_assignment(costs: list[Callable[[int], float]], options: list[int], total: int) -> list[int]:
+    """The bits per layer, from ``options``, summing to ``total`` with the least Σ costs[l](b_l).
+
+    Dynamic programming over the running total; on equal cost the assignment found
+    first is kept (the earlier layers take ``options`` in the order given). ``total``
+    must be reachable.
+    """
     best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
-    for w in wanted:
+    for cost_of in costs:
         nxt: dict[int, tuple[float, list[int]]] = {}
         for subtotal, (cost, chosen) in best.items():
             for b in options:
-                key, c = subtotal + b, cost + (b - w) ** 2
+                key, c = subtotal + b, cost + cost_of(b)
                 if key <= total and (key not in nxt or c < nxt[key][0]):
                     nxt[key] = (c, [*chosen, b])
         best = nxt
     return best[total][1]
 
 
-def _check_inputs(names: list[str], values: list[float], options: list[int], target: float) -> None:
+def allocate_bits_min_loss(
+    noise_weights: Mapping[str, float], target_average: float, bit_options: Sequence[int] = (2, 3, 4)
+) -> dict[str, int]:
+    """Per-layer bits whose sum is round(L · target_average), minimising Σ_l g_l · 4^(-b_l).
+
+    ``g_l`` is how much loss one unit of relative quantization noise in layer l
+    costs (``layer_noise_weights``: σ_l · mean(W_l²)); each extra bit quarters a
+    layer's noise power. The paper's eq. (9) instead spreads bits in proportion to
+    log(1 + σ_l), which grows with a layer's parameter count (σ is a sum over
+    them), so at a per-layer average it gives the widest layers the most bits.
+    This rule spends the same per-layer budget where the estimate says the loss
+    is; it is exact (dynamic programming), for any option set.
+    """
+    names = list(noise_weights)
+    values = [float(noise_weights[n]) for n in names]
+    options = sorted(set(bit_options))
+    caller = "allocate_bits_min_loss"
+    _check_inputs(names, values, options, target_average, caller)
+    total = math.floor(len(names) * target_average + 0.5)
+    reachable = reachable_totals(len(names), options) if len(names) <= 64 else None
+    if not options[0] <= target_average <= options[-1] or (reachable is not None and total not in reachable):
+        raise ValueError(_unreachable_message(len(names), target_average, total, options, reachable, caller))
+    costs = [lambda b, g=g: g * 4.0 ** (-b) for g in values]
+    # options from the top: on equal loss the earlier layer keeps more bits, as in allocate_bits
+    chosen = _cheapest_assignment(costs, options[::-1], total)
+    return dict(zip(names, chosen, strict=True))
+
+
+def layer_noise_weights(model: nn.Module, sensitivities: Mapping[str, float]) -> dict[str, float]:
+    """``σ_l · mean(W_l²)`` per layer: eq. (8)'s sensitivity times the layer's weight power.
+
+    With per-channel scales the quantization error of a weight is proportional to
+    its channel's RMS, so a layer's noise power at b bits is about mean(W²) · 4^(-b),
+    and the loss it adds to second order is the Fisher trace σ_l times that
+    (HAWQ-v2's trace-times-perturbation estimate, with the empirical Fisher).
+    """
+    modules = dict(model.named_modules())
+    weights: dict[str, float] = {}
+    for name, sigma in sensitivities.items():
+        weight = getattr(modules.get(name), "weight", None)
+        if not isinstance(weight, Tensor):
+            raise ValueError(
+                f"layer_noise_weights: {name!r} is not a module with a weight in {type(model).__name__}; "
+                "pass the sensitivities layer_sensitivity measured on this model."
+            )
+        weights[name] = float(sigma) * float(weight.detach().float().pow(2).mean())
+    return weights
+
+
+def _check_inputs(
+    names: list[str], values: list[float], options: list[int], target: float, caller: str = "allocate_bits"
+) -> None:
     if not names:
-        raise ValueError("allocate_bits: no sensitivities given; pass {layer name: sensitivity}.")
+        raise ValueError(f"{caller}: no sensitivities given; pass {{layer name: sensitivity}}.")
     for name, value in zip(names, values, strict=True):
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"allocate_bits: sensitivity of {name!r} is {value}; it must be finite, >= 0.")
+            raise ValueError(f"{caller}: sensitivity of {name!r} is {value}; it must be finite, >= 0.")
     if not options or any(not isinstance(b, int) or b < 1 for b in options):
-        raise ValueError(f"allocate_bits: bit_options={options} must be positive integers.")
+        raise ValueError(f"{caller}: bit_options={options} must be positive integers.")
     if not math.isfinite(target):
-        raise ValueError(f"allocate_bits: target_average={target} must be finite.")
+        raise ValueError(f"{caller}: target_average={target} must be finite.")
 
 
 def _unreachable_message(
-    count: int, target: float, total: int, options: list[int], reachable: set[int] | None
+    count: int,
+    target: float,
+    total: int,
+    options: list[int],
+    reachable: set[int] | None,
+    caller: str = "allocate_bits",
 ) -> str:
     if reachable is None:
         reachable = {count * options[0], count * options[-1]}
@@ -128,7 +199,7 @@ def _unreachable_message(
     above = min((t for t in reachable if t >= total), default=None)
     nearest = list(dict.fromkeys(f"{t / count:.4g}" for t in (below, above) if t is not None))
     return (
-        f"allocate_bits: an average of {target} bits over {count} layers ({total} bits in all) "
+        f"{caller}: an average of {target} bits over {count} layers ({total} bits in all) "
         f"cannot be made from the options {options}; the nearest reachable averages are "
         f"{' and '.join(nearest)}."
     )

@@ -247,6 +247,19 @@ CONFIGS: dict[str, Ablation] = {
             "A with two QAT epochs: does the baseline gain from the second epoch as much as D?",
             {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "epochs": 2},
         ),
+        # Mixed precision under the other allocation rule (TrainConfig.bit_allocation="min_loss"):
+        # eq. (9) gives the widest layers the most bits (E: layer3 at 4 bits, 3.27 bits per parameter
+        # at an average of 2.78), this rule the least estimated loss at the same per-layer average.
+        _study(
+            "E-minloss",
+            "E with the min-loss bit allocation (bit_allocation='min_loss')",
+            {"mixed_precision": True, "target_bits": 2.8, "bit_allocation": "min_loss"},
+        ),
+        _study(
+            "F-minloss",
+            "F with the min-loss bit allocation (bit_allocation='min_loss')",
+            {"mixed_precision": True, "target_bits": 3.0, "bit_allocation": "min_loss"},
+        ),
         _study(
             "D-grid",
             "D with its codebook kept on the int8 grid while training (int8_grid=True)",
@@ -374,6 +387,10 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("3-bit ADQ − N2UQ after two QAT epochs (D-2ep − A-2ep)", "D-2ep", "A-2ep", None),
     ("mixed 2.8 against N2UQ after two QAT epochs (E-2ep − A-2ep)", "E-2ep", "A-2ep", None),
     ("mixed 3.0 against fixed 3 after two QAT epochs (F-2ep − D-2ep)", "F-2ep", "D-2ep", None),
+    ("min-loss bit allocation, mixed 2.8 (E-minloss − E)", "E-minloss", "E", None),
+    ("mixed 2.8 by min-loss bits against N2UQ at 3 (E-minloss − A)", "E-minloss", "A", None),
+    ("min-loss bit allocation, mixed 3.0 (F-minloss − F)", "F-minloss", "F", None),
+    ("mixed 3.0 by min-loss bits against fixed 3 (F-minloss − D)", "F-minloss", "D", None),
     ("codebook kept on the int8 grid while training (D-grid − D)", "D-grid", "D", None),
     ("2-bit codebook kept on the int8 grid while training (ADQ-2-grid − ADQ-2)", "ADQ-2-grid", "ADQ-2", None),
     ("QAT lr 0.02 instead of 0.01 for the baseline (A-lr0.02 − A)", "A-lr0.02", "A", None),

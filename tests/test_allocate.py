@@ -11,7 +11,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from adq_fx.allocate import allocate_bits, continuous_bits, layer_sensitivity, reachable_totals
+from adq_fx.allocate import (
+    allocate_bits,
+    allocate_bits_min_loss,
+    continuous_bits,
+    layer_noise_weights,
+    layer_sensitivity,
+    reachable_totals,
+)
 
 sensitivity = st.floats(min_value=0.0, max_value=1e4, allow_nan=False, allow_infinity=False)
 
@@ -145,3 +152,56 @@ def test_layer_sensitivity_restores_modes_and_rejects_empty_batches() -> None:
     with pytest.raises(ValueError, match="batches was empty"):
         layer_sensitivity(model, [], nn.functional.cross_entropy)
     assert model.training and model.bn.training
+
+
+# ------------------------------------------------------------------ the min-loss rule
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(sensitivity, min_size=1, max_size=5),
+    st.floats(min_value=2.0, max_value=8.0),
+    st.sampled_from([(2, 3, 4), (2, 4), (2, 4, 8), (3, 8)]),
+)
+def test_min_loss_allocation_is_the_brute_force_optimum(values, target, options) -> None:
+    names = [f"l{i}" for i in range(len(values))]
+    total = math.floor(len(values) * target + 0.5)
+    feasible = [c for c in itertools.product(options, repeat=len(values)) if sum(c) == total]
+    request = dict(zip(names, values, strict=True))
+    if not feasible or not options[0] <= target <= options[-1]:
+        with pytest.raises(ValueError, match=r"allocate_bits_min_loss: .*nearest reachable averages"):
+            allocate_bits_min_loss(request, target, options)
+        return
+    bits = tuple(allocate_bits_min_loss(request, target, options).values())
+    assert bits in feasible
+
+    def loss(c: tuple[int, ...]) -> float:
+        return sum(g * 4.0 ** (-b) for g, b in zip(values, c, strict=True))
+
+    assert loss(bits) <= min(loss(c) for c in feasible) * (1 + 1e-12) + 1e-300
+
+
+def test_min_loss_gives_the_bits_to_the_layer_whose_noise_costs_most() -> None:
+    # eq. (9) ranks by the sensitivity alone; the min-loss rule by sensitivity x weight power
+    assert allocate_bits_min_loss({"wide": 1.0, "narrow": 16.0, "flat": 0.0}, 3.0) == {
+        "wide": 3,
+        "narrow": 4,
+        "flat": 2,
+    }
+    assert allocate_bits_min_loss({"a": 1.0, "b": 1.0}, 3.5) == {"a": 4, "b": 3}  # a tie: earlier layer
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({}, "no sensitivities"), ({"a": -1.0}, "'a'"), ({"a": float("inf")}, "'a'")],
+)
+def test_min_loss_rejects_bad_weights_naming_itself(values, message) -> None:
+    with pytest.raises(ValueError, match=rf"allocate_bits_min_loss: .*{message}"):
+        allocate_bits_min_loss(values, 3.0)
+
+
+def test_layer_noise_weights_are_sensitivity_times_weight_power() -> None:
+    net = _Net()
+    weights = layer_noise_weights(net, {"conv": 2.0, "fc": 0.5})
+    assert weights["conv"] == pytest.approx(2.0 * net.conv.weight.detach().pow(2).mean().item())
+    assert weights["fc"] == pytest.approx(0.5 * net.fc.weight.detach().pow(2).mean().item())
+    with pytest.raises(ValueError, match=r"'bn\.missing' is not a module with a weight in _Net"):
+        layer_noise_weights(net, {"bn.missing": 1.0})

@@ -144,6 +144,14 @@ class TrainConfig:
             "quantization", "Allocate per-layer bits from sensitivities to meet target_bits on average."
         ),
     )
+    bit_allocation: Literal["eq9", "min_loss"] = field(
+        default="eq9",
+        metadata=_doc(
+            "quantization",
+            "Mixed-precision rule: the paper's log-proportional bits (eq9) or the least estimated "
+            "loss from weight noise at the same average (min_loss).",
+        ),
+    )
     sensitivity_batches: int = field(
         default=8, metadata=_doc("quantization", "Batches the per-layer sensitivities are measured on.")
     )

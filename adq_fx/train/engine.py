@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 from .. import (
     ADQConfig,
     allocate_bits,
+    allocate_bits_min_loss,
     convert_adq,
+    layer_noise_weights,
     layer_sensitivity,
     model_size_bits,
     prepare_adq,
@@ -465,7 +467,11 @@ class Runner:
             batches.append((self.prepare_input(x), y))
         scores = layer_sensitivity(model, batches, F.cross_entropy)
         scores = {name: scores[name] for name in layers}
-        allocated = allocate_bits(scores, cfg.target_bits, cfg.bit_options)
+        if cfg.bit_allocation == "min_loss":
+            noise = layer_noise_weights(model, scores)
+            allocated = allocate_bits_min_loss(noise, cfg.target_bits, cfg.bit_options)
+        else:
+            allocated = allocate_bits(scores, cfg.target_bits, cfg.bit_options)
         return {name: (b, b) for name, b in allocated.items()}, scores
 
 
