@@ -222,6 +222,10 @@ def resolved_settings(train: dict[str, Any]) -> dict[str, Any]:
     return comparable(json.loads(json.dumps(asdict(TrainConfig(**train)))))
 
 
+# TrainConfig fields added after runs were recorded, with the behaviour a record without them ran
+# under, so that changing such a field's default later cannot pass an old run off as a new one.
+BEFORE_THE_FIELD: dict[str, Any] = {"commitment_units": "channel", "bit_allocation": "eq9"}
+
 # The TrainConfig fields the engine passes to the adq weight quantizer only (Engine.base_config).
 CODEBOOK_SETTINGS = frozenset(
     {
@@ -240,9 +244,12 @@ CODEBOOK_SETTINGS = frozenset(
 
 def unused_setting(key: str, settings: dict[str, Any]) -> bool:
     """A setting the run never reads: the threshold quantizer's fields without n2uq activations,
-    the codebook's without ADQ weights (TrainConfig passes them to the adq weight quantizer only)."""
+    the codebook's without ADQ weights (TrainConfig passes them to the adq weight quantizer only),
+    the allocation rule without mixed precision."""
     if key.startswith("threshold_"):
         return settings.get("activation_quantizer") != "n2uq"
+    if key == "bit_allocation":
+        return not settings.get("mixed_precision")
     return key in CODEBOOK_SETTINGS and settings.get("weight_quantizer") != "adq"
 
 
@@ -251,8 +258,10 @@ def existing_result(job: Job) -> dict[str, Any] | None:
 
     Compares the resolved config (defaults included), so a changed library default
     cannot pass an old result off as the new one. Fields the record lacks came
-    after it and default to the older behaviour. The float start is compared on
-    the settings it was given: the quantization defaults do not reach it.
+    after it: those in ``BEFORE_THE_FIELD`` compare as the behaviour the record ran
+    under, the rest are skipped (they were added with the older behaviour as their
+    default). The float start is compared on the settings it was given: the
+    quantization defaults do not reach it.
     """
     if not job.result_path.exists():
         return None
@@ -260,7 +269,7 @@ def existing_result(job: Job) -> dict[str, Any] | None:
     if job.name == FLOAT_NAME:
         want, had = comparable(job.train), record["ablation"]["train_settings"]
     else:
-        want, had = resolved_settings(job.train), comparable(record["config"])
+        want, had = resolved_settings(job.train), {**BEFORE_THE_FIELD, **comparable(record["config"])}
     keys = sorted(k for k in set(had) & set(want) if not unused_setting(k, want))
     diff = {k: (had.get(k), want.get(k)) for k in keys if had.get(k) != want.get(k)}
     if diff:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -139,6 +140,21 @@ def test_ablation_reuses_a_result_that_differs_only_in_settings_the_run_never_re
     _record(ablation, codebook, codebook_levels="alg1")  # D reads it: an older default is refused
     with pytest.raises(SystemExit, match="codebook_levels"):
         ablation.existing_result(codebook)
+
+
+def test_a_record_made_before_a_field_existed_compares_as_the_behaviour_it_ran(tmp_path) -> None:
+    ablation, _, (codebook,) = _ablation_jobs(tmp_path, "D")
+    _record(ablation, codebook)
+    record = ablation.json.loads(codebook.result_path.read_text())
+    del record["config"]["commitment_units"]  # written before the field: it ran eq. (3) per channel
+    codebook.result_path.write_text(ablation.json.dumps(record))
+    assert ablation.existing_result(codebook) is not None  # the default is still that behaviour
+    layer_units = dataclasses.replace(codebook, train={**codebook.train, "commitment_units": "layer"})
+    with pytest.raises(SystemExit, match=r"other settings .*'commitment_units': \('channel', 'layer'\)"):
+        ablation.existing_result(layer_units)
+    _, _, (fixed,) = _ablation_jobs(tmp_path / "a", "A")
+    _record(ablation, fixed, bit_allocation="min_loss")  # no mixed precision: the rule is never read
+    assert ablation.existing_result(fixed) is not None
 
 
 def test_ablation_refuses_pending_runs_whose_float_start_is_gone(tmp_path) -> None:
