@@ -235,3 +235,15 @@ def test_a_diverging_run_stops_with_a_clear_error_and_checkpoints_no_broken_weig
     for path in tmp_path.rglob("*.pt"):  # whatever was saved came from before the divergence
         state = torch.load(path, weights_only=False, map_location="cpu")["model"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), path
+
+
+def test_min_loss_allocation_plans_from_the_float_models_noise_weights(tmp_path) -> None:
+    settings = {"float_epochs": 1, "epochs": 1, "mixed_precision": True, "target_bits": 3.0}
+    results = run_training(_config(tmp_path, bit_allocation="min_loss", **settings))
+    assert results["config"]["bit_allocation"] == "min_loss"
+    float_model = build_model("digits_cnn", 10, in_channels=1)
+    float_model.load_state_dict(torch.load(tmp_path / "float.pt", weights_only=True)["model"])
+    noise = adq_fx.layer_noise_weights(float_model, results["sensitivities"])
+    expected = adq_fx.allocate_bits_min_loss(noise, 3.0)
+    assert {name: bits for name, (bits, _) in results["bit_plan"].items()} == expected
+    assert expected != adq_fx.allocate_bits(results["sensitivities"], 3.0)  # the rules differ on this net
