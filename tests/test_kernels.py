@@ -304,18 +304,22 @@ def test_compiled_threshold_forward_keeps_channels_last_and_matches_under_bf16_a
 @needs_compiler
 @pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_compiled_codebook_forward_equals_eager(bits, channels_last) -> None:
+@pytest.mark.parametrize("layer_units", [False, True])
+def test_compiled_codebook_forward_equals_eager(bits, channels_last, layer_units) -> None:
     generator = torch.Generator().manual_seed(bits)
-    weight = torch.randn(6, 4, 3, 3, generator=generator) * 0.1
+    weight = torch.randn(6, 4, 3, 3, generator=generator) * torch.logspace(-3, 0, 6).view(-1, 1, 1, 1)
     if channels_last:
         weight = weight.to(memory_format=torch.channels_last)
     scale = qf.per_channel_rms(weight)
     codebook = qf.quantile_codebook(qf.normalise(weight, scale), bits)
     upstream = torch.randn(weight.shape, generator=generator)
+    weights = qf.layer_commitment_weights(scale) if layer_units else None
 
     def run() -> tuple[list[torch.Tensor], torch.Tensor]:
         w = weight.clone().requires_grad_()
-        quantized, commitment, counts, sums = qf.codebook_quantize(w, scale, codebook, with_statistics=True)
+        quantized, commitment, counts, sums = qf.codebook_quantize(
+            w, scale, codebook, with_statistics=True, commitment_weights=weights
+        )
         grad = torch.autograd.grad((quantized * upstream).sum() + commitment, w)[0]
         return [quantized.detach(), commitment.detach(), counts, sums], grad
 
