@@ -184,7 +184,7 @@ def test_train_config_validation() -> None:
         TrainConfig(activation_quantizer="adq")
     with pytest.raises(ValueError, match=r"threshold_init='lsq'\) must be 'auto', 'uniform' or 'first_b"):
         TrainConfig(threshold_init="lsq")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"kernels='fast'\) must be one of"):
+    with pytest.raises(ValueError, match=r"kernels='fast'\) must be 'auto', 'eager' or 'compiled'"):
         TrainConfig(kernels="fast")  # type: ignore[arg-type]
 
 

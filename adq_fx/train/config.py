@@ -7,7 +7,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .. import quantizers  # noqa: F401  (registers the built-in quantizers)
 from ..config import SUPPORTED_BITS, ThresholdInit
-from ..kernels import KERNEL_BACKENDS, KernelBackend
+from ..kernels import KernelBackend
 from ..registry import names
 
 
@@ -347,14 +347,11 @@ class TrainConfig:
         for name, allowed in (
             ("weight_quantizer", names("weight")),
             ("activation_quantizer", names("activation")),
-            ("threshold_init", get_args(ThresholdInit)),
-            *literal_fields,
+            *literal_fields,  # threshold_init, kernels, codebook_levels, loader, ...
         ):
             if getattr(self, name) not in allowed:
                 listed = ", ".join(repr(a) for a in allowed[:-1]) + f" or {allowed[-1]!r}"
                 raise ValueError(f"TrainConfig({name}={getattr(self, name)!r}) must be {listed}.")
-        if self.kernels not in KERNEL_BACKENDS:
-            raise ValueError(f"TrainConfig(kernels={self.kernels!r}) must be one of {KERNEL_BACKENDS}.")
         if any(b not in SUPPORTED_BITS for b in self.bit_options):
             raise ValueError(f"TrainConfig(bit_options={self.bit_options}): each must be in 2..8.")
         if self.float_checkpoint and self.pretrained:
