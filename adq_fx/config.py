@@ -56,10 +56,11 @@ class CodebookWeightConfig:
     seen once with equal occupancy, so the first steps move it smoothly; False
     starts them at zero (VQ-VAE's EMA; the paper leaves it open), so the first
     training step moves every entry to its cluster's mean.
-    commitment_units="channel" (default) is eq. (3) as written, on the weights
-    normalised by each channel's RMS; "layer" measures it in units of the layer's
-    RMS (functional.layer_commitment_weights), which keeps SGD stable on channels
-    whose RMS is far below their layer's at any beta (docs/design.md, "Commitment loss").
+    commitment_units="layer" (default) measures the commitment loss in units of
+    the layer's RMS (functional.layer_commitment_weights), which keeps SGD stable
+    on channels whose RMS is far below their layer's; "channel" is eq. (3) as
+    written, on the weights normalised by each channel's RMS. Layer units trained
+    better on the validation split, most at 2 bits (docs/design.md, "Commitment units").
     """
 
     method: ClassVar[str] = "adq"
@@ -71,7 +72,7 @@ class CodebookWeightConfig:
     ema_decay: float = 0.99
     eps: float = 1e-5
     commitment_beta: float = 0.25
-    commitment_units: Literal["channel", "layer"] = "channel"
+    commitment_units: Literal["channel", "layer"] = "layer"
     pin_zero: bool | None = None
     seed: int = 0
     int8_grid: bool = False

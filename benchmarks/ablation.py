@@ -418,7 +418,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs-dir", help="default runs/ablation/<schedule>")
     parser.add_argument(
         "--results-dir",
-        help="default benchmarks/results/ablation_<schedule> (pretrained: ablation_pretrained_xeon_lr0.02)",
+        help="default benchmarks/results/ablation_<schedule> (pretrained: ablation_pretrained_xeon_v3)",
     )
     group = parser.add_argument_group("schedule knobs (override the schedule's values)")
     group.add_argument("--float-epochs", type=int)

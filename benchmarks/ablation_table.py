@@ -457,8 +457,10 @@ SCHEDULES = {
         # start from one float model, so each machine's table has its own dir: ablation_pretrained
         # (AVX2 EPYC, the earlier defaults: Alg. 1's levels), ablation_pretrained_avx512 and
         # ablation_pretrained_v2 (AVX-512 EPYC), ablation_pretrained_xeon (AMX Xeon, QAT lr 0.01:
-        # rerun with --lr 0.01 --results-dir/--runs-dir), ablation_pretrained_xeon_lr0.02 (this one).
-        results_name="ablation_pretrained_xeon_lr0.02",
+        # rerun with --lr 0.01 --results-dir/--runs-dir), ablation_pretrained_xeon_lr0.02 (lr 0.02,
+        # eq. (3)'s per-channel commitment and eq. (9)'s allocation), ablation_pretrained_xeon_v3
+        # (this one: layer-unit commitment and min-loss bits, chosen on the lr-0.02 table's validation).
+        results_name="ablation_pretrained_xeon_v3",
     ),
     "smoke": Schedule(
         "smoke",

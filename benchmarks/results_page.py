@@ -177,6 +177,11 @@ BLOCKS = {
     "int8-accuracy": int8_accuracy_block,
     "loader": loader_block,
     "ablation-pretrained": lambda: ablation_block("pretrained"),
+    # The same machine, float start and lr under the previous defaults (eq. (3)'s per-channel
+    # commitment, eq. (9)'s allocation): the table whose validation rows chose the current ones.
+    "ablation-pretrained-xeon-lr002": lambda: ablation_block(
+        "pretrained", RESULTS / "ablation_pretrained_xeon_lr0.02"
+    ),
     # The same machine and float start at the earlier QAT lr 0.01, three seeds: the table whose
     # lr-0.02 validation rows chose the current lr (ablation.py --lr 0.01 --results-dir ...).
     "ablation-pretrained-xeon-lr001": lambda: ablation_block(

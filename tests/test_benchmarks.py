@@ -148,10 +148,10 @@ def test_a_record_made_before_a_field_existed_compares_as_the_behaviour_it_ran(t
     record = ablation.json.loads(codebook.result_path.read_text())
     del record["config"]["commitment_units"]  # written before the field: it ran eq. (3) per channel
     codebook.result_path.write_text(ablation.json.dumps(record))
-    assert ablation.existing_result(codebook) is not None  # the default is still that behaviour
-    layer_units = dataclasses.replace(codebook, train={**codebook.train, "commitment_units": "layer"})
     with pytest.raises(SystemExit, match=r"other settings .*'commitment_units': \('channel', 'layer'\)"):
-        ablation.existing_result(layer_units)
+        ablation.existing_result(codebook)  # the default is layer units now: not this run
+    per_channel = dataclasses.replace(codebook, train={**codebook.train, "commitment_units": "channel"})
+    assert ablation.existing_result(per_channel) is not None  # the row that asks for what it ran
     _, _, (fixed,) = _ablation_jobs(tmp_path / "a", "A")
     _record(ablation, fixed, bit_allocation="min_loss")  # no mixed precision: the rule is never read
     assert ablation.existing_result(fixed) is not None

@@ -508,14 +508,17 @@ def test_commitment_loss_is_a_nonnegative_scalar_with_gradient_to_the_qat_weight
     assert loss.dim() == 0 and loss.requires_grad
     assert float(loss.detach()) > 0  # random weights are not on the codebook
 
-    # value: sum over layers of beta * mean((nearest codebook entry - w / s)^2)
+    # value: sum over layers of beta * mean((s * nearest codebook entry of w / s - w)^2) / mean(s^2),
+    # the default layer units
     expected = torch.zeros(())
     for name in QUANTIZED_BY_DEFAULT:
         layer = prepared.get_submodule(name)
         q = layer.weight_quantizer
-        w = layer.weight.detach() / q.scale.view(-1, 1, 1, 1)
+        assert q.config.commitment_units == "layer"
+        s = q.scale.view(-1, 1, 1, 1)
+        w = layer.weight.detach() / s
         nearest = q.codebook[(w.unsqueeze(-1) - q.codebook).abs().argmin(-1)]
-        expected += q.config.commitment_beta * (nearest - w).pow(2).mean()
+        expected += q.config.commitment_beta * (s * (nearest - w)).pow(2).mean() / s.pow(2).mean()
     assert torch.allclose(loss.detach(), expected, rtol=1e-5, atol=1e-8)
 
     loss.backward()

@@ -117,7 +117,7 @@ def test_the_straight_through_gradient_reaches_the_weight() -> None:
 
 
 def test_commitment_gradient_reaches_the_weight_only() -> None:
-    config = CodebookWeightConfig(bits=3, commitment_beta=0.25)
+    config = CodebookWeightConfig(bits=3, commitment_beta=0.25, commitment_units="channel")  # eq. (3)
     quantizer = CodebookWeightQuantizer(config, conv_weight())
     weight = conv_weight(1).requires_grad_()
     loss = quantizer.commitment(weight)
@@ -180,7 +180,8 @@ def test_sgd_on_the_commitment_is_stable_on_a_near_dead_channel_in_layer_units(u
 
 
 def test_a_training_forward_returns_its_commitment_and_a_fresh_one_follows_the_moved_codebook() -> None:
-    quantizer = CodebookWeightQuantizer(CodebookWeightConfig(bits=3, commitment_beta=0.5), conv_weight())
+    config = CodebookWeightConfig(bits=3, commitment_beta=0.5, commitment_units="channel")
+    quantizer = CodebookWeightQuantizer(config, conv_weight())
     weight = conv_weight(1).requires_grad_()
     codebook_before = quantizer.codebook.clone()
     quantized, loss = quantizer.train().quantize(weight)  # the explicit output of this forward

@@ -145,7 +145,7 @@ class TrainConfig:
         ),
     )
     bit_allocation: Literal["eq9", "min_loss"] = field(
-        default="eq9",
+        default="min_loss",
         metadata=_doc(
             "quantization",
             "Mixed-precision rule: the paper's log-proportional bits (eq9) or the least estimated "
@@ -185,7 +185,7 @@ class TrainConfig:
         default=0.25, metadata=_doc("quantization", "Weight of ADQ's commitment loss.")
     )
     commitment_units: Literal["channel", "layer"] = field(
-        default="channel",
+        default="layer",
         metadata=_doc(
             "quantization",
             "Units of ADQ's commitment loss: each channel's RMS (eq. 3) or the layer's (stable at any beta).",
