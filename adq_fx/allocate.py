@@ -100,7 +100,15 @@ def _clamp_floor(value: float, options: list[int]) -> int:
 
 def _nearest_assignment(wanted: list[float], options: list[int], total: int) -> list[int]:
     """Least-squares closest assignment meeting the total exactly."""
-    return _cheapest_assignment([lambda b, w=w: (b - w) ** 2 for w in wanted], options, total)
+    return _cheapest_assignment([_squared_distance_to(w) for w in wanted], options, total)
+
+
+def _squared_distance_to(wanted: float) -> Callable[[int], float]:
+    return lambda bits: (bits - wanted) ** 2
+
+
+def _noise_loss(weight: float) -> Callable[[int], float]:
+    return lambda bits: weight * 4.0 ** (-bits)
 
 
 def _cheapest_assignment(costs: list[Callable[[int], float]], options: list[int], total: int) -> list[int]:
@@ -144,7 +152,7 @@ def allocate_bits_min_loss(
     reachable = reachable_totals(len(names), options) if len(names) <= 64 else None
     if not options[0] <= target_average <= options[-1] or (reachable is not None and total not in reachable):
         raise ValueError(_unreachable_message(len(names), target_average, total, options, reachable, caller))
-    costs = [lambda b, g=g: g * 4.0 ** (-b) for g in values]
+    costs = [_noise_loss(g) for g in values]
     # options from the top: on equal loss the earlier layer keeps more bits, as in allocate_bits
     chosen = _cheapest_assignment(costs, options[::-1], total)
     return dict(zip(names, chosen, strict=True))
