@@ -64,6 +64,9 @@ class CodebookWeightConfig:
     """
 
     method: ClassVar[str] = "adq"
+    # What a saved quantization map that lacks a field ran with (the field came later, with a new
+    # default): qconfig_mapping_from_map fills these in, so an old checkpoint trains on as it did.
+    values_before_field: ClassVar[dict[str, Any]] = {"commitment_units": "channel"}
 
     bits: int = 3
     levels: Literal["alg1", "full"] = "full"

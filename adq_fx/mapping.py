@@ -168,9 +168,8 @@ def qconfig_mapping_from_map(quantization_map: Mapping[str, Mapping[str, Any]]) 
             weight_type = entry_named("weight", entry.get("weight_method", "adq")).config
             activation_type = entry_named("activation", entry.get("activation_method", "n2uq")).config
             activation = dict(entry["activation_config"], signed=entry["activation_signed"])
-            config = ADQConfig(
-                weight=weight_type(**entry["weight_config"]), activation=activation_type(**activation)
-            )
+            weight = {**getattr(weight_type, "values_before_field", {}), **entry["weight_config"]}
+            config = ADQConfig(weight=weight_type(**weight), activation=activation_type(**activation))
         except (KeyError, TypeError) as err:
             raise ValueError(
                 f"quantization map entry {name!r} lacks or has a bad {err}; pass the dict that "

@@ -88,6 +88,21 @@ def test_signedness_is_pinned_by_the_map_not_the_new_example_inputs() -> None:
     }
 
 
+def test_a_map_saved_before_commitment_units_existed_keeps_training_as_it_did() -> None:
+    model, x = DigitsCNN(), torch.rand(4, 1, 8, 8)
+    qmap = adq_fx.quantization_map(adq_fx.prepare_adq(model, adq_fx.default_qconfig_mapping(3), x))
+    old = json.loads(json.dumps(qmap))
+    for entry in old.values():
+        del entry["weight_config"]["commitment_units"]  # as written before the field (eq. (3) per channel)
+
+    def units(saved: dict) -> set[str]:
+        again = adq_fx.prepare_adq(model, adq_fx.qconfig_mapping_from_map(saved), x)
+        return {e["weight_config"]["commitment_units"] for e in adq_fx.quantization_map(again).values()}
+
+    assert units(qmap) == {"layer"}  # today's default round trips
+    assert units(old) == {"channel"}  # the old map keeps the behaviour it trained with
+
+
 def test_a_malformed_map_names_the_entry() -> None:
     with pytest.raises(ValueError, match="'conv2'"):
         adq_fx.qconfig_mapping_from_map({"conv2": {"weight_bits": 3}})
