@@ -247,3 +247,18 @@ def test_min_loss_allocation_plans_from_the_float_models_noise_weights(tmp_path)
     expected = adq_fx.allocate_bits_min_loss(noise, 3.0)
     assert {name: bits for name, (bits, _) in results["bit_plan"].items()} == expected
     assert expected != adq_fx.allocate_bits(results["sensitivities"], 3.0)  # the rules differ on this net
+
+
+def test_resume_refuses_quantizers_configured_otherwise_than_the_checkpoint(tmp_path) -> None:
+    """A run started under other quantizer settings (a default changed since, say) is not resumed."""
+    first = run_training(
+        _config(tmp_path, float_epochs=1, epochs=2, stop_after_epochs=2, commitment_units="channel")
+    )
+    assert first["stopped"]
+    expected = r"commitment_units is 'channel' in the checkpoint and 'layer' now.*--commitment-units channel"
+    with pytest.raises(ValueError, match=expected):
+        run_training(_config(tmp_path, float_epochs=1, epochs=2, resume=True))
+    resumed = run_training(
+        _config(tmp_path, float_epochs=1, epochs=2, resume=True, commitment_units="channel")
+    )
+    assert not resumed.get("stopped") and len(resumed["history"]["qat"]) == 2

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from ..summary import quantization_map
 
 
 class Running:
@@ -67,6 +71,8 @@ class Progress:
 
     def restore(self, model: nn.Module, optimizer: Any, schedule: Any, generator: torch.Generator) -> None:
         state = torch.load(self.path, weights_only=True, map_location="cpu")
+        if "quantizers" in state:  # checkpoints before it could not be checked
+            _check_same_quantizers(self.path, json.loads(state["quantizers"]), quantizer_settings(model))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -104,10 +110,52 @@ class Progress:
             "next": list(next_position),
             "epoch_state": epoch_state,
             "running": None if running is None else running.state_dict(),
+            "quantizers": json.dumps(quantizer_settings(model)),
         }
         partial = self.path.with_suffix(".partial")
         torch.save(state, partial)
         partial.replace(self.path)  # atomic: a job killed while saving keeps the previous checkpoint
 
 
-__all__ = ["Progress", "Running"]
+def quantizer_settings(model: nn.Module) -> dict[str, Any]:
+    """Each quantized layer's bits and quantizer configs ({} for a float model): what a resume must match."""
+    try:
+        saved = quantization_map(model)
+    except ValueError:  # no quantized layer: the float phase
+        return {}
+    kept = ("weight_bits", "activation_bits", "weight_config", "activation_config")
+    return {name: {key: entry.get(key) for key in kept} for name, entry in saved.items()}
+
+
+def _check_same_quantizers(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint into quantizers configured otherwise (a changed flag or default)."""
+    for name in sorted(set(saved) | set(current)):
+        was, now = saved.get(name), current.get(name)
+        if was == now:
+            continue
+        if was is None or now is None:
+            detail = (
+                f"layer {name!r} is quantized in {'the run now' if was is None else 'the checkpoint'} only"
+            )
+        else:
+            field, before, after = next(_differences(was, now))
+            detail = f"layer {name!r} {field} is {before!r} in the checkpoint and {after!r} now"
+        raise ValueError(
+            f"{path}: {detail}. Resume with the settings the run started with (its results.json or "
+            "job config; a default may have changed since, e.g. --commitment-units channel or "
+            "--bit-allocation eq9), or start a new --out-dir."
+        )
+
+
+def _differences(
+    was: dict[str, Any], now: dict[str, Any], prefix: str = ""
+) -> Iterator[tuple[str, Any, Any]]:
+    for key in sorted(set(was) | set(now)):
+        a, b = was.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            yield from _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            yield f"{prefix}{key}", a, b
+
+
+__all__ = ["Progress", "Running", "quantizer_settings"]
