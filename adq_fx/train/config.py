@@ -398,6 +398,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 1e-4,
         "mixed_precision": True,
         "target_bits": 2.8125,
+        "bit_allocation": "eq9",  # the paper's allocation, as Table 4.3's plan was made
         "bit_options": (2, 3, 4),
         "sensitivity_batches": 8,
         "out_dir": "runs/imagenet",

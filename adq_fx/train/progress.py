@@ -72,7 +72,8 @@ class Progress:
     def restore(self, model: nn.Module, optimizer: Any, schedule: Any, generator: torch.Generator) -> None:
         state = torch.load(self.path, weights_only=True, map_location="cpu")
         if "quantizers" in state:  # checkpoints before it could not be checked
-            _check_same_quantizers(self.path, json.loads(state["quantizers"]), quantizer_settings(model))
+            now = json.loads(json.dumps(quantizer_settings(model)))  # as saved: tuples become lists
+            _check_same_quantizers(self.path, json.loads(state["quantizers"]), now)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
