@@ -358,6 +358,13 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ("4-bit ADQ − N2UQ, both distilled (ADQ-4-kd − N2UQ-4-kd)", "ADQ-4-kd", "N2UQ-4-kd", None),
     ("codebook EMA decay 0.99 instead of 0.9 (D − D-ema0.9)", "D", "D-ema0.9", None),
     ("codebook EMA decay 0.99 instead of 0.999 (D − D-ema0.999)", "D", "D-ema0.999", None),
+    ("2-bit, codebook EMA decay 0.99 instead of 0.9 (ADQ-2 − ADQ-2-ema0.9)", "ADQ-2", "ADQ-2-ema0.9", None),
+    (
+        "2-bit, codebook EMA decay 0.99 instead of 0.999 (ADQ-2 − ADQ-2-ema0.999)",
+        "ADQ-2",
+        "ADQ-2-ema0.999",
+        None,
+    ),
     ("warm-started codebook EMA (D − D-coldstart)", "D", "D-coldstart", None),
     ("commitment loss at beta 0.25 (D − D-beta0)", "D", "D-beta0", None),
     ("2-bit, commitment loss at beta 0.25 (ADQ-2 − ADQ-2-beta0)", "ADQ-2", "ADQ-2-beta0", None),
