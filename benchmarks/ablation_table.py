@@ -383,10 +383,6 @@ CHOICES: list[tuple[str, str, str, float | None]] = [
     ),
     ("commitment in the layer's units (D-layer − D)", "D-layer", "D", None),
     ("QAT lr 0.03 with layer units (D-layer-lr0.03 − D-layer)", "D-layer-lr0.03", "D-layer", None),
-    *[
-        (f"2-bit, codebook EMA decay {d}, not 0.99 (ADQ-2-ema{d} − ADQ-2)", f"ADQ-2-ema{d}", "ADQ-2", None)
-        for d in ("0.9", "0.999")
-    ],
     ("QAT lr 0.01 instead of 0.02 (D − D-lr0.02)", "D", "D-lr0.02", None),
     ("QAT lr 0.01 instead of 0.005 (D − D-lr0.005)", "D", "D-lr0.005", None),
     ("a second QAT epoch (D-2ep − D)", "D-2ep", "D", None),
