@@ -51,15 +51,7 @@ def allocate_bits(
     sensitivities: Mapping[str, float], target_average: float, bit_options: Sequence[int] = (2, 3, 4)
 ) -> dict[str, int]:
     """Per-layer bit-widths whose sum is round(L · target_average), most sensitive layers first."""
-    names = list(sensitivities)
-    values = [float(sensitivities[n]) for n in names]
-    options = sorted(set(bit_options))
-    _check_inputs(names, values, options, target_average)
-    total = math.floor(len(names) * target_average + 0.5)
-    reachable = reachable_totals(len(names), options) if len(names) <= 64 else None
-    if not options[0] <= target_average <= options[-1] or (reachable is not None and total not in reachable):
-        raise ValueError(_unreachable_message(len(names), target_average, total, options, reachable))
-
+    names, values, options, total = _budget(sensitivities, target_average, bit_options, "allocate_bits")
     wanted = continuous_bits(values, float(total))
     bits = [_clamp_floor(w, options) for w in wanted]
     rank = sorted(range(len(names)), key=lambda i: (-values[i], i))  # tie-break order
@@ -143,15 +135,9 @@ def allocate_bits_min_loss(
     This rule spends the same per-layer budget where the estimate says the loss
     is; it is exact (dynamic programming), for any option set.
     """
-    names = list(noise_weights)
-    values = [float(noise_weights[n]) for n in names]
-    options = sorted(set(bit_options))
-    caller = "allocate_bits_min_loss"
-    _check_inputs(names, values, options, target_average, caller)
-    total = math.floor(len(names) * target_average + 0.5)
-    reachable = reachable_totals(len(names), options) if len(names) <= 64 else None
-    if not options[0] <= target_average <= options[-1] or (reachable is not None and total not in reachable):
-        raise ValueError(_unreachable_message(len(names), target_average, total, options, reachable, caller))
+    names, values, options, total = _budget(
+        noise_weights, target_average, bit_options, "allocate_bits_min_loss"
+    )
     costs = [_noise_loss(g) for g in values]
     # options from the top: on equal loss the earlier layer keeps more bits, as in allocate_bits
     chosen = _cheapest_assignment(costs, options[::-1], total)
@@ -179,8 +165,23 @@ def layer_noise_weights(model: nn.Module, sensitivities: Mapping[str, float]) ->
     return weights
 
 
+def _budget(
+    per_layer: Mapping[str, float], target: float, bit_options: Sequence[int], caller: str
+) -> tuple[list[str], list[float], list[int], int]:
+    """(names, values, sorted options, total bits) of a valid request; a clear error otherwise."""
+    names = list(per_layer)
+    values = [float(per_layer[n]) for n in names]
+    options = sorted(set(bit_options))
+    _check_inputs(names, values, options, target, caller)
+    total = math.floor(len(names) * target + 0.5)
+    reachable = reachable_totals(len(names), options) if len(names) <= 64 else None
+    if not options[0] <= target <= options[-1] or (reachable is not None and total not in reachable):
+        raise ValueError(_unreachable_message(len(names), target, total, options, reachable, caller))
+    return names, values, options, total
+
+
 def _check_inputs(
-    names: list[str], values: list[float], options: list[int], target: float, caller: str = "allocate_bits"
+    names: list[str], values: list[float], options: list[int], target: float, caller: str
 ) -> None:
     if not names:
         raise ValueError(f"{caller}: no sensitivities given; pass {{layer name: sensitivity}}.")
@@ -199,7 +200,7 @@ def _unreachable_message(
     total: int,
     options: list[int],
     reachable: set[int] | None,
-    caller: str = "allocate_bits",
+    caller: str,
 ) -> str:
     if reachable is None:
         reachable = {count * options[0], count * options[-1]}

@@ -49,13 +49,15 @@ def _lsq(bits: int) -> Ablation:
     )
 
 
+N2UQ = {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq"}  # the N2UQ baseline's quantizers
+
 CONFIGS: dict[str, Ablation] = {
     a.name: a
     for a in [
         Ablation(
             "A",
             "N2UQ baseline: uniform weights + LTQ activations, fixed 3-bit",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3},
+            {**N2UQ, "target_bits": 3},
             88.21,
             claim=True,
         ),
@@ -145,7 +147,7 @@ CONFIGS: dict[str, Ablation] = {
         _study(
             "A-kd",
             "A with distillation from the float model: does the baseline gain from it as much as D?",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "kd": True},
+            {**N2UQ, "target_bits": 3, "kd": True},
         ),
         _study(
             "ADQ-2-kd",
@@ -155,7 +157,7 @@ CONFIGS: dict[str, Ablation] = {
         _study(
             "N2UQ-2-kd",
             "N2UQ-2 with distillation from the float model (the 2-bit baseline, distilled alike)",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 2, "kd": True},
+            {**N2UQ, "target_bits": 2, "kd": True},
         ),
         _study(
             "ADQ-4-kd",
@@ -165,7 +167,7 @@ CONFIGS: dict[str, Ablation] = {
         _study(
             "N2UQ-4-kd",
             "N2UQ-4 with distillation from the float model (the 4-bit baseline, distilled alike)",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 4, "kd": True},
+            {**N2UQ, "target_bits": 4, "kd": True},
         ),
         _study(
             "E-kd",
@@ -245,7 +247,7 @@ CONFIGS: dict[str, Ablation] = {
         _study(
             "A-2ep",
             "A with two QAT epochs: does the baseline gain from the second epoch as much as D?",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "epochs": 2},
+            {**N2UQ, "target_bits": 3, "epochs": 2},
         ),
         # Mixed precision under the other allocation rule (TrainConfig.bit_allocation="min_loss"):
         # eq. (9) gives the widest layers the most bits (E: layer3 at 4 bits, 3.27 bits per parameter
@@ -273,12 +275,12 @@ CONFIGS: dict[str, Ablation] = {
         _study(
             "A-lr0.02",
             "A at QAT lr 0.02: does the baseline gain from it as much as D?",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 3, "lr": 0.02},
+            {**N2UQ, "target_bits": 3, "lr": 0.02},
         ),
         Ablation(
             "N2UQ-2",
             "N2UQ baseline, fixed 2-bit",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 2},
+            {**N2UQ, "target_bits": 2},
             None,
             "—",
             claim=True,
@@ -286,7 +288,7 @@ CONFIGS: dict[str, Ablation] = {
         Ablation(
             "N2UQ-4",
             "N2UQ baseline, fixed 4-bit",
-            {"weight_quantizer": "n2uq", "activation_quantizer": "n2uq", "target_bits": 4},
+            {**N2UQ, "target_bits": 4},
             None,
             "—",
             claim=True,
